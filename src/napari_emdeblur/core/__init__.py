@@ -1,0 +1,1 @@
+"""Pure (Qt-free) core of napari-emdeblur: io, tiling, focus metrics, degradation models."""

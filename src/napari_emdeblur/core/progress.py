@@ -1,0 +1,58 @@
+"""Typed messages that the core's long-running generators yield.
+
+Widgets wrap the generators with napari's ``create_worker`` and connect ``yielded`` to a
+handler that dispatches on these types; the CLI and pipeline consume them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """``done`` of ``total`` units of ``stage`` are finished."""
+
+    done: int
+    total: int
+    stage: str = ""
+    message: str = ""
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+
+@dataclass
+class SectionScores:
+    """Focus scores of every tile of one section (z index) on a regular grid."""
+
+    z: int
+    scores: np.ndarray  # (rows, cols) float32, higher = sharper
+    tile: int
+    metric: str
+    extras: dict = field(default_factory=dict)  # e.g. anisotropy maps
+
+
+@dataclass
+class TileResult:
+    """One corrected tile: where it goes and its pixels (same dtype as the input)."""
+
+    z: int
+    row: int
+    col: int
+    y0: int
+    x0: int
+    data: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Notice:
+    """Something the user should be told (e.g. an automatic retry after GPU OOM)."""
+
+    message: str
+    level: str = "info"  # info | warning
