@@ -1,0 +1,1 @@
+"""napari widgets (Qt). Thin layer over ``napari_emdeblur.core``; torch is imported lazily."""

@@ -1,0 +1,70 @@
+"""Small helpers shared by the widgets: layer lookup, notifications, worker wiring."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+HEATMAP_KEY = "emdeblur_heatmap"  # layer.metadata key marking our heatmap layers
+DECISIONS_KEY = "emdeblur_decisions"  # layer.metadata key marking the flagged-tiles layer
+
+
+def image_layers(viewer: "napari.Viewer", exclude_ours: bool = True) -> list:
+    from napari.layers import Image
+
+    out = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Image):
+            continue
+        if exclude_ours and (HEATMAP_KEY in layer.metadata):
+            continue
+        out.append(layer)
+    return out
+
+
+def layer_by_name(viewer: "napari.Viewer", name: str | None):
+    if not name:
+        return None
+    try:
+        return viewer.layers[name]
+    except (KeyError, ValueError):
+        return None
+
+
+def grayscale_data(layer) -> Any:
+    """The layer's data as a 2-D or 3-D grayscale array, or raise ValueError with a clear message."""
+    if getattr(layer, "rgb", False):
+        raise ValueError(
+            f"layer '{layer.name}' is RGB; EM focus scoring needs a single-channel image "
+            "(convert it to grayscale first)"
+        )
+    if getattr(layer, "multiscale", False):
+        data = layer.data[0]
+    else:
+        data = layer.data
+    if data.ndim not in (2, 3):
+        raise ValueError(f"layer '{layer.name}' has {data.ndim} dimensions; expected 2-D (y, x) or 3-D (z, y, x)")
+    kind = np.dtype(data.dtype).kind
+    if kind not in "uif":
+        raise ValueError(f"layer '{layer.name}' has unsupported dtype {data.dtype}")
+    return data
+
+
+def notify(message: str, level: str = "info") -> None:
+    {"info": show_info, "warning": show_warning, "error": show_error}.get(level, show_info)(message)
+
+
+def drain(gen: Iterator, on_yield: Callable[[Any], None]) -> Any:
+    """Synchronous path of a worker generator (used by tests and scripts): feed every yielded
+    message to ``on_yield`` in this thread and return the generator's return value."""
+    while True:
+        try:
+            msg = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        on_yield(msg)
