@@ -59,6 +59,7 @@ class CorrectionWidget(Container):
         self.reports: dict[tuple[int, int, int], TileReport] = {}
         self.source_name: str | None = None
         self.grid: TileGrid | None = None
+        self._layers_ready = False
         self._meta: dict = {}
 
         self.layer_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -257,6 +258,7 @@ class CorrectionWidget(Container):
         self.reports = {}
         self._is_stack = data.ndim == 3
         self._data = data
+        self._with_gt = with_gt
         self._t0 = time.perf_counter()
         self._meta = {
             "source_layer": layer.name, "device": self.device_label.value, "precision": params.precision,
@@ -269,6 +271,17 @@ class CorrectionWidget(Container):
             self._meta["model_card_sha256"] = load_card_hash(params.weights)
         except Exception:
             self._meta["model_card_sha256"] = _card_hash_fallback(params.weights)
+        self._pending = (layer, data, params)
+        self._layers_ready = False
+        self.progress.max = max(1, len(tiles))
+        self.progress.value = 0
+
+    def _create_layers(self) -> None:
+        """Create (or reset) the corrected and review layers; called on the worker's first message,
+        i.e. once the model has loaded, so a run that fails to start leaves no layer behind."""
+        layer, data, params = self._pending
+        self._layers_ready = True
+        with_gt = self._with_gt
         corrected = self.corrected_layer
         copy = np.array(data, copy=True)  # the original layer is never touched
         if corrected is None:
@@ -298,8 +311,6 @@ class CorrectionWidget(Container):
             review.data = disp
         self._psnr = np.full(shape, np.nan, np.float32) if with_gt else None
         self._heat_xform = (scale, translate)
-        self.progress.max = max(1, len(tiles))
-        self.progress.value = 0
 
     def _qc_thresholds(self, name: str) -> dict:
         for l in self._viewer.layers:
@@ -319,6 +330,8 @@ class CorrectionWidget(Container):
         b.events.contrast_limits.connect(sync(b, a))
 
     def _on_yield(self, msg: Any) -> None:
+        if not self._layers_ready:
+            self._create_layers()
         if isinstance(msg, TileResult):
             corrected = self.corrected_layer
             if corrected is None:
@@ -358,6 +371,8 @@ class CorrectionWidget(Container):
 
     def _on_finished(self) -> None:
         self._finish_ui()
+        if not self._layers_ready:
+            return
         n = len(self.reports)
         flagged = sum(r.check_by_eye for r in self.reports.values())
         el = time.perf_counter() - self._t0

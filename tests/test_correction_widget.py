@@ -1,0 +1,156 @@
+"""End-to-end correction workflow with the real viewer, the sample data and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_emdeblur.core import decisions as dec  # noqa: E402
+from napari_emdeblur.core import io as emio  # noqa: E402
+from napari_emdeblur.core.focus import score_tiles  # noqa: E402
+from napari_emdeblur.core.tiling import TileGrid  # noqa: E402
+from napari_emdeblur.widgets.correct import CorrectionWidget  # noqa: E402
+from napari_emdeblur.widgets.qc import QCWidget  # noqa: E402
+
+
+@pytest.fixture
+def flow(make_napari_viewer):
+    from napari_emdeblur._sample_data import make_sample_data
+
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in make_sample_data():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    section, gt = viewer.layers[0], viewer.layers[1]
+    qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(qc)
+    viewer.window.add_dock_widget(cw)
+    qc.layer_combo.value = section.name
+    return viewer, qc, cw, section, gt
+
+
+def _flag_known_soft_tiles(qc, section):
+    """Score, then move the threshold so that some tiles are flagged to correct."""
+    qc.tile_spin.value = int(section.metadata.get("sample_tiles", {}).get("tile", 256))
+    qc.run(sync=True)
+    scores = qc.result.scores
+    finite = np.sort(scores[np.isfinite(scores)])
+    qc.set_thresholds(correct=float(finite[2]) + 1e-6, retake=float(finite[0]) - 1.0)
+    assert qc.flagged_counts == (3, 0)
+
+
+def test_end_to_end_correct_review_export(flow, tmp_path):
+    viewer, qc, cw, section, gt = flow
+    original = np.array(section.data, copy=True)
+    _flag_known_soft_tiles(qc, section)
+    cw.layer_combo.value = section.name
+    cw.gt_combo.value = gt.name
+    cw.device_combo.value = "cpu"
+    cw.run(sync=True)
+    corrected = viewer.layers[f"{section.name} corrected"]
+    assert corrected.data.shape == original.shape and corrected.data.dtype == original.dtype
+    np.testing.assert_array_equal(section.data, original)  # the original layer is never modified
+    grid = TileGrid(original.shape, qc.result.tile)
+    flagged = {(i, j) for _, i, j in np.argwhere(qc.result.decisions == dec.CORRECT)}
+    assert {(i, j) for (_, i, j) in cw.reports} == flagged
+    metric = qc.result.metric
+    for i, j in grid:
+        sl = grid.slices(i, j)
+        if (i, j) in flagged:
+            before = score_tiles(original[sl], max(original[sl].shape), metric)[0, 0]
+            after = score_tiles(corrected.data[sl], max(original[sl].shape), metric)[0, 0]
+            assert after > before, (i, j, before, after)
+        else:
+            np.testing.assert_array_equal(corrected.data[sl], original[sl])
+    meta = corrected.metadata["emdeblur_correction"]
+    assert meta["precision"] == "fp32" and "cpu" in meta["device"]
+    assert sorted(map(tuple, meta["corrected_tiles"])) == sorted((0, i, j) for i, j in flagged)
+    assert meta["model_card_sha256"]
+    # ground truth: per-tile PSNR in the reports and a heatmap layer
+    assert all(np.isfinite(r.psnr_after) for r in cw.reports.values())
+    assert f"{section.name} PSNR gain" in [l.name for l in viewer.layers]
+
+    # review: revert one tile -> back to the original bytes; mark one for retake
+    (z, i, j) = sorted(cw.reports)[0]
+    cw.review(z, i, j, "revert")
+    np.testing.assert_array_equal(corrected.data[grid.slices(i, j)], original[grid.slices(i, j)])
+    assert cw.reports[(z, i, j)].accepted is False
+    (z2, i2, j2) = sorted(cw.reports)[1]
+    cw.review(z2, i2, j2, "accept")
+    assert cw.reports[(z2, i2, j2)].accepted is True
+
+    # grid view and back
+    cw.toggle_view()
+    assert viewer.grid.enabled
+    cw.toggle_view()
+    assert not viewer.grid.enabled
+
+    # export and read back equal, with the report
+    out = tmp_path / "corrected.ome.tif"
+    assert cw.export(out) == out
+    back = emio.load_section(out)
+    np.testing.assert_array_equal(np.asarray(back.data), corrected.data)
+    assert back.pixel_size is not None
+    np.testing.assert_allclose(back.pixel_size, tuple(section.scale[-2:]), rtol=1e-3)
+    report = json.loads((tmp_path / "corrected_report.json").read_text())
+    assert len(report["tiles"]) == len(cw.reports)
+    assert any(t["accepted"] is False for t in report["tiles"])
+    # exporting again to the same path is refused and leaves the file alone
+    stamp = out.stat().st_mtime_ns
+    assert cw.export(out) is None
+    assert out.stat().st_mtime_ns == stamp
+
+
+def test_cancel_leaves_layers_consistent(flow, qtbot):
+    viewer, qc, cw, section, gt = flow
+    original = np.array(section.data, copy=True)
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "all"
+    cw.device_combo.value = "cpu"
+    cw.batch_spin.value = 1
+    cw.run()
+    worker = cw.worker
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        qtbot.waitUntil(lambda: len(cw.reports) >= 1, timeout=120_000)
+        cw.cancel()
+    n = len(cw.reports)
+    total = TileGrid(original.shape, cw.grid.tile).n_tiles
+    assert 1 <= n < total  # stopped early
+    corrected = viewer.layers[f"{section.name} corrected"]
+    done = {(i, j) for (_, i, j) in cw.reports}
+    for i, j in cw.grid:
+        if (i, j) not in done:
+            np.testing.assert_array_equal(corrected.data[cw.grid.slices(i, j)], original[cw.grid.slices(i, j)])
+    assert len(corrected.metadata["emdeblur_correction"]["corrected_tiles"]) == n
+    np.testing.assert_array_equal(section.data, original)
+    assert cw.run_btn.enabled
+
+
+def test_error_paths_notify(flow, tmp_path):
+    viewer, qc, cw, section, gt = flow
+    n_layers = len(viewer.layers)
+    # flagged mode without a QC result
+    cw.layer_combo.value = section.name
+    cw.run(sync=True)
+    assert len(viewer.layers) == n_layers
+    # weights that do not load: a corrupt file
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    cw.tiles_combo.value = "all"
+    cw.weights_edit.value = str(bad)
+    cw.run(sync=True)
+    assert not cw.reports
+    assert f"{section.name} corrected" not in [l.name for l in viewer.layers]  # nothing partly made
+    # ground truth of another shape
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="wrong gt")
+    cw.weights_edit.value = ""
+    cw.gt_combo.value = "wrong gt"
+    before = len(viewer.layers)
+    cw.run(sync=True)
+    assert len(viewer.layers) == before
+    # export with nothing corrected yet
+    assert cw.export(tmp_path / "x.tif") is None
+    assert not (tmp_path / "x.tif").exists()
