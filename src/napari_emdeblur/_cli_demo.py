@@ -33,8 +33,8 @@ def build_demo(viewer, correct: bool = False, view: str = "overlay"):
     gt = viewer.layers[1] if len(viewer.layers) > 1 else None
     if gt is not None:
         gt.visible = False
-    _, qc = viewer.window.add_plugin_dock_widget("napari-emdeblur", "Focus QC")
-    _, cw = viewer.window.add_plugin_dock_widget("napari-emdeblur", "GRAN correction", tabify=True)
+    qc_dock, qc = viewer.window.add_plugin_dock_widget("napari-emdeblur", "Focus QC")
+    cw_dock, cw = viewer.window.add_plugin_dock_widget("napari-emdeblur", "GRAN correction", tabify=True)
     qc.layer_combo.value = section.name
     qc.run(sync=True)
     if correct:
@@ -46,7 +46,7 @@ def build_demo(viewer, correct: bool = False, view: str = "overlay"):
             cw.toggle_view()
     viewer.layers.selection.active = section
     viewer.reset_view()
-    return qc, cw
+    return qc, cw, (cw_dock if correct else qc_dock)
 
 
 def run(args) -> int:
@@ -67,7 +67,10 @@ def run(args) -> int:
     except ValueError as e:
         raise CLIError(f"--size must look like 1600x1000, got {args.size!r}") from e
     viewer.window.resize(w, h)
-    build_demo(viewer, correct=args.correct, view=args.view)
+    _, _, front = build_demo(viewer, correct=args.correct, view=args.view)
+    for _ in range(5):
+        QApplication.processEvents()
+    front.raise_()
     if shot is None:
         napari.run()
         return 0

@@ -15,7 +15,7 @@ import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
@@ -42,8 +42,7 @@ from ..core.progress import Notice, Progress, TileResult
 from ..core.tiling import TileGrid, heatmap_transform
 from ._common import DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify
 
-if TYPE_CHECKING:  # pragma: no cover
-    import napari
+from napari.viewer import Viewer
 
 TILE_MODES = ("flagged (QC)", "all", "rectangle (Shapes)")
 REVIEW_COLORS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0.1, 0.9, 0.3, 0.5), 2: (1.0, 0.1, 0.1, 0.65),
@@ -52,7 +51,8 @@ REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
 
 
 class CorrectionWidget(Container):
-    def __init__(self, viewer: "napari.Viewer"):
+    def __init__(self, napari_viewer: Viewer):
+        viewer = napari_viewer
         super().__init__(labels=True)
         self._viewer = viewer
         self._worker = None
@@ -128,8 +128,9 @@ class CorrectionWidget(Container):
             combo.reset_choices()
             if cur in combo.choices:
                 combo.value = cur
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[0]
+        names = [c for c in self.layer_combo.choices if c is not None]
+        if self.layer_combo.value is None and names:
+            self.layer_combo.value = names[0]
 
     @staticmethod
     def _device_text(choice: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
@@ -37,13 +37,12 @@ from ..core.scoring import ScoreParams, iter_score_stack
 from ..core.tiling import TileGrid, heatmap_transform
 from ._common import DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify
 
-if TYPE_CHECKING:  # pragma: no cover
-    import napari
+from napari.viewer import Viewer
 
 DECISION_COLORS = {
     None: (0.0, 0.0, 0.0, 0.0),
     0: (0.0, 0.0, 0.0, 0.0),
-    dec.CORRECT: (1.0, 0.85, 0.0, 0.55),
+    dec.CORRECT: (0.0, 0.9, 1.0, 0.5),
     dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
 }
 
@@ -73,7 +72,8 @@ class QCResult:
 class QCWidget(Container):
     """Dock widget: layer, metric and tile size; Score / Cancel; thresholds; histogram; export."""
 
-    def __init__(self, viewer: "napari.Viewer"):
+    def __init__(self, napari_viewer: Viewer):
+        viewer = napari_viewer
         super().__init__(labels=True)
         self._viewer = viewer
         self._worker = None
@@ -129,8 +129,10 @@ class QCWidget(Container):
         self.layer_combo.reset_choices()
         if current in self.layer_combo.choices:
             self.layer_combo.value = current
-        elif self.layer_combo.choices and self.layer_combo.value is None:
-            self.layer_combo.value = self.layer_combo.choices[0]
+        elif self.layer_combo.value is None:
+            names = [c for c in self.layer_combo.choices if c is not None]
+            if names:
+                self.layer_combo.value = names[0]
 
     @property
     def heatmap_layer(self):
@@ -213,7 +215,7 @@ class QCWidget(Container):
         heat = self.heatmap_layer
         if heat is None:
             heat = self._viewer.add_image(
-                display, name=f"{r.layer_name} focus", colormap="inferno", opacity=0.45,
+                display, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
                 interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
                 contrast_limits=(0.0, 1.0), metadata={HEATMAP_KEY: meta},
             )
@@ -395,7 +397,7 @@ class QCWidget(Container):
         ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45")
         ax.set_xlabel(f"{self.result.metric} score (higher = sharper)", fontsize=7)
         ax.tick_params(labelsize=6)
-        self._lines = [ax.axvline(np.nan, color="#ffd400", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
+        self._lines = [ax.axvline(np.nan, color="#00e5ff", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
         self._move_histogram_lines()
 
     def _move_histogram_lines(self) -> None:
