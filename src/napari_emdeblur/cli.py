@@ -61,4 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m napari_emdeblur.cli`: run the package module's main so that the CLIError the
+    # sub-commands raise (napari_emdeblur.cli.CLIError) is the class caught here
+    from napari_emdeblur.cli import main as _package_main
+
+    sys.exit(_package_main())

@@ -1,0 +1,229 @@
+"""Process finished acquisitions on a Dask cluster, with the same journal and reports as watch.
+
+:func:`batch` is a generator (``Notice`` / ``Progress`` / final ``RunSummary``):
+
+* Inputs are tiles and folders (folders are scanned like ``watch`` does, every file taken as
+  complete). Each new tile gets one *score* task (CPU); a tile whose decision is ``correct``
+  then gets one *correct* task, which asks for the worker resource ``GPU: 1`` when
+  ``gpu_workers`` is set, so that at most one correction runs at a time per GPU worker while
+  scoring keeps every worker busy.
+* The cluster: ``dask.distributed.LocalCluster`` by default (``workers`` processes,
+  ``threads_per_worker=1``; with ``gpu_workers`` every worker advertises ``GPU=1`` and uses
+  ``cuda:<worker index mod GPU count>``), or an existing scheduler (``scheduler="tcp://..."``;
+  start GPU workers there with ``dask worker ADDRESS --nthreads 1 --resources GPU=1``, one per
+  GPU with ``CUDA_VISIBLE_DEVICES``). Workers must see the inputs and OUTDIR at the same paths
+  (a shared file system): they write corrected tiles into the journal's staging folder.
+* Only this (client) process touches the journal: it claims a tile before submitting its
+  task, and commits (rename of the staged output + ``done``) when the result comes back, so a
+  crash of the client is recovered like a crash of ``watch``. A crashed worker is handled by
+  distributed, which re-runs its tasks elsewhere (the row simply stays ``processing`` until the
+  result arrives); a tile that kills ``distributed.scheduler.allowed-failures`` workers in a row
+  is marked failed with the error (``KilledWorker``) and the run goes on.
+* Each task uses one thread for scoring and torch (``cfg.threads``, if set, overrides): the
+  parallelism is across tiles.
+* ``workers=0`` runs everything serially in this process (no Dask), the reference the
+  distributed results are identical to: the same functions compute the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ..core.progress import Notice, Progress
+from .process import (
+    ModelLoadError,
+    PipelineConfig,
+    TileRecord,
+    analyse_tile,
+    correct_recorded,
+    needs_correction,
+)
+from .watch import RunSummary, Session, candidates_for_inputs, progress_line
+
+
+# --------------------------------------------------------------------------- worker side
+def _worker_device(cfg_device: str, gpu: bool) -> str | None:
+    if not gpu:
+        return None
+    if cfg_device and cfg_device != "auto":
+        return cfg_device
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        idx = int(name) if str(name).isdigit() else abs(hash(str(name)))
+    except (ImportError, ValueError):
+        idx = 0
+    return f"cuda:{idx % n}"
+
+
+def _worker_cfg(cfg_dict: dict) -> PipelineConfig:
+    cfg = PipelineConfig.from_dict(cfg_dict)
+    if not cfg.threads:  # the cluster runs tiles in parallel: one thread per task
+        cfg.threads = 1
+    return cfg
+
+
+def score_task(path: str, cfg_dict: dict, thresholds: tuple, file: str, section: str, name: str) -> TileRecord:
+    """Dask task: read and score one tile and decide (no correction)."""
+    cfg = _worker_cfg(cfg_dict)
+    return analyse_tile(path, cfg, None, thresholds=thresholds, file=file, section=section, name=name, correct=False)
+
+
+def correct_task(path: str, rec: TileRecord, cfg_dict: dict, out_rel: str, stage_dir: str, gpu: bool) -> TileRecord:
+    """Dask task: correct a scored tile into ``stage_dir`` (model cached per worker)."""
+    cfg = _worker_cfg(cfg_dict)
+    return correct_recorded(path, rec, cfg, None, out_rel=out_rel, stage_dir=stage_dir,
+                            device=_worker_device(cfg.device, gpu))
+
+
+# --------------------------------------------------------------------------- client side
+def _connect(scheduler: str | None, workers: int, gpu_workers: bool):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    kw = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    if gpu_workers:
+        kw["resources"] = {"GPU": 1}
+    cluster = LocalCluster(**kw)
+    return Client(cluster), cluster
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def batch(
+    inputs: list[str | os.PathLike],
+    outdir: str | os.PathLike,
+    cfg: PipelineConfig | None = None,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    gpu_workers: bool = False,
+    client=None,
+    max_inflight: int | None = None,
+) -> Iterator[object]:
+    """Process ``inputs`` into ``outdir`` on a Dask cluster (see the module docstring).
+
+    ``client``: an existing ``distributed.Client`` to use (it is not closed). ``workers=0``:
+    serial, in this process.
+    """
+    cfg = cfg or PipelineConfig()
+    out = Path(outdir).resolve()
+    for inp in inputs:
+        if Path(inp).resolve() == out:
+            raise ValueError("--out must not be one of the inputs")
+    found = candidates_for_inputs(list(inputs), exclude=[out])
+    session = Session(out, cfg, "batch")
+    try:
+        session.update_positions(found.positions)
+        if not session.settle_thresholds([c.path for c in found.complete], final=True):
+            raise ValueError("no tiles to calibrate the thresholds from")
+        n_new = session.register(found.complete)
+        session.requeue_transient(force=True)
+        pending = session.journal.pending()
+        yield Notice(f"{n_new} new file(s), {len(pending)} to process")
+        if pending:
+            if workers == 0 and client is None and scheduler is None:
+                yield from _run_serial(session, pending)
+            else:
+                yield from _run_dask(session, pending, scheduler, workers, gpu_workers, client, max_inflight)
+        if session.reports.dirty or not (session.outdir / "index.html").exists():
+            session.flush_reports(force=True)
+    finally:
+        summary = session.close()
+    yield summary
+
+
+def _run_serial(session: Session, pending) -> Iterator[object]:
+    for k, row in enumerate(pending):
+        r = session.process_serial(row)
+        if r is None:
+            continue
+        yield Progress(k + 1, len(pending), "tile", progress_line(*r))
+        session.flush_reports()
+
+
+def _run_dask(session: Session, pending, scheduler, workers, gpu_workers, client, max_inflight) -> Iterator[object]:
+    from distributed import as_completed
+
+    own = client is None
+    cluster = None
+    if own:
+        n = default_workers() if workers is None else int(workers)
+        client, cluster = _connect(scheduler, n, gpu_workers)
+    try:
+        n_workers = max(1, len(client.nthreads()))
+        inflight_max = max_inflight or 4 * n_workers
+        yield Notice(f"dask: {n_workers} worker(s) at {client.scheduler.address}")
+        cfg = session.cfg
+        cfg_dict = cfg.to_dict()
+        th = tuple(session.thresholds)
+        queue = list(pending)
+        rows = {}  # future key -> (row, stage)
+        ac = as_completed()
+        total, done = len(queue), 0
+        correct_resources = {"GPU": 1} if gpu_workers else None
+
+        def submit_scores() -> None:
+            while queue and len(rows) < inflight_max:
+                row = queue.pop(0)
+                claimed = session.claim(row)
+                if claimed is None:
+                    continue
+                fut = client.submit(
+                    score_task, claimed.path, cfg_dict, th, claimed.rel, claimed.section, claimed.name,
+                    key=f"emdeblur-score-{claimed.id}-{claimed.attempts}", pure=False,
+                )
+                rows[fut.key] = (claimed, "score")
+                ac.add(fut)
+
+        submit_scores()
+        for fut in ac:
+            row, stage = rows.pop(fut.key)
+            if fut.status == "error":
+                exc = fut.exception()
+                if isinstance(exc, ModelLoadError):
+                    raise exc
+                rec = TileRecord(file=row.rel, section=row.section, name=row.name)
+                name = type(exc).__name__
+                rec.error_kind = "permanent" if name == "KilledWorker" else "transient"
+                rec.error = f"{name}: {exc}" + (" (the tile crashed the workers that ran it)" if name == "KilledWorker" else "")
+                rec.decision = ""
+            else:
+                rec = fut.result()
+            fut.release()
+            if stage == "score" and needs_correction(rec, cfg):
+                stage_dir = str(session.journal.staging_dir(row.id))
+                f2 = client.submit(
+                    correct_task, row.path, rec, cfg_dict, row.out_rel, stage_dir, bool(gpu_workers),
+                    key=f"emdeblur-correct-{row.id}-{row.attempts}", pure=False, resources=correct_resources,
+                )
+                rows[f2.key] = (row, "correct")
+                ac.add(f2)
+                continue
+            out = session.finish(row, rec)
+            done += 1
+            yield Progress(done, total, "tile", progress_line(out, rec))
+            session.flush_reports()
+            submit_scores()
+    finally:
+        if own:
+            try:
+                client.close()
+            finally:
+                if cluster is not None:
+                    cluster.close()
+
+
+__all__ = ["batch", "score_task", "correct_task", "default_workers", "RunSummary"]
+

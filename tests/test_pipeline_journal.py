@@ -1,0 +1,292 @@
+"""Journal of the acquisition pipeline: state machine, lock, and kill -9 at random points."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_emdeblur.pipeline.journal import Journal, JournalLockedError, open_outdir
+
+EM_TILE_SOURCE = Path("/work/shared/data/drosophila_vnc_sstem/stack1/00.tif")
+
+
+# --------------------------------------------------------------------------- test data
+def _em_image(seed: int = 0) -> np.ndarray:
+    """A 1024x1024 uint8 real sSEM frame when the data set is there, else EM-like texture."""
+    if EM_TILE_SOURCE.is_file():
+        from napari_emdeblur.core.io import load_section
+
+        return np.asarray(load_section(EM_TILE_SOURCE).data)
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.normal(size=(1024, 1024)), 3.0)
+    x = np.abs(ndimage.sobel(x, 0)) + np.abs(ndimage.sobel(x, 1))
+    x = 200 - 150 * x / x.max() + rng.normal(0, 6, x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -> dict[str, str]:
+    """Write ``n`` 256x256 tiles (sharp / mildly blurred / very blurred) into section folders.
+
+    Returns ``{relative path: category}`` with category ok | correct | retake.
+    """
+    from scipy import ndimage
+
+    from napari_emdeblur.core.io import save_image
+
+    img = _em_image(seed)
+    rng = np.random.default_rng(seed)
+    kinds = ["ok", "correct", "ok", "retake", "ok", "ok", "correct", "ok"]
+    out = {}
+    for k in range(n):
+        y, x = rng.integers(0, img.shape[0] - 256), rng.integers(0, img.shape[1] - 256)
+        crop = img[y : y + 256, x : x + 256]
+        kind = kinds[k % len(kinds)]
+        sigma = {"ok": 0.0, "correct": 1.3, "retake": 4.0}[kind]
+        if sigma:
+            crop = np.clip(np.round(ndimage.gaussian_filter(crop.astype(np.float32), sigma)), 0, 255).astype(np.uint8)
+        rel = f"{sections[k % len(sections)]}/tile_{k:03d}.tif"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_image(folder / rel, crop)
+        out[rel] = kind
+    return out
+
+
+def thresholds_for(folder: Path, kinds: dict[str, str]) -> tuple[float, float]:
+    """Absolute thresholds halfway between the measured score groups of the test tiles."""
+    from napari_emdeblur.core.focus import score_tiles
+    from napari_emdeblur.core.io import load_section
+
+    s = {k: [] for k in ("ok", "correct", "retake")}
+    for rel, kind in kinds.items():
+        s[kind].append(float(np.nanmedian(score_tiles(load_section(folder / rel).data, 256))))
+    assert min(s["ok"]) > max(s["correct"]) > 0 and min(s["correct"]) > max(s["retake"]), s
+    return (min(s["ok"]) + max(s["correct"])) / 2, (min(s["correct"]) + max(s["retake"])) / 2
+
+
+def tiny_weights(path: Path) -> Path:
+    """A freshly initialised small GRAN saved with its card (the bookkeeping needs a model, not a good one)."""
+    import torch
+
+    from napari_emdeblur.model.gran import GRAN, GRANConfig
+    from napari_emdeblur.model.weights import save_model
+
+    torch.manual_seed(0)
+    save_model(GRAN(GRANConfig(width=8, n_groups=1, n_grabs=1)), path)
+    return path
+
+
+def visible_files(outdir: Path) -> dict[str, bytes]:
+    """Every file under OUTDIR except the control folder and the (timing-bearing) index.html."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(outdir):
+        dirnames[:] = [d for d in dirnames if d != ".emdeblur"]
+        for fn in filenames:
+            p = Path(dirpath) / fn
+            rel = p.relative_to(outdir).as_posix()
+            if rel != "index.html":
+                out[rel] = p.read_bytes()
+    return out
+
+
+# --------------------------------------------------------------------------- unit tests
+def _register(j: Journal, path: str, size=10, mtime_ns=1, section="s", name=None):
+    name = name or Path(path).name
+    return j.register(path, root="/r", rel=f"{section}/{name}", section=section, name=name,
+                      out_rel=f"{section}/corrected/{Path(name).stem}.tif", size=size, mtime_ns=mtime_ns)
+
+
+def test_state_machine_and_retry_rules(tmp_path):
+    j = open_outdir(tmp_path / "out", max_failures=2)
+    try:
+        assert _register(j, "/r/a.tif") == "new"
+        assert _register(j, "/r/a.tif") == "same"
+        row = j.pending()[0]
+        claimed = j.claim(row.id)
+        assert claimed.state == "processing" and claimed.attempts == 1
+        assert j.claim(row.id) is None  # cannot be claimed twice
+
+        # commit publishes the staged output atomically and marks done
+        stage = j.staging_dir(row.id)
+        stage.mkdir(parents=True)
+        (stage / "a.tif").write_bytes(b"corrected")
+        done = j.commit(row.id, {"decision": "correct"}, stage / "a.tif", sha256="x")
+        assert done.state == "done" and (tmp_path / "out/s/corrected/a.tif").read_bytes() == b"corrected"
+        assert not stage.exists()
+        assert _register(j, "/r/a.tif") == "same"  # unchanged: nothing to do
+        # the file changes: processed again; the new result has no output -> old one removed
+        assert _register(j, "/r/a.tif", size=11) == "changed"
+        row = j.claim(j.pending()[0].id)
+        j.commit(row.id, {"decision": "ok"}, None)
+        assert not (tmp_path / "out/s/corrected/a.tif").exists()
+
+        # permanent failure: retried only when the file changes, at most max_failures times
+        assert _register(j, "/r/bad.tif") == "new"
+        bad = [r for r in j.pending() if r.path == "/r/bad.tif"][0]
+        j.claim(bad.id)
+        f = j.fail(bad.id, "EMReadError: truncated", "permanent")
+        assert f.state == "failed" and f.failures == 1 and f.error.startswith("EMReadError")
+        assert _register(j, "/r/bad.tif") == "same"
+        assert _register(j, "/r/bad.tif", size=20) == "changed"
+        j.claim(bad.id)
+        j.fail(bad.id, "EMReadError: still truncated", "permanent")
+        assert _register(j, "/r/bad.tif", size=30) == "same"  # gave up after 2 failures
+        assert j.get(bad.id).state == "failed"
+
+        # transient failure: retried after the back-off without any change of the file
+        assert _register(j, "/r/perm.tif") == "new"
+        p = [r for r in j.pending() if r.path == "/r/perm.tif"][0]
+        j.claim(p.id)
+        t = j.fail(p.id, "PermissionError: denied", "transient")
+        assert t.retry_after > time.time()
+        assert j.requeue_transient() == 0
+        assert j.requeue_transient(now=t.retry_after + 1) == 1
+        assert j.get(p.id).state == "seen"
+        assert j.counts() == {"seen": 1, "processing": 0, "done": 1, "failed": 1}
+    finally:
+        j.close()
+
+
+def test_output_names_stay_unique(tmp_path):
+    with open_outdir(tmp_path / "out") as j:
+        _register(j, "/r/x.tif", name="x.tif")
+        _register(j, "/r/x.png", name="x.png")  # same stem: second output gets a suffix
+        outs = sorted(r.out_rel for r in j.rows())
+        assert outs == ["s/corrected/x-1.tif", "s/corrected/x.tif"]
+
+
+def test_lock_is_exclusive_and_released_by_kill(tmp_path):
+    out = tmp_path / "out"
+    j = open_outdir(out)
+    with pytest.raises(JournalLockedError):
+        open_outdir(out)
+    j.close()
+    # a process holding the lock dies by SIGKILL: the lock goes with it
+    code = (
+        "import sys, time; from napari_emdeblur.pipeline.journal import open_outdir; "
+        "j = open_outdir(sys.argv[1]); print('locked', flush=True); time.sleep(60)"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(JournalLockedError):
+            open_outdir(out)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    open_outdir(out).close()
+
+
+def test_recover_resets_interrupted_rows(tmp_path):
+    out = tmp_path / "out"
+    j = open_outdir(out)
+    _register(j, "/r/a.tif")
+    row = j.claim(j.pending()[0].id)
+    # interrupted after the output was moved into place but before 'done' was recorded
+    final = j.final_path(row)
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"half-committed")
+    j.staging_dir(row.id).mkdir(parents=True)
+    (j.staging_dir(row.id) / ".a.tif.tmp").write_bytes(b"partial")
+    (final.parent / ".report.csv.abc.tmp").write_bytes(b"partial report")
+    j.con.close()  # simulate the crash: no cleanup, the lock goes with the process's files
+    os.close(j._lock_fd)
+    j2 = open_outdir(out)
+    try:
+        r = j2.get(row.id)
+        assert r.state == "seen" and r.attempts == 1
+        assert not final.exists() and not j2.staging_dir(row.id).exists()
+        assert not (final.parent / ".report.csv.abc.tmp").exists()
+    finally:
+        j2.close()
+
+
+# --------------------------------------------------------------------------- kill -9
+def _watch_cmd(indir, out, weights, th):
+    return [
+        sys.executable, "-m", "napari_emdeblur.cli", "watch", str(indir), "--out", str(out), "--once",
+        "--weights", str(weights), "--device", "cpu", "--correct-threshold", repr(th[0]),
+        "--retake-threshold", repr(th[1]), "--stable-seconds", "0", "--report-interval", "0.5", "-q",
+    ]
+
+
+def _check_done_rows_have_outputs(out: Path) -> None:
+    j = Journal(out)
+    try:
+        for r in j.rows(state="done"):
+            res = r.result_dict
+            if res.get("corrected"):
+                import tifffile
+
+                a = tifffile.imread(out / res["corrected"])
+                assert a.shape == tuple(res["shape"]), r.out_rel
+    finally:
+        j.con.close()
+
+
+def test_kill9_at_random_points_gives_identical_outputs(tmp_path):
+    indir = tmp_path / "in"
+    kinds = make_tiles(indir, 10, seed=3)
+    th = thresholds_for(indir, kinds)
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    ref = tmp_path / "ref"
+    r = subprocess.run(_watch_cmd(indir, ref, weights, th), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    expected = visible_files(ref)
+    n_corr = sum(1 for k in kinds.values() if k == "correct")
+    assert sum(1 for k in expected if "/corrected/" in k) == n_corr
+    assert {"secA/report.csv", "secB/report.json", "secA/qc.png"} <= set(expected)
+
+    out = tmp_path / "out"
+    rng = random.Random(20240611)
+    interrupted = 0
+    for _ in range(4):
+        # kill after a random number of finished tiles plus a random delay: lands anywhere in
+        # processing, committing or report writing of the next tiles
+        p = subprocess.Popen(_watch_cmd(indir, out, weights, th)[:-1], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        n_lines = rng.randint(0, 2)
+        while n_lines > 0:
+            line = p.stdout.readline()
+            if not line:
+                break
+            n_lines -= line.startswith("[")
+        time.sleep(rng.uniform(0.0, 0.6))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            interrupted += 1
+        p.communicate()
+        if (out / ".emdeblur" / "journal.sqlite").exists():
+            _check_done_rows_have_outputs(out)
+    assert interrupted >= 2, "the kills should land while watch runs"
+    r = subprocess.run(_watch_cmd(indir, out, weights, th), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+    got = visible_files(out)
+    assert sorted(got) == sorted(expected)  # none missing, none extra (no temp files)
+    for k in expected:
+        assert got[k] == expected[k], f"{k} differs from the uninterrupted run"
+    assert not any(Path(k).name.startswith(".") or k.endswith(".tmp") for k in got)
+    staging = out / ".emdeblur" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    j = Journal(out)
+    try:
+        assert j.counts()["done"] == len(kinds)
+        assert all(r.state == "done" for r in j.rows())
+    finally:
+        j.con.close()
+    # and a re-run does nothing
+    r = subprocess.run(_watch_cmd(indir, out, weights, th)[:-1], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and " 0 new, 0 done" in r.stdout, r.stdout
+    assert visible_files(out) == expected
