@@ -1223,6 +1223,17 @@ def save_image(
     return path
 
 
+def _remove_tree(path: Path, tries: int = 50) -> None:
+    """rmtree that wins against dask threads still writing chunks after a failed compute."""
+    import time
+
+    for _ in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.02)
+
+
 def save_ome_zarr(
     path: str | os.PathLike,
     data: Any,
@@ -1290,6 +1301,6 @@ def save_ome_zarr(
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         raise
     return path
