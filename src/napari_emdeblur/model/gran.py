@@ -1,0 +1,188 @@
+"""GRAN: graph reasoning attention network for EM deblurring (after Zhang et al., ISBI 2023).
+
+Layout (written from the paper's description as refined for this project)::
+
+    x (N,1,H,W) in [0,1]
+      -> pad to a multiple of ``cfg.pad_multiple`` (reflect), centre (x - 0.5)
+      -> pixel-unshuffle by ``scale`` (H/s x W/s, s*s channels)  -- all work at low resolution
+      -> head 3x3 conv -> F0
+      -> ``n_groups`` residual attention groups; each = ``n_grabs`` GRABs + 3x3 conv + group skip
+      -> 3x3 conv + F0 (long skip)
+      -> 3x3 conv to s*s channels -> pixel-shuffle -> + x (global residual) -> crop
+
+    GRAB(x) = trunk(x) * mask(x) + x
+        trunk = ``n_trunk`` residual blocks
+        mask  = strided 3x3 conv (x2 per ``mask_down`` step)
+                -> graph reasoning over the low-res feature vectors (nodes of a fully
+                   connected graph): R = theta(V)^T phi(V) / N, V' = W(R g(V)) + V,
+                   W zero-initialised (so every graph unit starts as the identity)
+                -> ``n_mask`` residual blocks -> transposed conv upscale -> 1x1 conv -> sigmoid
+
+Because ``R`` has no softmax, ``R g(V) = theta^T (phi g^T) / N`` is evaluated right-to-left:
+cost and memory are linear in the number of nodes, so the graph stays global over a tile of
+any size. The consequence for tiled inference: the output of a tile depends (weakly) on the
+whole tile through the graph units, so tiles overlap and are blended (see ``infer.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GRANConfig:
+    """Architecture of a GRAN. ``to_dict``/``from_dict`` round-trip through the model card."""
+
+    in_channels: int = 1
+    scale: int = 4  # pixel-unshuffle factor of the body
+    width: int = 32  # feature channels in the body
+    n_groups: int = 2  # residual attention groups
+    n_grabs: int = 2  # GRABs per group
+    n_trunk: int = 1  # residual blocks in each GRAB trunk
+    n_mask: int = 1  # residual blocks in each mask branch (after the graph unit)
+    mask_down: int = 1  # stride-2 steps in the mask branch
+    graph: bool = True  # graph reasoning unit in the mask branch
+    graph_dim: int = 0  # node embedding channels (0 = width // 2)
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.scale * (2**self.mask_down)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GRANConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown GRAN config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1 = conv3(c, c)
+        self.c2 = conv3(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.relu(self.c1(x), inplace=True))
+
+
+class GraphReasoning(nn.Module):
+    """Global graph reasoning over all spatial positions (nodes) of a feature map.
+
+    Nodes ``V`` (C x N); affinity ``R = theta(V)^T phi(V) / N`` (N x N, fully connected);
+    update ``W(R g(V)) + V`` with ``W`` a zero-initialised 1x1 conv.
+    """
+
+    def __init__(self, c: int, inner: int):
+        super().__init__()
+        self.theta = nn.Conv2d(c, inner, 1)
+        self.phi = nn.Conv2d(c, inner, 1)
+        self.g = nn.Conv2d(c, inner, 1)
+        self.W = nn.Conv2d(inner, c, 1)
+        nn.init.zeros_(self.W.weight)
+        nn.init.zeros_(self.W.bias)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = v.shape
+        n = h * w
+        t = self.theta(v).flatten(2)  # (B, I, N)
+        p = self.phi(v).flatten(2)
+        g = self.g(v).flatten(2)
+        # (R g)[n] = sum_m (t_n . p_m) g_m / N  ==  t^T (p g^T) / N, linear in N
+        pg = torch.bmm(p, g.transpose(1, 2)) / n  # (B, I, I)
+        out = torch.bmm(pg.transpose(1, 2), t)  # (B, I, N): out[:, j, n] = sum_i pg[i, j] t[i, n]
+        out = out.reshape(b, -1, h, w)
+        return v + self.W(out)
+
+
+class GRAB(nn.Module):
+    """Graph reasoning attention block: ``trunk(x) * mask(x) + x``."""
+
+    def __init__(self, cfg: GRANConfig):
+        super().__init__()
+        c = cfg.width
+        self.trunk = nn.Sequential(*[ResBlock(c) for _ in range(cfg.n_trunk)])
+        down = []
+        for _ in range(cfg.mask_down):
+            down += [conv3(c, c, stride=2), nn.ReLU(inplace=True)]
+        self.down = nn.Sequential(*down)
+        inner = cfg.graph_dim or max(1, c // 2)
+        self.graph = GraphReasoning(c, inner) if cfg.graph else nn.Identity()
+        self.mask_body = nn.Sequential(*[ResBlock(c) for _ in range(cfg.n_mask)])
+        up = []
+        for k in range(cfg.mask_down):
+            up.append(nn.ConvTranspose2d(c, c, 4, stride=2, padding=1))
+            if k < cfg.mask_down - 1:
+                up.append(nn.ReLU(inplace=True))
+        self.up = nn.Sequential(*up)
+        self.mask_out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.up(self.mask_body(self.graph(self.down(x))))
+        m = torch.sigmoid(self.mask_out(m))
+        return self.trunk(x) * m + x
+
+
+class ResidualGroup(nn.Module):
+    def __init__(self, cfg: GRANConfig):
+        super().__init__()
+        self.blocks = nn.Sequential(*[GRAB(cfg) for _ in range(cfg.n_grabs)])
+        self.tail = conv3(cfg.width, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.tail(self.blocks(x))
+
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
+    """Pad bottom/right to a multiple of ``m`` (reflect where possible, else replicate)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        mode = "reflect" if (ph < h and pw < w) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+class GRAN(nn.Module):
+    """Graph reasoning attention network; (N,C,H,W) float in [0,1] -> same shape."""
+
+    model_type = "gran"
+
+    def __init__(self, cfg: GRANConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GRANConfig()
+        s2 = cfg.in_channels * cfg.scale**2
+        self.head = conv3(s2, cfg.width)
+        self.groups = nn.Sequential(*[ResidualGroup(cfg) for _ in range(cfg.n_groups)])
+        self.body_tail = conv3(cfg.width, cfg.width)
+        self.tail = conv3(cfg.width, s2)
+        with torch.no_grad():  # start close to the identity (global residual dominates)
+            self.tail.weight.mul_(0.1)
+            self.tail.bias.zero_()
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.cfg.pad_multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xp, h, w = pad_to_multiple(x, self.cfg.pad_multiple)
+        f0 = self.head(F.pixel_unshuffle(xp - 0.5, self.cfg.scale))
+        f = self.body_tail(self.groups(f0)) + f0
+        out = F.pixel_shuffle(self.tail(f), self.cfg.scale) + xp
+        return out[..., :h, :w]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,374 @@
+"""Tiled inference: correct whole images or just some tiles, with bounded memory.
+
+Whole images (``correct_image`` / ``iter_correct_image``) are cut into ``tile`` x ``tile``
+windows that overlap by ``overlap`` px; each window's output is weighted by a separable
+raised-cosine ramp over the overlap on every side that borders another window (weight 1 at
+the image border) and the weighted sum is normalised, so there are no seams. Windows are
+processed one tile row at a time and finished rows are written out at once, so the float
+buffers are one strip of ``tile`` rows, not the whole image.
+
+QC tiles (``iter_correct_tiles``) are corrected each with a context margin around the box
+(reflect-free: real neighbouring pixels where they exist) and only the box is returned.
+
+Values: uint8 / uint16 are scaled by their dtype range (/255, /65535), other integer types by
+theirs; floats in [0, 1] are used as they are, other floats are scaled by their min/max.
+The output is clipped to the range and cast back (rounded for integers): same dtype, same
+shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
+used. A CUDA out-of-memory error halves the batch (then the tile) and retries, with a
+``Notice``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.progress import Notice, Progress, TileResult
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_TILE = 64
+
+
+@dataclass
+class InferenceParams:
+    tile: int = 512  # window size (px)
+    overlap: int = 32  # overlap between windows / context margin around QC tiles (px)
+    batch: int = 4  # windows per forward pass
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on CUDA only)
+
+    def validate(self) -> None:
+        if self.tile < MIN_TILE:
+            raise ValueError(f"tile must be at least {MIN_TILE} px, got {self.tile}")
+        if not 0 <= self.overlap < self.tile // 2:
+            raise ValueError(f"overlap must be in [0, tile/2), got {self.overlap} for tile {self.tile}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, then Apple MPS, then CPU; explicit names are checked."""
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' requested but Apple MPS is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}") from e
+
+
+# --------------------------------------------------------------------------- value scaling
+def value_range(image: np.ndarray) -> tuple[float, float]:
+    """The (lo, hi) that maps ``image`` onto [0, 1] for the model."""
+    dt = image.dtype
+    if dt == np.uint8:
+        return 0.0, 255.0
+    if dt == np.uint16:
+        return 0.0, 65535.0
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return float(info.min), float(info.max)
+    if dt.kind == "b":
+        return 0.0, 1.0
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def to_unit(block: np.ndarray, rng: tuple[float, float]) -> np.ndarray:
+    lo, hi = rng
+    return ((np.asarray(block, np.float32) - lo) / (hi - lo)).astype(np.float32, copy=False)
+
+
+def from_unit(block: np.ndarray, rng: tuple[float, float], dtype: np.dtype) -> np.ndarray:
+    lo, hi = rng
+    x = np.clip(block, 0.0, 1.0) * (hi - lo) + lo
+    if np.dtype(dtype).kind in "iub":
+        return np.rint(x).astype(dtype)
+    return x.astype(dtype)
+
+
+# --------------------------------------------------------------------------- tiling helpers
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Window starts covering ``[0, length)`` with windows of ``min(tile, length)``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def ramp_1d(n: int, overlap: int, left: bool, right: bool) -> np.ndarray:
+    """Raised-cosine weights of a window of ``n`` px; ramps on the sides that overlap."""
+    w = np.ones(n, np.float32)
+    o = min(overlap, n // 2)
+    if o > 0:
+        r = (0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o)).astype(np.float32)
+        if left:
+            w[:o] = np.minimum(w[:o], r)
+        if right:
+            w[n - o :] = np.minimum(w[n - o :], r[::-1])
+    return w
+
+
+class _Runner:
+    """Runs the model on float32 (B,1,h,w) batches with autocast + OOM back-off."""
+
+    def __init__(self, model: nn.Module, params: InferenceParams):
+        params.validate()
+        self.device = resolve_device(params.device)
+        self.model = model.to(self.device).eval()
+        self.batch = params.batch
+        self.dtype = PRECISIONS[params.precision]
+        self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        with torch.autocast("cuda", dtype=self.dtype, enabled=self.autocast):
+            y = self.model(t)
+        return y.float().cpu().numpy()
+
+    def empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _is_oom(e: BaseException) -> bool:
+    """A GPU out-of-memory error (``torch.cuda.OutOfMemoryError``, or an MPS/CUDA RuntimeError
+    saying so). Host ``MemoryError`` is not retried."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def _run_windows(run: _Runner, windows: list[np.ndarray]) -> Generator[Notice, None, list[np.ndarray]]:
+    """Model outputs for same-sized float windows, in batches; halves the batch on CUDA OOM."""
+    outs: list[np.ndarray] = []
+    i = 0
+    while i < len(windows):
+        chunk = windows[i : i + run.batch]
+        try:
+            y = run(np.stack(chunk)[:, None])
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            run.empty_cache()
+            if run.batch > 1:
+                run.batch = max(1, run.batch // 2)
+                yield Notice(f"GPU out of memory: retrying with batch {run.batch}", "warning")
+                continue
+            raise _TileTooLarge() from e
+        outs.extend(y[:, 0])
+        i += len(chunk)
+    return outs
+
+
+class _TileTooLarge(Exception):
+    """Batch 1 still runs out of memory: the caller halves the tile."""
+
+
+# --------------------------------------------------------------------------- whole images
+def _check_2d(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("empty image")
+    return image
+
+
+def _correct_unit(
+    run: _Runner, img: np.ndarray, tile: int, overlap: int, stage: str, out_fn, conv=None
+) -> Generator[Progress | Notice, None, None]:
+    """Blend-tiled model output of ``img``; finished row strips (float, model units) go to
+    ``out_fn(y0, rows)``. ``conv`` maps a window to float [0, 1] (default: none needed)."""
+    conv = conv or (lambda a: np.asarray(a, np.float32))
+    H, W = img.shape
+    ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
+    th, tw = min(tile, H), min(tile, W)
+    wx = [ramp_1d(tw, overlap, j > 0, j < len(xs) - 1) for j in range(len(xs))]
+    total, done = len(ys) * len(xs), 0
+    acc = np.zeros((th, W), np.float32)
+    wacc = np.zeros((th, W), np.float32)
+    base = ys[0]  # image row of acc[0]
+    for i, y0 in enumerate(ys):
+        wy = ramp_1d(th, overlap, i > 0, i < len(ys) - 1)
+        windows = [conv(img[y0 : y0 + th, x0 : x0 + tw]) for x0 in xs]
+        outs = yield from _run_windows(run, windows)
+        r0 = y0 - base
+        for j, (x0, o) in enumerate(zip(xs, outs)):
+            w2 = wy[:, None] * wx[j][None, :]
+            acc[r0 : r0 + th, x0 : x0 + tw] += o * w2
+            wacc[r0 : r0 + th, x0 : x0 + tw] += w2
+        done += len(xs)
+        yield Progress(done, total, stage, f"tile row {i + 1}/{len(ys)}")
+        nxt = ys[i + 1] if i + 1 < len(ys) else H
+        nfin = nxt - base
+        out_fn(base, acc[:nfin] / wacc[:nfin])
+        keep = (y0 + th) - nxt  # rows already touched that the next row still adds to
+        if keep > 0:
+            acc[:keep] = acc[nfin : nfin + keep]
+            wacc[:keep] = wacc[nfin : nfin + keep]
+        acc[max(keep, 0) :] = 0
+        wacc[max(keep, 0) :] = 0
+        base = nxt
+
+
+def iter_correct_image(
+    image: np.ndarray, model: nn.Module, params: InferenceParams | None = None, stage: str = "correct"
+) -> Generator[Progress | Notice, None, np.ndarray]:
+    """Generator form of ``correct_image``: yields Progress/Notice, *returns* the result."""
+    params = params or InferenceParams()
+    image = _check_2d(image)
+    rng = value_range(image)
+    run = _Runner(model, params)
+    out = np.empty(image.shape, image.dtype)
+    tile = params.tile
+    overlap = params.overlap
+
+    def put(y0: int, rows: np.ndarray) -> None:
+        out[y0 : y0 + rows.shape[0]] = from_unit(rows, rng, image.dtype)
+
+    try:
+        while True:
+            try:
+                yield from _correct_unit(run, image, tile, overlap, stage, put, lambda a: to_unit(a, rng))
+                break
+            except _TileTooLarge:
+                if tile // 2 < MIN_TILE:
+                    raise MemoryError("GPU out of memory even for the smallest tile (64 px, batch 1)")
+                tile //= 2
+                overlap = min(overlap, tile // 4)
+                yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
+    finally:
+        run.empty_cache()
+    return out
+
+
+def correct_image(
+    image: np.ndarray, model: nn.Module, params: InferenceParams | None = None
+) -> np.ndarray:
+    """Deblur a whole 2-D image; returns an array of the same dtype and shape."""
+    gen = iter_correct_image(image, model, params)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+# --------------------------------------------------------------------------- some tiles
+def iter_correct_tiles(
+    image: np.ndarray,
+    model: nn.Module,
+    boxes: Sequence[tuple[int, int, int, int]],
+    params: InferenceParams | None = None,
+    z: int = 0,
+    grid_tile: int | None = None,
+) -> Iterator[Progress | Notice | TileResult]:
+    """Correct only the given boxes ``(y0, x0, h, w)`` of a 2-D image.
+
+    Each box is run with ``params.overlap`` px (at least 16) of real context around it where
+    the image has it, then cropped back; a ``TileResult`` (same dtype as ``image``, shape
+    ``(h, w)``) is yielded per box, with ``row, col = y0 // grid_tile, x0 // grid_tile``
+    (``grid_tile`` defaults to the largest box side). Boxes whose context window exceeds
+    ``params.tile`` are processed with the blended tiling of ``correct_image``.
+    """
+    params = params or InferenceParams()
+    image = _check_2d(image)
+    H, W = image.shape
+    boxes = [tuple(int(v) for v in b) for b in boxes]
+    for b in boxes:
+        y0, x0, h, w = b
+        if h < 1 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > H or x0 + w > W:
+            raise ValueError(f"box {b} outside image of shape {image.shape}")
+    gt = grid_tile or max([max(b[2], b[3]) for b in boxes], default=1)
+    rng = value_range(image)
+    run = _Runner(model, params)
+    margin = max(params.overlap, 16)
+    total = len(boxes)
+    done = 0
+    yield Progress(0, total, "correct tiles", "")
+
+    def window(b):
+        y0, x0, h, w = b
+        wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
+        wy1, wx1 = min(H, y0 + h + margin), min(W, x0 + w + margin)
+        return wy0, wx0, wy1, wx1
+
+    try:
+        # group boxes whose windows have the same shape, so they can share a batch
+        groups: dict[tuple[int, int], list[tuple]] = {}
+        for b in boxes:
+            wy0, wx0, wy1, wx1 = window(b)
+            groups.setdefault((wy1 - wy0, wx1 - wx0), []).append(b)
+        for (wh, ww), bs in groups.items():
+            big = wh > params.tile or ww > params.tile
+            k = 0
+            while k < len(bs):
+                chunk = bs[k : k + (1 if big else run.batch)]
+                wins = []
+                for b in chunk:
+                    wy0, wx0, wy1, wx1 = window(b)
+                    wins.append((b, wy0, wx0, to_unit(image[wy0:wy1, wx0:wx1], rng)))
+                if big:
+                    b, wy0, wx0, u = wins[0]
+                    res = np.empty(u.shape, np.float32)
+
+                    def put(y, rows, res=res):
+                        res[y : y + rows.shape[0]] = rows
+
+                    tile, overlap = params.tile, params.overlap
+                    while True:
+                        try:
+                            yield from _correct_unit(run, u, tile, overlap, "correct tiles (window)", put)
+                            break
+                        except _TileTooLarge:
+                            if tile // 2 < MIN_TILE:
+                                raise MemoryError("GPU out of memory even for a 64 px tile, batch 1")
+                            tile //= 2
+                            overlap = min(overlap, tile // 4)
+                            yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
+                    outs = [res]
+                else:
+                    try:
+                        outs = yield from _run_windows(run, [w[3] for w in wins])
+                    except _TileTooLarge:
+                        raise MemoryError(
+                            f"GPU out of memory for a single {wh}x{ww} window; use a smaller QC tile"
+                        )
+                for (b, wy0, wx0, _), o in zip(wins, outs):
+                    y0, x0, h, w = b
+                    crop = o[y0 - wy0 : y0 - wy0 + h, x0 - wx0 : x0 - wx0 + w]
+                    data = from_unit(crop, rng, image.dtype)
+                    done += 1
+                    yield TileResult(z, y0 // gt, x0 // gt, y0, x0, data, {"context": margin})
+                    yield Progress(done, total, "correct tiles", f"tile {done}/{total}")
+                k += len(chunk)
+    finally:
+        run.empty_cache()

@@ -1,0 +1,116 @@
+"""``emdeblur correct`` end to end: shapes/dtypes, untouched tiles byte-identical, no overwrite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage
+
+from napari_emdeblur.cli import main
+from napari_emdeblur.core.focus import score_tiles
+from napari_emdeblur.model.gran import GRAN, GRANConfig
+from napari_emdeblur.model.weights import save_model
+
+TILE = 128
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    m = GRAN(GRANConfig(scale=2, width=8, n_groups=1, n_grabs=1, n_trunk=1, n_mask=1))
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_model(m, path)
+    return path
+
+
+def _section(seed=0, shape=(384, 512)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 3)
+    ridges = np.exp(-((field / (0.2 * field.std())) ** 2))
+    img = 0.65 - 0.5 * ridges + 0.04 * rng.standard_normal(shape)
+    return np.clip(img, 0, 1)
+
+
+def _with_soft_tiles(img01: np.ndarray, soft=((0, 1), (2, 3))) -> np.ndarray:
+    out = img01.copy()
+    blurred = ndimage.gaussian_filter(img01, 3.0)
+    for i, j in soft:
+        sl = (slice(i * TILE, (i + 1) * TILE), slice(j * TILE, (j + 1) * TILE))
+        out[sl] = blurred[sl]
+    return out
+
+
+def _changed_tiles(a, b):
+    H, W = a.shape
+    return {(i, j) for i in range(-(-H // TILE)) for j in range(-(-W // TILE))
+            if not np.array_equal(a[i * TILE:(i + 1) * TILE, j * TILE:(j + 1) * TILE],
+                                  b[i * TILE:(i + 1) * TILE, j * TILE:(j + 1) * TILE])}
+
+
+def test_flagged_tiles_only_and_refuse_overwrite(tmp_path, weights):
+    img = (_with_soft_tiles(_section()) * 255).round().astype(np.uint8)
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, img)
+    scores = score_tiles(img, TILE)
+    soft = scores[0, 1], scores[2, 3]
+    others = np.delete(scores.ravel(), [1, 2 * 4 + 3])
+    assert max(soft) < others.min()  # the blurred tiles score lowest
+    thr = 0.5 * (max(soft) + others.min())
+    rc = main(["correct", str(src), "-o", str(dst), "--tiles", "flagged", "--threshold", str(thr),
+               "--tile-size", str(TILE), "--weights", str(weights), "--device", "cpu", "--quiet"])
+    assert rc == 0
+    out = tifffile.imread(dst)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert _changed_tiles(img, out) == {(0, 1), (2, 3)}  # every other tile byte-identical
+    assert np.array_equal(tifffile.imread(src), img)  # input untouched
+
+    before = dst.read_bytes()
+    rc = main(["correct", str(src), "-o", str(dst), "--weights", str(weights), "--quiet"])
+    assert rc != 0 and dst.read_bytes() == before  # refuses an existing output
+    rc = main(["correct", str(src), "-o", str(src), "--overwrite", "--weights", str(weights), "--quiet"])
+    assert rc != 0 and np.array_equal(tifffile.imread(src), img)  # never over the input
+    rc = main(["correct", str(src), "-o", str(dst), "--overwrite", "--threshold", "-1", "--tile-size", str(TILE),
+               "--weights", str(weights), "--quiet"])
+    assert rc == 0 and np.array_equal(tifffile.imread(dst), img)  # nothing below -1: a byte copy
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_all_tiles_uint16_odd_size(tmp_path, weights):
+    img = (_section(1, (201, 333)) * 60000).astype(np.uint16)
+    src, dst = tmp_path / "in16.tif", tmp_path / "out16.tif"
+    tifffile.imwrite(src, img)
+    rc = main(["correct", str(src), "-o", str(dst), "--tiles", "all", "--weights", str(weights),
+               "--infer-tile", "128", "--device", "cpu", "--quiet"])
+    assert rc == 0
+    out = tifffile.imread(dst)
+    assert out.shape == img.shape and out.dtype == np.uint16
+    assert (out != img).mean() > 0.5
+
+
+def test_stack_auto_threshold(tmp_path, weights):
+    a = (_with_soft_tiles(_section(2)) * 255).round().astype(np.uint8)
+    b = (_section(3) * 255).round().astype(np.uint8)
+    stack = np.stack([a, b])
+    src, dst = tmp_path / "stack.tif", tmp_path / "stack_out.tif"
+    tifffile.imwrite(src, stack)
+    rc = main(["correct", str(src), "-o", str(dst), "--tile-size", str(TILE), "--weights", str(weights), "--quiet"])
+    assert rc == 0
+    out = tifffile.imread(dst)
+    assert out.shape == stack.shape and out.dtype == np.uint8
+    changed = _changed_tiles(a, out[0])
+    assert {(0, 1), (2, 3)} <= changed and len(changed) <= 4  # the soft tiles (plus at most a borderline one)
+
+
+def test_errors(tmp_path, weights):
+    src = tmp_path / "x.tif"
+    tifffile.imwrite(src, np.zeros((64, 64), np.uint8))
+    assert main(["correct", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.tif"), "--quiet"]) != 0
+    assert main(["correct", str(src), "-o", str(tmp_path / "o.tif"), "--threshold", "abc",
+                 "--weights", str(weights), "--quiet"]) != 0
+    assert main(["correct", str(src), "-o", str(tmp_path / "o.tif"), "--weights", str(tmp_path / "nope.pt"),
+                 "--quiet"]) != 0
+    assert main(["correct", str(src), "-o", str(tmp_path / "nodir" / "o.tif"), "--weights", str(weights),
+                 "--quiet"]) != 0
+    assert not (tmp_path / "o.tif").exists()
