@@ -4,24 +4,30 @@
     python benchmarks/pipeline.py --no-doc        # measure and print only
     python benchmarks/pipeline.py --thresholds    # the score table behind process.DEFAULT_THRESHOLDS
 
-Workload: ``--tiles`` acquisition tiles of 1024 x 1024 uint8 (the real sSEM frames of
-``/work/shared/data/drosophila_vnc_sstem``, flipped/rotated copies to make up the number; EM-like
-synthetic texture if the data set is absent), written as TIFF into a scratch folder. 2 % of them
-are blurred (Gaussian sigma 1.3 px) so that they fall between the thresholds and get corrected.
+Workloads (real sSEM frames of ``/work/shared/data/drosophila_vnc_sstem``; EM-like synthetic
+texture if the data set is absent), written as TIFF into a scratch folder:
+
+* ``--tiles`` (100) tiles of 1024 x 1024 uint8 (flipped/rotated copies of the frames), 2 % of them
+  blurred (Gaussian sigma 1.3 px) so that they fall between the thresholds and get corrected;
+* ``--big-tiles`` (48) tiles of ``--big-side`` (2880: 8.3 Mpx, a MultiSEM beam image is ~8-13
+  Mpx) assembled from 3 x 3 frames, scored only (the issue's target: scoring keeps up with a
+  61-beam scope, >= 25 tiles/s of ~8 Mpx on 2 cores).
 
 Modes, each timed from start to last output (model loading included), on the same files:
 
 * ``plain loop``: ``load_section`` -> ``score_tiles(workers=1)`` -> decide -> (``correct_image``
   with ``torch.set_num_threads(1)`` -> ``save_image``), one tile after the other: the reference.
 * ``watch --once``: the pipeline generator in this process (journal, exactly-once commits, input
-  sha256, reports), default threading (scoring threads and torch threads over all cores), and
-  the same with ``--threads 1``.
+  sha256, reports), default threading (one tile thread per core, each single-threaded), and
+  ``--threads 1`` (one tile thread: the pipeline's overhead against the same single core); on
+  the large tiles also ``--no-hash`` (no sha256 of the inputs).
 * ``batch LocalCluster``: :func:`~napari_emdeblur.pipeline.batch.batch` on a LocalCluster of
   ``--workers`` processes x 1 thread (cluster started before the clock; each worker imports
   torch and loads the model on its first correction, inside the timing).
 
-Each mode runs twice: scoring only (``correct=False``) and score + correct. Ratios are
-throughput / plain-loop throughput of the same workload in the same run.
+Each mode runs ``--repeat`` (3) times and the fastest run is reported (a shared machine disturbs
+single runs a lot). Ratios are throughput / plain-loop throughput of the same workload in the
+same run. The load average is recorded: on a shared machine the numbers move with it.
 """
 
 from __future__ import annotations
@@ -61,7 +67,18 @@ def source_frames() -> tuple[list[np.ndarray], str]:
     return frames, "synthetic EM-like texture (data set absent)"
 
 
-def make_workload(folder: Path, n: int) -> tuple[list[Path], list[Path], str]:
+def _mosaic(frames: list[np.ndarray], k: int, side: int) -> np.ndarray:
+    """A ``side`` x ``side`` tile assembled from real frames (3 x 3 of 1024 px for 2880)."""
+    f0 = frames[0]
+    ny, nx = -(-side // f0.shape[0]), -(-side // f0.shape[1])
+    rows = []
+    for i in range(ny):
+        rows.append(np.concatenate(
+            [np.rot90(frames[(k * ny * nx + i * nx + j) % len(frames)], k % 4) for j in range(nx)], axis=1))
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:side, :side])
+
+
+def make_workload(folder: Path, n: int, side: int = 1024) -> tuple[list[Path], list[Path], str]:
     from scipy import ndimage
 
     from napari_emdeblur.core.io import save_image
@@ -71,12 +88,15 @@ def make_workload(folder: Path, n: int) -> tuple[list[Path], list[Path], str]:
     blur_idx = set(np.linspace(0, n - 1, n_blur + 2).round().astype(int)[1:-1])
     files, blurred = [], []
     for k in range(n):
-        f = frames[k % len(frames)]
-        v = k // len(frames)
-        f = np.rot90(f, v % 4) if v % 8 < 4 else np.rot90(f[:, ::-1], v % 4)
+        if side == 1024:
+            f = frames[k % len(frames)]
+            v = k // len(frames)
+            f = np.rot90(f, v % 4) if v % 8 < 4 else np.rot90(f[:, ::-1], v % 4)
+        else:
+            f = _mosaic(frames, k, side)
         if k in blur_idx:
             f = np.clip(np.round(ndimage.gaussian_filter(f.astype(np.float32), 1.3)), 0, 255).astype(np.uint8)
-        p = folder / "acq" / f"tile_{k:04d}.tif"
+        p = folder / f"acq{side}" / f"tile_{k:04d}.tif"
         p.parent.mkdir(parents=True, exist_ok=True)
         save_image(p, np.ascontiguousarray(f))
         files.append(p)
@@ -161,10 +181,28 @@ def timed(fn):
     return time.perf_counter() - t, r
 
 
+_RUN = [0]
+
+
+def best_of(n: int, fn):
+    """Fastest of ``n`` runs of ``fn(k)`` (k = a fresh run number, e.g. for a fresh OUTDIR):
+    on a shared machine the minimum is the least disturbed measurement."""
+    best = None
+    for _ in range(max(1, n)):
+        _RUN[0] += 1
+        s, r = timed(lambda: fn(_RUN[0]))
+        if best is None or s < best[0]:
+            best = (s, r)
+    return best
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiles", type=int, default=100)
+    ap.add_argument("--tiles", type=int, default=100, help="1 Mpx tiles (default 100)")
+    ap.add_argument("--big-tiles", type=int, default=48, help="large tiles, scored only (default 48; 0 = none)")
+    ap.add_argument("--big-side", type=int, default=2880, help="side of the large tiles (default 2880: 8.3 Mpx)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per mode, the fastest is reported (default 3)")
     ap.add_argument("--no-doc", action="store_true", help="do not write the table into docs/pipeline.md")
     ap.add_argument("--thresholds", action="store_true", help="print the score table behind DEFAULT_THRESHOLDS")
     args = ap.parse_args(argv)
@@ -176,50 +214,70 @@ def main(argv=None) -> int:
     from napari_emdeblur.pipeline.process import PipelineConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="emdeblur-bench-"))
+    loads = []
     try:
-        files, blurred, what = make_workload(tmp, args.tiles)
-        th = thresholds_between(files, blurred)
+        workloads = [(args.tiles, 1024, True)]
+        if args.big_tiles:
+            workloads.append((args.big_tiles, args.big_side, False))
         weights, wdesc = get_weights(tmp)
-        mpx = sum(1024 * 1024 for _ in files) / 1e6
-        n = len(files)
-        print(f"{n} tiles ({mpx:.0f} Mpx) from {what}; {len(blurred)} to correct; model: {wdesc}")
         results = []
         torch_threads = torch.get_num_threads()
-
-        def add(mode, work, secs, note=""):
-            results.append((mode, work, secs, note))
-            print(f"  {mode:<28} {work:<16} {secs:7.2f} s  {n / secs:7.1f} tiles/s  {mpx / secs:7.1f} Mpx/s {note}")
-
-        # plain single-threaded loop
-        s, _ = timed(lambda: plain_loop(files, tmp / "plain0", th, None))
-        add("plain loop (1 thread)", "score", s)
-        s, nc = timed(lambda: plain_loop(files, tmp / "plain1", th, weights))
-        torch.set_num_threads(torch_threads)
-        add("plain loop (1 thread)", "score+correct", s, f"({nc} corrected)")
-
-        base = dict(correct_threshold=th[0], retake_threshold=th[1], weights=weights, device="cpu",
-                    stable_seconds=0.0)
-        acq = files[0].parent
-        s, summ = timed(lambda: run_watch(acq, tmp / "w0", PipelineConfig(correct=False, **base)))
-        add("watch --once", "score", s)
-        s, summ = timed(lambda: run_watch(acq, tmp / "w1", PipelineConfig(**base)))
-        add("watch --once", "score+correct", s, f"({summ.corrected} corrected)")
-        s, summ = timed(lambda: run_watch(acq, tmp / "w2", PipelineConfig(correct=False, threads=1, **base)))
-        add("watch --once --threads 1", "score", s)
-        s, summ = timed(lambda: run_watch(acq, tmp / "w3", PipelineConfig(threads=1, **base)))
-        torch.set_num_threads(torch_threads)
-        add("watch --once --threads 1", "score+correct", s, f"({summ.corrected} corrected)")
-
+        descr = []
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
-            s, summ = timed(lambda: run_batch(acq, tmp / "b0", PipelineConfig(correct=False, **base), client))
-            add(f"batch LocalCluster {args.workers}x1", "score", s)
-            s, summ = timed(lambda: run_batch(acq, tmp / "b1", PipelineConfig(**base), client))
-            add(f"batch LocalCluster {args.workers}x1", "score+correct", s, f"({summ.corrected} corrected)")
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+        try:
+            for n_req, side, with_correct in workloads:
+                files, blurred, what = make_workload(tmp, n_req, side)
+                th = thresholds_between(files, blurred)
+                n = len(files)
+                mpx = n * side * side / 1e6
+                size = f"{side}²"
+                descr.append(f"{n} tiles of {side} x {side} uint8 ({mpx:.0f} Mpx)" + (
+                    f", {len(blurred)} of them ({100 * len(blurred) / n:.0f} %) blurred and corrected"
+                    if with_correct else ", scored only"))
+                print(f"{n} tiles of {side}² ({mpx:.0f} Mpx) from {what}; {len(blurred)} blurred")
+                works = [("score", False)] + ([("score+correct", True)] if with_correct else [])
 
-        table = format_table(results, n, mpx, what, wdesc, len(blurred))
+                def add(mode, work, secs, note=""):
+                    results.append((size, mode, work, secs, n, mpx))
+                    loads.append(os.getloadavg()[0])
+                    print(f"  {size:<6} {mode:<28} {work:<14} {secs:7.2f} s  {n / secs:7.1f} tiles/s  "
+                          f"{mpx / secs:7.1f} Mpx/s {note}")
+
+                for work, corr in works:
+                    s, nc = best_of(args.repeat, lambda k: plain_loop(files, tmp / f"plain{k}", th,
+                                                                       weights if corr else None))
+                    torch.set_num_threads(torch_threads)
+                    add("plain loop (1 thread)", work, s, f"({nc} corrected)" if corr else "")
+                base = dict(correct_threshold=th[0], retake_threshold=th[1], weights=weights, device="cpu",
+                            stable_seconds=0.0)
+                acq = files[0].parent
+                from napari_emdeblur.pipeline.watch import tile_workers
+
+                auto = tile_workers(PipelineConfig(**base))
+                modes = [(f"watch --once ({auto} tile threads)", 0, True), ("watch --once --threads 1", 1, True)]
+                if not with_correct:
+                    modes.append((f"watch --once --no-hash ({auto} tile threads)", 0, False))
+                for label, thr, hsh in modes:
+                    for work, corr in works:
+                        s, summ = best_of(args.repeat, lambda k: run_watch(
+                            acq, tmp / f"w{k}", PipelineConfig(correct=corr, threads=thr, hash_inputs=hsh, **base)))
+                        torch.set_num_threads(torch_threads)
+                        assert summ.done == n, summ.line()
+                        add(label, work, s, f"({summ.corrected} corrected)" if corr else "")
+                for work, corr in works:
+                    s, summ = best_of(args.repeat, lambda k: run_batch(
+                        acq, tmp / f"b{k}", PipelineConfig(correct=corr, **base), client))
+                    assert summ.done == n, summ.line()
+                    add(f"batch LocalCluster {args.workers}x1", work, s, f"({summ.corrected} corrected)" if corr else "")
+                shutil.rmtree(acq, ignore_errors=True)
+        finally:
+            client.close()
+            cluster.close()
+
+        table = format_table(results, what, wdesc, descr, loads, args.repeat)
         print()
         print(table)
         if not args.no_doc:
@@ -230,21 +288,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def format_table(results, n, mpx, what, wdesc, n_blur) -> str:
-    ref = {work: secs for mode, work, secs, _ in results if mode.startswith("plain")}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+def format_table(results, what, wdesc, descr, loads, repeat) -> str:
+    ref = {(size, work): secs for size, mode, work, secs, _, _ in results if mode.startswith("plain")}
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {os.cpu_count()} CPU cores "
-        f"(load average {load:.1f} at the end: the machine was shared), CPU only; "
-        f"{n} tiles of 1024 x 1024 uint8 ({mpx:.0f} Mpx) from {what}, {n_blur} of them ({100 * n_blur / n:.0f} %) "
-        f"blurred and corrected by {wdesc}.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()} with {os.cpu_count()} CPU cores, "
+        f"CPU only, load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run "
+        f"(the machine was shared with other jobs); tiles from {what}: {'; '.join(descr)}; "
+        f"corrections by {wdesc}. Each row is the fastest of {repeat} runs (so one-time costs such as "
+        f"imports and the model load mostly drop out); ratios are against the plain loop on the same "
+        f"files in the same run.",
         "",
-        "| mode | work | seconds | tiles/s | Mpx/s | x plain loop |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| tiles | mode | work | seconds | tiles/s | Mpx/s | x plain loop |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for mode, work, secs, _ in results:
+    for size, mode, work, secs, n, mpx in results:
         lines.append(
-            f"| {mode} | {work} | {secs:.2f} | {n / secs:.1f} | {mpx / secs:.1f} | {ref[work] / secs:.2f} |"
+            f"| {size} | {mode} | {work} | {secs:.2f} | {n / secs:.1f} | {mpx / secs:.1f} | "
+            f"{ref[(size, work)] / secs:.2f} |"
         )
     return "\n".join(lines)
 

@@ -156,6 +156,35 @@ def test_state_machine_and_retry_rules(tmp_path):
         j.close()
 
 
+def test_group_claim_and_commit(tmp_path):
+    """claim_many / commit_many: one transaction each; outputs are in place before done, and a
+    row whose output cannot be published stays processing (recover undoes it)."""
+    j = open_outdir(tmp_path / "out")
+    try:
+        for n in ("a", "b", "c"):
+            assert _register(j, f"/r/{n}.tif") == "new"
+        ids = [r.id for r in j.pending()]
+        rows = j.claim_many(ids + ids[:1])  # an id twice: claimed once
+        assert [r.id for r in rows] == ids and all(r.state == "processing" and r.attempts == 1 for r in rows)
+        assert j.claim_many(ids) == []
+        a, b, c = rows
+        for r in (a, b):
+            j.staging_dir(r.id).mkdir(parents=True)
+            (j.staging_dir(r.id) / "x.tif").write_bytes(r.name.encode())
+        missing = j.staging_dir(c.id) / "never-written.tif"
+        out = j.commit_many([(a, {"decision": "correct"}, j.staging_dir(a.id) / "x.tif", "sa"),
+                             (b, {"decision": "correct"}, j.staging_dir(b.id) / "x.tif", None),
+                             (c, {"decision": "correct"}, missing, None)])
+        assert out[0].state == "done" and out[0].sha256 == "sa" and out[1].state == "done"
+        assert isinstance(out[2], OSError) and j.get(c.id).state == "processing"
+        assert (tmp_path / "out/s/corrected/a.tif").read_bytes() == b"a.tif"
+        assert (tmp_path / "out/s/corrected/b.tif").read_bytes() == b"b.tif"
+        assert not j.staging_dir(a.id).exists() and not j.staging_dir(b.id).exists()
+        assert [r.id for r in j.recover()] == [c.id] and j.get(c.id).state == "seen"
+    finally:
+        j.close()
+
+
 def test_output_names_stay_unique(tmp_path):
     with open_outdir(tmp_path / "out") as j:
         _register(j, "/r/x.tif", name="x.tif")

@@ -314,3 +314,26 @@ def test_unloadable_model_stops_the_run_without_failing_tiles(tiles, tmp_path):
         assert [(x.state, x.failures) for x in j.rows()] == [("seen", 0)]  # not failed: retried next run
     finally:
         j.con.close()
+
+
+def test_thread_count_does_not_change_the_outputs(tiles, tmp_path):
+    """Tiles run on a pool of tile threads, committed in groups: the outputs (corrected tiles,
+    reports, QC heatmap) are the same bytes whatever the number of threads."""
+    src, kinds, th, weights = tiles
+    got = {}
+    for n in (1, 3):
+        cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], weights=str(weights), device="cpu",
+                             stable_seconds=0.0, threads=n)
+        msgs = list(watch(src, tmp_path / f"out{n}", cfg, once=True))
+        assert (msgs[-1].done, msgs[-1].failed) == (len(kinds), 0)
+        lines = [m.message.split(":")[0] for m in msgs if isinstance(m, Progress)]
+        assert lines == sorted(lines)  # reported in the journal's order
+        got[n] = visible_files(tmp_path / f"out{n}")
+    assert got[1].keys() == got[3].keys() and "flat/qc.png" in got[1]
+    for k in got[1]:
+        assert got[1][k] == got[3][k], k
+    from PIL import Image
+    import io
+
+    im = Image.open(io.BytesIO(got[3]["flat/qc.png"]))
+    assert im.format == "PNG" and im.size[0] > 300 and len(set(im.convert("RGB").getdata())) > 20

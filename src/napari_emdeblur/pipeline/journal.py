@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -138,8 +139,9 @@ class Row:
     finished: float | None
     updated: float | None
 
-    @property
+    @functools.cached_property
     def result_dict(self) -> dict:
+        """The parsed ``result`` (parsed once per Row object; do not modify it)."""
         return json.loads(self.result) if self.result else {}
 
 
@@ -451,6 +453,84 @@ class Journal:
             row = self.get(row_id)
         shutil.rmtree(self.staging_dir(row_id), ignore_errors=True)
         return row
+
+    def claim_many(self, row_ids: list[int]) -> list[Row]:
+        """:meth:`claim` for several rows in one transaction; returns the rows claimed (in the
+        given order), skipping those that are not ``seen``."""
+        now = time.time()
+        claimed: list[int] = []
+        with self._tx():
+            for rid in row_ids:
+                cur = self.con.execute(
+                    "UPDATE files SET state='processing', attempts=attempts+1, started=?, updated=? "
+                    "WHERE id=? AND state='seen'",
+                    (now, now, rid),
+                )
+                if cur.rowcount == 1:
+                    claimed.append(rid)
+            rows = {r.id: r for r in self._rows_by_id(claimed)}
+        for rid in claimed:
+            if self.staging_dir(rid).exists():
+                shutil.rmtree(self.staging_dir(rid), ignore_errors=True)
+        return [rows[rid] for rid in claimed]
+
+    def _rows_by_id(self, ids: list[int]) -> list[Row]:
+        out: list[Row] = []
+        for k in range(0, len(ids), 500):
+            part = ids[k : k + 500]
+            q = f"SELECT * FROM files WHERE id IN ({','.join('?' * len(part))})"
+            out.extend(Row(**dict(r)) for r in self.con.execute(q, part))
+        return out
+
+    def commit_many(self, items: list[tuple[Row, dict, str | None, str | None]]) -> list[Row | OSError]:
+        """:meth:`commit` for a group of rows with one journal transaction.
+
+        ``items``: ``(claimed row, result, staged file or None, sha256)``. Every staged output
+        is fsynced and renamed into place (and each touched folder fsynced) *before* the single
+        transaction that marks the rows ``done``: a kill in between leaves them ``processing``,
+        which :meth:`recover` undoes. Returns, per item, the ``done`` row, or the OSError that
+        stopped its output from being published (that row stays ``processing``; the caller
+        fails it).
+        """
+        outcome: list[Row | OSError | None] = [None] * len(items)
+        dirs: set[Path] = set()
+        ok: list[int] = []
+        for k, (row, _result, staged, _sha) in enumerate(items):
+            final = self.final_path(row)
+            try:
+                if staged is not None:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    _fsync_file(staged)
+                    os.replace(staged, final)
+                    dirs.add(final.parent)
+                elif _unlink(final):
+                    dirs.add(final.parent)
+            except OSError as e:
+                outcome[k] = e
+                continue
+            ok.append(k)
+        for d in sorted(dirs):
+            fsync_dir(d)
+        now = time.time()
+        if ok:
+            with self._tx():
+                for k in ok:
+                    row, result, _staged, sha = items[k]
+                    cur = self.con.execute(
+                        "UPDATE files SET state='done', result=?, sha256=?, error=NULL, error_kind=NULL,"
+                        " retry_after=NULL, finished=?, updated=? WHERE id=? AND state='processing'",
+                        (json.dumps(result, sort_keys=True), sha, now, now, row.id),
+                    )
+                    if cur.rowcount != 1:
+                        raise RuntimeError(f"journal row {row.id} is not being processed")
+            done = {r.id: r for r in self._rows_by_id([items[k][0].id for k in ok])}
+            for k in ok:
+                rid = items[k][0].id
+                outcome[k] = done[rid]
+                sd = self.staging_dir(rid)
+                if sd.exists():
+                    shutil.rmtree(sd, ignore_errors=True)
+        return outcome  # type: ignore[return-value]
 
     def commit(self, row_id: int, result: dict, staged: str | os.PathLike | None, sha256: str | None = None) -> Row:
         """Publish the staged output (or remove a stale one) and mark the row ``done``.

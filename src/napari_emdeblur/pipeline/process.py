@@ -385,6 +385,7 @@ def analyse_tile(
     stage_dir: str | os.PathLike | None = None,
     device: str | None = None,
     correct: bool | None = None,
+    correct_lock: Any = None,
 ) -> TileRecord:
     """Score / decide / correct one tile; never raises for a bad tile (the record holds the error).
 
@@ -393,7 +394,8 @@ def analyse_tile(
     ``OUTDIR/out_rel``. ``model`` is a model, or a callable returning one (loaded on first need),
     or None to load ``cfg.weights`` through the per-process cache. ``correct=False`` stops after
     the decision (``batch`` then runs :func:`correct_recorded` as a separate, GPU task);
-    default ``cfg.correct``.
+    default ``cfg.correct``. ``correct_lock``: a lock held around the correction (threads
+    sharing one GPU take turns).
     """
     t0 = time.perf_counter()
     path = str(path)
@@ -411,7 +413,11 @@ def analyse_tile(
     try:
         img, ps = _score(path, cfg, rec)
         if do_correct and needs_correction(rec, cfg):
-            _correct(img, ps, cfg, model, rec, out_rel, stage_dir, device)
+            if correct_lock is not None:
+                with correct_lock:
+                    _correct(img, ps, cfg, model, rec, out_rel, stage_dir, device)
+            else:
+                _correct(img, ps, cfg, model, rec, out_rel, stage_dir, device)
     except ModelLoadError:
         raise
     except Exception as e:  # noqa: BLE001 - a bad tile must not stop the pipeline

@@ -151,9 +151,20 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
         "summary": summary,
         "tiles": tiles,
     }
-    atomic_write_bytes(sdir / "report.json", (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(sdir / "report.json", _json_one_tile_per_line(doc).encode())
     atomic_write_bytes(sdir / "qc.png", render_qc_png(section, rows, positions, settings))
     return summary
+
+
+def _json_one_tile_per_line(doc: dict) -> str:
+    """``doc`` as JSON with one tile per line (readable, and encoded by json's C encoder:
+    ``indent`` would switch to the pure-Python one, ~10x slower on big sections)."""
+    head = {k: v for k, v in doc.items() if k != "tiles"}
+    parts = [json.dumps(head, sort_keys=True)[:-1]]
+    tiles = [json.dumps(t, sort_keys=True) for t in doc["tiles"]]
+    sep = ", " if len(head) else ""
+    parts.append(f'{sep}"tiles": [' + ("\n  " + ",\n  ".join(tiles) + "\n" if tiles else "") + "]}")
+    return "".join(parts) + "\n"
 
 
 # --------------------------------------------------------------------------- QC heatmap
@@ -172,43 +183,74 @@ def _layout(rows: list[Row], positions: dict, tile: int) -> list[tuple[Row, floa
     ]
 
 
+# magma colour map, 17 evenly spaced stops (8-bit sRGB), interpolated linearly
+_MAGMA_STOPS = np.array(
+    [[0, 0, 4], [10, 8, 34], [29, 17, 71], [54, 16, 107], [81, 18, 124], [106, 28, 129], [131, 38, 129],
+     [156, 46, 127], [183, 55, 121], [208, 65, 111], [231, 82, 99], [245, 107, 92], [252, 137, 97],
+     [254, 167, 114], [254, 196, 136], [253, 226, 163], [252, 253, 191]],
+    np.float64,
+)
+_MAGMA_LUT = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_MAGMA_STOPS)), _MAGMA_STOPS[:, c]) for c in range(3)],
+    axis=1,
+).round().astype(np.uint8)
+_NAN_RGB = (215, 215, 215)
+_OUTLINE = {"correct": (255, 150, 0), "retake": (230, 0, 0), "failed": (51, 170, 255)}
+_HEAT_W, _HEAT_H = 620, 540  # the heatmap's box in the PNG (px)
+
+
+def _colorize(a: np.ndarray, vmin: float, vmax: float, covered: np.ndarray | None = None) -> np.ndarray:
+    idx = np.clip((a - vmin) / (vmax - vmin) * 255.0, 0, 255)
+    idx = np.where(np.isfinite(idx), idx, 0).round().astype(np.uint8)
+    rgb = _MAGMA_LUT[idx]
+    rgb[~np.isfinite(a)] = _NAN_RGB
+    if covered is not None:
+        rgb[~covered] = 255  # no tile there: background
+    return rgb
+
+
 def render_qc_png(section: str, rows: list[Row], positions: dict, settings: dict) -> bytes:
-    """PNG bytes of the section's QC heatmap (matplotlib Agg, no pyplot, no GUI backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    """PNG bytes of the section's QC heatmap.
+
+    Drawn with numpy + Pillow (no matplotlib: the pipeline regenerates it while tiles stream in,
+    so it must cost milliseconds): subtile scores on the magma colour map (grey = not
+    scorable), each tile outlined orange (correct) or red (retake), failed tiles crossed out in
+    blue, a colour bar with the thresholds, title and legend. Deterministic bytes for the same
+    journal content.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+    from PIL.PngImagePlugin import PngInfo
 
     tile = int(settings.get("tile") or 256)
     ct = settings.get("correct_threshold")
     rt = settings.get("retake_threshold")
     layout = _layout(rows, positions, tile)
-    fig = Figure(figsize=(7.0, 6.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
     summ = section_summary(rows)
-    ax.set_title(
-        f"{section}: {summ['done']} tiles, {summ['pct_flagged']:.1f}% flagged, "
-        f"{summ['pct_retake']:.1f}% retake, {summ['failed']} failed",
-        fontsize=9,
-    )
+    font = ImageFont.load_default()
+    margin_l, margin_t = 12, 34
+    bar_w = 18
+    W, H = margin_l + _HEAT_W + 24 + bar_w + 100, margin_t + _HEAT_H + 40
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    title = (f"{section}: {summ['done']} tiles, {summ['pct_flagged']:.1f}% flagged, "
+             f"{summ['pct_retake']:.1f}% retake, {summ['failed']} failed")
+    draw.text((margin_l, 8), title, fill=(0, 0, 0), font=font)
     if not layout:
-        ax.text(0.5, 0.5, "no tiles processed yet", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
+        draw.text((margin_l + _HEAT_W // 2 - 60, margin_t + _HEAT_H // 2), "no tiles processed yet",
+                  fill=(0, 0, 0), font=font)
     else:
         x0 = min(x for _, x, _ in layout)
         y0 = min(y for _, _, y in layout)
-        ext = []
-        for r, x, y in layout:
-            sh = r.result_dict.get("shape") or [tile, tile]
-            ext.append((x - x0 + sh[1], y - y0 + sh[0]))
-        width = max(e[0] for e in ext)
-        height = max(e[1] for e in ext)
+        shapes = [(r.result_dict.get("shape") or [tile, tile]) for r, _, _ in layout]
+        width = max(x - x0 + sh[1] for (_, x, _), sh in zip(layout, shapes))
+        height = max(y - y0 + sh[0] for (_, _, y), sh in zip(layout, shapes))
         cell = float(tile)
         ncx, ncy = math.ceil(width / cell), math.ceil(height / cell)
         if max(ncx, ncy) > MAX_CANVAS_CELLS:  # bin huge layouts
             cell *= max(ncx, ncy) / MAX_CANVAS_CELLS
             ncx, ncy = math.ceil(width / cell), math.ceil(height / cell)
         canvas = np.full((ncy, ncx), np.nan, np.float32)
+        covered = np.zeros((ncy, ncx), bool)
         finite_all = []
         for r, x, y in layout:
             if r.state != "done":
@@ -229,6 +271,7 @@ def render_qc_png(section: str, rows: list[Row], positions: dict, settings: dict
             hh = min(a.shape[0], ncy - cy)
             ww = min(a.shape[1], ncx - cx)
             canvas[cy : cy + hh, cx : cx + ww] = a[:hh, :ww]
+            covered[cy : cy + hh, cx : cx + ww] = True
             finite_all.append(a[np.isfinite(a)])
         vals = np.concatenate(finite_all) if finite_all else np.array([], np.float32)
         lo = [float(np.percentile(vals, 1))] if vals.size else []
@@ -237,33 +280,60 @@ def render_qc_png(section: str, rows: list[Row], positions: dict, settings: dict
         vmax = max(hi + ([ct] if ct is not None else []) or [1.0])
         if vmax <= vmin:
             vmax = vmin + 1.0
-        im = ax.imshow(
-            canvas,
-            cmap="magma",
-            vmin=vmin,
-            vmax=vmax,
-            interpolation="nearest",
-            extent=(x0, x0 + ncx * cell, y0 + ncy * cell, y0),
-        )
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"focus ({settings.get('metric', '')})")
-        for r, x, y in layout:
-            sh = r.result_dict.get("shape") or [tile, tile]
+        # heatmap, scaled to fit its box (nearest neighbour: one colour per subtile)
+        k = min(_HEAT_W / ncx, _HEAT_H / ncy)
+        hw, hh = max(1, int(round(ncx * k))), max(1, int(round(ncy * k)))
+        heat = Image.fromarray(_colorize(canvas, vmin, vmax, covered), "RGB").resize((hw, hh), Image.NEAREST)
+        img.paste(heat, (margin_l, margin_t))
+        draw.rectangle((margin_l - 1, margin_t - 1, margin_l + hw, margin_t + hh), outline=(120, 120, 120))
+        ppx = k / cell  # image px per input px
+        for (r, x, y), sh in zip(layout, shapes):
             dec = r.result_dict.get("decision") if r.state == "done" else None
-            if r.state == "failed":
-                ax.add_patch(Rectangle((x, y), sh[1], sh[0], fill=False, ec="#3af", lw=1.0, hatch="xx"))
-            elif dec == "retake":
-                ax.add_patch(Rectangle((x, y), sh[1], sh[0], fill=False, ec="red", lw=2.0))
-            elif dec == "correct":
-                ax.add_patch(Rectangle((x, y), sh[1], sh[0], fill=False, ec="orange", lw=1.2))
-        ax.set_xlim(x0, x0 + ncx * cell)
-        ax.set_ylim(y0 + ncy * cell, y0)
-        ax.set_xlabel("x (px)")
-        ax.set_ylabel("y (px)")
-        ax.tick_params(labelsize=7)
-    fig.text(0.01, 0.01, "outline: orange = correct, red = retake; hatched = failed to read",
-             fontsize=7, color="#444")
+            kind = "failed" if r.state == "failed" else dec
+            if kind not in _OUTLINE:
+                continue
+            bx0 = margin_l + (x - x0) * ppx
+            by0 = margin_t + (y - y0) * ppx
+            bx1 = bx0 + max(1.0, sh[1] * ppx) - 1
+            by1 = by0 + max(1.0, sh[0] * ppx) - 1
+            box = tuple(int(round(v)) for v in (bx0, by0, bx1, by1))
+            draw.rectangle(box, outline=_OUTLINE[kind], width=2 if kind == "retake" else 1)
+            if kind == "failed":
+                draw.line(box, fill=_OUTLINE[kind])
+                draw.line((box[0], box[3], box[2], box[1]), fill=_OUTLINE[kind])
+        # colour bar with its range and the thresholds
+        bx = margin_l + hw + 24
+        ramp = np.linspace(vmax, vmin, _HEAT_H, dtype=np.float64)[:, None].repeat(bar_w, 1)
+        img.paste(Image.fromarray(_colorize(ramp, vmin, vmax), "RGB"), (bx, margin_t))
+        draw.rectangle((bx - 1, margin_t - 1, bx + bar_w, margin_t + _HEAT_H), outline=(120, 120, 120))
+
+        def ypos(v: float) -> int:
+            return margin_t + int(round((vmax - v) / (vmax - vmin) * (_HEAT_H - 1)))
+
+        used: list[int] = []
+        for v, label, col in ((ct, f"correct {ct:.4g}" if ct is not None else "", _OUTLINE["correct"]),
+                              (rt, f"retake {rt:.4g}" if rt is not None else "", _OUTLINE["retake"]),
+                              (vmax, f"{vmax:.4g}", (0, 0, 0)), (vmin, f"{vmin:.4g}", (0, 0, 0))):
+            if v is None:
+                continue
+            yy = ypos(v)
+            if any(abs(yy - u) < 12 for u in used):  # a range end on a threshold: keep the threshold
+                continue
+            used.append(yy)
+            draw.line((bx - 4, yy, bx + bar_w + 3, yy), fill=col)
+            draw.text((bx + bar_w + 6, yy - 6), label, fill=col if col != _OUTLINE["correct"] else (200, 110, 0), font=font)
+        draw.text((bx - 4, margin_t + _HEAT_H + 6), f"focus ({settings.get('metric', '')})", fill=(0, 0, 0), font=font)
+    draw.text((margin_l, H - 18), "outline: orange = correct, red = retake; blue cross = failed to read; "
+              "grey = not scorable", fill=(68, 68, 68), font=font)
+    right = W
+    if layout:  # drop the unused width of a tall layout
+        right = min(W, max(bx + bar_w + 100, int(draw.textlength(title, font=font)) + 2 * margin_l, 440))
+        img = img.crop((0, 0, right, H))
+    info = PngInfo()
+    info.add_text("Software", "napari-emdeblur")
+    info.add_text("Title", title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": "napari-emdeblur"})
+    img.save(buf, format="PNG", pnginfo=info, compress_level=1)
     return buf.getvalue()
 
 
@@ -331,6 +401,23 @@ def write_index(journal: Journal, live: dict | None = None) -> None:
     out.extend(rates)
     out.append("</table></body></html>\n")
     atomic_write_bytes(journal.outdir / "index.html", "\n".join(out).encode())
+
+
+def _prewarm() -> None:
+    try:
+        from PIL import Image, ImageDraw, ImageFont, PngImagePlugin  # noqa: F401
+
+        Image.preinit()
+        ImageFont.load_default()
+    except Exception:  # noqa: BLE001 - only a head start; the real import reports errors
+        pass
+
+
+def prewarm_in_background() -> None:
+    """Import the QC renderer's modules in a daemon thread, overlapping with the first tiles."""
+    import threading
+
+    threading.Thread(target=_prewarm, name="emdeblur-report-prewarm", daemon=True).start()
 
 
 class ReportWriter:

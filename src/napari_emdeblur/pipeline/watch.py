@@ -30,7 +30,9 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -48,7 +50,7 @@ from .process import (
     output_settings,
     resolve_thresholds,
 )
-from .report import ReportWriter
+from .report import ReportWriter, prewarm_in_background
 
 COORDS_NAME = "full_image_coordinates.txt"
 MARKER_SUFFIX = ".done"
@@ -305,6 +307,7 @@ class Session:
         self.journal: Journal = open_outdir(outdir, max_failures=cfg.max_failures)
         self.outdir = self.journal.outdir
         self.reports = ReportWriter(self.journal, cfg.report_interval)
+        prewarm_in_background()
         self.summary = RunSummary()
         self.thresholds: tuple[float, float] | None = None
         self.settings: dict | None = None
@@ -315,7 +318,14 @@ class Session:
             if r.state == "done" or (r.state == "failed" and r.error_kind == "permanent"):
                 self._settled[r.path] = r.fingerprint
         self._model = None
+        self._model_lock = threading.Lock()
         self._failed: dict[int, str] = {}  # row id -> kind, tiles failed in this run
+        self.workers = tile_workers(cfg)
+        # each tile runs on one thread (scoring and torch): the parallelism is across tiles,
+        # so that the process never asks for more threads than cores (no oversubscription)
+        self.tile_cfg = replace(cfg, threads=1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._gpu_lock: _GPULock | None = None
 
     # -------------------------------------------------------------- settings
     def settle_thresholds(self, calibration_paths: list[str] | None = None, final: bool = False) -> bool:
@@ -356,9 +366,10 @@ class Session:
         return True
 
     def model(self):
-        if self._model is None:
-            self._model = get_model(self.cfg)[0]
-        return self._model
+        with self._model_lock:  # tile threads ask for it concurrently: load it once
+            if self._model is None:
+                self._model = get_model(self.cfg)[0]
+            return self._model
 
     # -------------------------------------------------------------- registration
     def update_positions(self, positions: dict[str, dict[str, tuple[float, float]]]) -> None:
@@ -411,8 +422,9 @@ class Session:
     def analyse(self, row: Row) -> TileRecord:
         return analyse_tile(
             row.path,
-            self.cfg,
+            self.tile_cfg,
             self.model,
+            correct_lock=self._gpu_lock,
             thresholds=self.thresholds,
             file=row.rel,
             section=row.section,
@@ -423,16 +435,28 @@ class Session:
 
     def finish(self, row: Row, rec: TileRecord) -> Row:
         """Commit (or fail) a claimed row with its record; updates counters and reports."""
-        s = self.summary
-        self.reports.mark(row.section)  # before the journal changes (see ReportWriter)
-        if rec.error is not None:  # reports name inputs relative to their root
-            rec.error = rec.error.replace(str(Path(row.root)) + os.sep, "")
-        if rec.error is None:
-            try:
-                out = self.journal.commit(row.id, rec.to_result(), rec.staged, rec.sha256)
-            except OSError as e:
-                kind, msg = classify_error(e)
+        return self.finish_many([(row, rec)])[0]
+
+    def finish_many(self, group: list[tuple[Row, TileRecord]]) -> list[Row]:
+        """Commit (or fail) claimed rows with their records: the outputs are published first,
+        then all successful rows are marked done in one journal transaction."""
+        for row, rec in group:
+            self.reports.mark(row.section)  # before the journal changes (see ReportWriter)
+            if rec.error is not None:  # reports name inputs relative to their root
+                rec.error = rec.error.replace(str(Path(row.root)) + os.sep, "")
+        good = [(row, rec) for row, rec in group if rec.error is None]
+        outcomes = self.journal.commit_many([(row, rec.to_result(), rec.staged, rec.sha256) for row, rec in good])
+        done: dict[int, Row] = {}
+        for (row, rec), res in zip(good, outcomes):
+            if isinstance(res, OSError):
+                kind, msg = classify_error(res)
                 rec.error, rec.error_kind = f"writing output: {msg}", kind
+            else:
+                done[row.id] = res
+        return [self._account(row, rec, done.get(row.id)) for row, rec in group]
+
+    def _account(self, row: Row, rec: TileRecord, out: Row | None) -> Row:
+        s = self.summary
         if rec.error is not None:
             out = self.journal.fail(row.id, rec.error, rec.error_kind or "permanent", result=rec.to_result())
             self._failed[row.id] = rec.error_kind or "permanent"
@@ -462,6 +486,63 @@ class Session:
         rec = self.analyse(claimed)
         return self.finish(claimed, rec), rec
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="emdeblur-tile")
+            if self.cfg.correct and self.workers > 1:
+                self._gpu_lock = _GPULock(self.cfg.device)  # one correction at a time on a GPU
+        return self._pool
+
+    def process_rows(self, rows: list[Row], stop: threading.Event | None = None) -> Iterator[tuple[Row, TileRecord]]:
+        """Process ``rows`` (``seen``) on the tile thread pool; yields ``(row, record)`` per tile
+        after its commit, in the order of ``rows``.
+
+        Rows are claimed a window ahead in one transaction (so reading, hashing and scoring of
+        the next tiles overlap with the journal work of this thread), and finished tiles are
+        committed in groups (one transaction; every output renamed into place first). When
+        ``stop`` is set, tiles not yet started are given back (``seen``) and the running ones
+        are finished.
+        """
+        pool = self._executor()
+        window = max(4, 4 * self.workers)
+        queue = deque(rows)
+        inflight: deque[tuple[Row, Future]] = deque()
+        buf: list[tuple[Row, TileRecord]] = []
+        try:
+            while queue or inflight or buf:
+                if stop is not None and stop.is_set() and queue:
+                    queue.clear()
+                    for row, fut in list(inflight):
+                        if fut.cancel():
+                            inflight.remove((row, fut))
+                            self.journal.unclaim(row.id)
+                if queue and len(inflight) < window // 2:
+                    take = [queue.popleft() for _ in range(min(len(queue), window - len(inflight)))]
+                    for row in self.journal.claim_many([r.id for r in take]):
+                        inflight.append((row, pool.submit(self.analyse, row)))
+                    continue
+                head = inflight[0][1] if inflight else None
+                if buf and (head is None or not head.done() or len(buf) >= window):
+                    done = self.finish_many(buf)
+                    for (row, rec), out in zip(buf, done):
+                        yield out, rec
+                    buf = []
+                    continue
+                if head is None:
+                    continue
+                row, fut = inflight.popleft()
+                buf.append((row, fut.result()))  # ModelLoadError propagates: the run stops
+        finally:
+            for _row, fut in inflight:  # stopped by an error or by the consumer
+                fut.cancel()
+            if inflight:
+                _wait_all([f for _, f in inflight])
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
     def live(self) -> dict:
         s = self.summary
         return {"run_id": self.run_id, "done": s.done, "failed": s.failed, "pixels": s.pixels}
@@ -476,6 +557,7 @@ class Session:
     def close(self) -> RunSummary:
         self.summary.seconds = time.monotonic() - self._t0
         try:
+            self.shutdown()  # no tile thread may write into staging while recovering
             # an interrupted tile (Ctrl-C) is put back as at a restart
             if self.journal.rows(state="processing"):
                 self.journal.recover()
@@ -485,6 +567,48 @@ class Session:
         finally:
             self.journal.close()
         return self.summary
+
+
+def tile_workers(cfg: PipelineConfig) -> int:
+    """Tiles processed in parallel by one watch/batch process: ``cfg.threads``, or (0) the
+    usable CPU cores, at most 8."""
+    if cfg.threads:
+        return int(cfg.threads)
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+class _GPULock:
+    """Serialises corrections when they run on a GPU (decided at the first correction, so a run
+    that corrects nothing never imports torch); a no-op on the CPU, where each tile thread
+    corrects with its own single torch thread."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self._lock = threading.Lock()
+        self._gpu: bool | None = None
+
+    def __enter__(self):
+        if self._gpu is None:
+            from .process import resolve_device
+
+            self._gpu = str(resolve_device(self.device)).startswith("cuda")
+        if self._gpu:
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._gpu:
+            self._lock.release()
+
+
+def _wait_all(futs: list[Future]) -> None:
+    from concurrent.futures import wait
+
+    wait(futs)
 
 
 def progress_line(row: Row, rec: TileRecord) -> str:
@@ -551,16 +675,10 @@ def watch(
                     if n_new:
                         yield Notice(f"{n_new} new file(s)")
                     pending = session.journal.pending()
-                    for k, row in enumerate(pending):
-                        if stop is not None and stop.is_set():
-                            break
-                        r = session.process_serial(row)
-                        if r is None:
-                            continue
-                        done_row, rec = r
+                    total = done_in_run + len(pending)
+                    for done_row, rec in session.process_rows(pending, stop):
                         done_in_run += 1
-                        yield Progress(done_in_run, done_in_run + len(pending) - k - 1, "tile",
-                                       progress_line(done_row, rec))
+                        yield Progress(done_in_run, total, "tile", progress_line(done_row, rec))
                         session.flush_reports()
                     session.flush_reports()
                 elif len(res.complete) != calib_seen:
