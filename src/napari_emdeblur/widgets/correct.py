@@ -422,6 +422,10 @@ class CorrectionWidget(Container):
         if not grid.enabled:
             for l in self._viewer.layers:
                 l.visible = l in layers
+            # put them on top in the order original, corrected, ground truth: the grid then shows
+            # them left to right in that order (checked on a screenshot)
+            for l in layers:
+                self._viewer.layers.move(self._viewer.layers.index(l), len(self._viewer.layers))
             grid.stride = 1
             grid.shape = (1, len(layers))
             grid.enabled = True
