@@ -69,6 +69,17 @@ def test_end_to_end_correct_review_export(flow, tmp_path):
     assert meta["precision"] == "fp32" and "cpu" in meta["device"]
     assert sorted(map(tuple, meta["corrected_tiles"])) == sorted((0, i, j) for i, j in flagged)
     assert meta["model_card_sha256"]
+    # after correction the corrected layer is re-scored: before/after per tile
+    after = viewer.layers[f"{section.name} corrected focus"]
+    np.testing.assert_allclose(after.data, score_tiles(corrected.data, qc.result.tile, metric), rtol=1e-5)
+    assert after.contrast_limits == viewer.layers[f"{section.name} focus"].contrast_limits
+    for (_, i, j) in cw.reports:
+        assert after.data[i, j] > qc.result.scores[0, i, j]
+    # fidelity check ran on every corrected tile (ratio ~1 means explained by the original)
+    assert all(np.isfinite(r.fidelity_ratio) and r.fidelity_ratio > 0 for r in cw.reports.values())
+    # contrast limits are linked between original and corrected
+    section.contrast_limits = (10, 200)
+    assert tuple(corrected.contrast_limits) == (10, 200)
     # ground truth: per-tile PSNR in the reports and a heatmap layer
     assert all(np.isfinite(r.psnr_after) for r in cw.reports.values())
     assert f"{section.name} PSNR gain" in [l.name for l in viewer.layers]

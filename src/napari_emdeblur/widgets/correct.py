@@ -57,6 +57,7 @@ class CorrectionWidget(Container):
         self._viewer = viewer
         self._worker = None
         self.reports: dict[tuple[int, int, int], TileReport] = {}
+        self.after_scores: np.ndarray | None = None  # (Z, rows, cols) focus of the corrected layer
         self.source_name: str | None = None
         self.grid: TileGrid | None = None
         self._layers_ready = False
@@ -294,6 +295,9 @@ class CorrectionWidget(Container):
             corrected.data = copy
         corrected.metadata["emdeblur_correction"] = dict(self._meta, corrected_tiles=[])
         self._link_contrast(layer, corrected)
+        gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
+        if gt_layer is not None:
+            self._link_contrast(layer, gt_layer)
         scale, translate = heatmap_transform(params.qc_tile, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]))
         if self._is_stack:
             scale, translate = (layer.scale[0], *scale), (layer.translate[0], *translate)
@@ -403,12 +407,40 @@ class CorrectionWidget(Container):
             layer.data = disp
 
     def _update_qc_after(self) -> None:
-        """Put the after-correction scores into the QC heatmap's metadata (before/after per tile)."""
-        for l in self._viewer.layers:
-            m = l.metadata.get(HEATMAP_KEY)
-            if m and m.get("source") == self.source_name and "metric" in m:
-                m["after_correction"] = {f"{z},{i},{j}": (r.score_before, r.score_after)
-                                         for (z, i, j), r in self.reports.items()}
+        """Re-score the corrected layer with the QC metric and show it as "<image> corrected focus"
+        (same grid, placement and contrast limits as the QC heatmap); before/after per tile also
+        goes into both heatmaps' metadata."""
+        from ..core.focus import DEFAULT_METRIC, score_tiles
+
+        corrected = self.corrected_layer
+        if corrected is None or not self.reports:
+            return
+        qc_heat = next((l for l in self._viewer.layers if l.metadata.get(HEATMAP_KEY, {}).get("source")
+                        == self.source_name and "metric" in l.metadata[HEATMAP_KEY]), None)
+        metric = qc_heat.metadata[HEATMAP_KEY]["metric"] if qc_heat is not None else DEFAULT_METRIC
+        tile = self.grid.tile
+        data = np.asarray(corrected.data)
+        after = np.stack([score_tiles(sec, tile, metric) for sec in (data if self._is_stack else data[None])])
+        before_after = {f"{z},{i},{j}": (r.score_before, r.score_after) for (z, i, j), r in self.reports.items()}
+        meta = {"source": f"{self.source_name} corrected", "tile": tile, "metric": metric,
+                "before_after": before_after}
+        disp = after if self._is_stack else after[0]
+        finite = after[np.isfinite(after)]
+        disp = np.where(np.isfinite(disp), disp, finite.min() if finite.size else 0).astype(np.float32)
+        name = f"{self.source_name} corrected focus"
+        layer = layer_by_name(self._viewer, name)
+        scale, translate = self._heat_xform
+        if layer is None:
+            layer = self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
+                                           interpolation2d="nearest", scale=scale, translate=translate,
+                                           visible=False, metadata={HEATMAP_KEY: meta})
+        else:
+            layer.data = disp
+            layer.metadata[HEATMAP_KEY] = meta
+        if qc_heat is not None:
+            layer.contrast_limits = qc_heat.contrast_limits  # same colour scale: before vs after
+            qc_heat.metadata[HEATMAP_KEY]["after_correction"] = before_after
+        self.after_scores = after
 
     # ------------------------------------------------------------------ view
     def toggle_view(self) -> None:
