@@ -8,9 +8,12 @@
 #
 # Outputs (git-ignored): runs/gran_em_v1/ and runs/unet_baseline/, each with
 #   checkpoint.pt, model_latest.pt/.json, model_best.pt/.json, metrics.csv, train.log
-# Ship: cp runs/gran_em_v1/model_best.pt  src/napari_emdeblur/model/weights/gran_em_v1.pt
-#       cp runs/gran_em_v1/model_best.json src/napari_emdeblur/model/weights/gran_em_v1.json
-#   (the card's weights_file/sha256 stay valid: the sha256 is of the .pt bytes)
+# Ship (after both runs end; re-checks the weights, re-writes the card for the new name):
+#   .venv/bin/python -c "from napari_emdeblur.model.weights import export_weights, shipped_weights_path as s; \
+#     export_weights('runs/gran_em_v1/model_best.pt', s(), name='gran_em_v1')"
+# (plain cp of model_best.pt + .json also loads: the card's sha256 is of the .pt bytes.)
+# The shipped gran_em_v1 was run with MINUTES=62 (7,829 steps GRAN, 3,964 U-Net; best GRAN
+# checkpoint at step 7,500) on a 2-core machine shared with other jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
