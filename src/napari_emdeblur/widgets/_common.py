@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.progress import drain  # noqa: F401  (re-exported: the widgets' synchronous path)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -57,14 +59,3 @@ def grayscale_data(layer) -> Any:
 
 def notify(message: str, level: str = "info") -> None:
     {"info": show_info, "warning": show_warning, "error": show_error}.get(level, show_info)(message)
-
-
-def drain(gen: Iterator, on_yield: Callable[[Any], None]) -> Any:
-    """Synchronous path of a worker generator (used by tests and scripts): feed every yielded
-    message to ``on_yield`` in this thread and return the generator's return value."""
-    while True:
-        try:
-            msg = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        on_yield(msg)
