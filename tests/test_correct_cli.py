@@ -33,9 +33,11 @@ def _section(seed=0, shape=(384, 512)) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-def _with_soft_tiles(img01: np.ndarray, soft=((0, 1), (2, 3))) -> np.ndarray:
+def _with_soft_tiles(img01: np.ndarray, soft=((0, 1), (2, 3)), sigma: float = 1.0) -> np.ndarray:
+    """Blur the ``soft`` tiles: sigma 1 px is mild (to correct), sigma >= 3 px is beyond
+    correction (to retake) for the automatic thresholds."""
     out = img01.copy()
-    blurred = ndimage.gaussian_filter(img01, 3.0)
+    blurred = ndimage.gaussian_filter(img01, sigma)
     for i, j in soft:
         sl = (slice(i * TILE, (i + 1) * TILE), slice(j * TILE, (j + 1) * TILE))
         out[sl] = blurred[sl]
@@ -75,6 +77,33 @@ def test_flagged_tiles_only_and_refuse_overwrite(tmp_path, weights):
                "--weights", str(weights), "--quiet"])
     assert rc == 0 and np.array_equal(tifffile.imread(dst), img)  # nothing below -1: a byte copy
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_retake_tiles_left_untouched(tmp_path, weights, capsys):
+    """Only the CORRECT class is deblurred: a tile too blurred to correct (RETAKE) is copied
+    byte for byte and reported, like the widget and the pipeline do."""
+    base = _section(4)
+    img01 = _with_soft_tiles(base, soft=((0, 1), (2, 3)), sigma=1.0)  # mild: to correct
+    img01 = _with_soft_tiles(img01, soft=((1, 0),), sigma=8.0)  # severe: to retake
+    img = (img01 * 255).round().astype(np.uint8)
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, img)
+    args = ["correct", str(src), "-o", str(dst), "--tile-size", str(TILE), "--weights", str(weights),
+            "--device", "cpu"]
+    assert main(args) == 0  # automatic thresholds
+    err = capsys.readouterr().err
+    assert "2/12 tiles corrected" in err and "1 too blurred to correct" in err and "1 to retake" in err
+    out = tifffile.imread(dst)
+    assert _changed_tiles(img, out) == {(0, 1), (2, 3)}  # the retake tile (1, 0) is byte-identical
+
+    # an explicit retake threshold below every score corrects the severe tile too
+    assert main(args + ["--overwrite", "--retake-threshold", "-1", "--quiet"]) == 0
+    assert _changed_tiles(img, tifffile.imread(dst)) == {(0, 1), (1, 0), (2, 3)}
+    # retake above correct is refused, and the output is left as it was
+    before = dst.read_bytes()
+    assert main(args + ["--overwrite", "--threshold", "0.1", "--retake-threshold", "0.2", "--quiet"]) != 0
+    assert main(args + ["--overwrite", "--retake-threshold", "abc", "--quiet"]) != 0
+    assert dst.read_bytes() == before
 
 
 def test_all_tiles_uint16_odd_size(tmp_path, weights):

@@ -165,3 +165,101 @@ def test_error_paths_notify(flow, tmp_path):
     # export with nothing corrected yet
     assert cw.export(tmp_path / "x.tif") is None
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_report_names():
+    from napari_emdeblur.widgets.correct import report_base_name
+
+    assert report_base_name("out.tif") == "out"
+    assert report_base_name("run_1.5nm.ome.tif") == "run_1.5nm"
+    assert report_base_name("sec.v2.zarr") == "sec.v2"
+    assert report_base_name("x.ome.tiff") == "x"
+
+
+def test_rectangle_tiles_tif_export_and_review_roundtrip(flow, tmp_path):
+    viewer, qc, cw, section, gt = flow
+    original = np.array(section.data, copy=True)
+    ps = float(section.scale[-1])
+    # a rectangle (world coordinates) over pixels 300..700 x 20..200 -> tiles rows 1-2, col 0
+    viewer.add_shapes([np.array([[300, 20], [700, 200]]) * ps], shape_type="rectangle", name="roi")
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "roi"
+    cw.device_combo.value = "cpu"
+    cw.run(sync=True)
+    assert sorted(cw.reports) == [(0, 1, 0), (0, 2, 0)]
+    corrected = viewer.layers[f"{section.name} corrected"]
+    grid = cw.grid
+    fixed = np.array(corrected.data[grid.slices(1, 0)], copy=True)
+    # revert then accept: the correction comes back, the report agrees with the pixels
+    cw.review(0, 1, 0, "revert")
+    np.testing.assert_array_equal(corrected.data[grid.slices(1, 0)], original[grid.slices(1, 0)])
+    assert [0, 1, 0] not in corrected.metadata["emdeblur_correction"]["corrected_tiles"]
+    cw.review(0, 1, 0, "accept")
+    np.testing.assert_array_equal(corrected.data[grid.slices(1, 0)], fixed)
+    assert [0, 1, 0] in corrected.metadata["emdeblur_correction"]["corrected_tiles"]
+    assert cw.reports[(0, 1, 0)].accepted is True
+    # plain .tif export: report named <name>_report.*, pixel size kept
+    out = tmp_path / "fixed.tif"
+    assert cw.export(out) == out
+    assert (tmp_path / "fixed_report.csv").exists() and (tmp_path / "fixed_report.json").exists()
+    back = emio.load_section(out)
+    np.testing.assert_array_equal(np.asarray(back.data), corrected.data)
+    np.testing.assert_allclose(back.pixel_size, (ps, ps), rtol=1e-3)
+    # an existing report blocks the export before the image is written
+    out2 = tmp_path / "again.tif"
+    (tmp_path / "again_report.csv").write_text("keep me")
+    assert cw.export(out2) is None
+    assert not out2.exists() and (tmp_path / "again_report.csv").read_text() == "keep me"
+
+
+def test_corrected_layer_never_saved_over_the_input(flow, tmp_path):
+    from napari_emdeblur._writer import write_single_image
+
+    viewer, qc, cw, section, gt = flow
+    src = tmp_path / "section.tif"
+    emio.save_image(src, np.asarray(section.data), pixel_size=(4.6, 4.6))
+    layer = viewer.open(str(src), plugin="napari-emdeblur")[0]
+    before = src.read_bytes()
+    cw.layer_combo.value = layer.name
+    cw.tiles_combo.value = "all"
+    cw.device_combo.value = "cpu"
+    cw.qc_tile_spin.value = 512
+    cw.run(sync=True)
+    corrected = viewer.layers[f"{layer.name} corrected"]
+    data, meta, _ = corrected.as_layer_data_tuple()
+    with pytest.raises(Exception):
+        write_single_image(str(src), data, meta)  # File > Save onto the original: refused
+    assert cw.export(src) is None
+    assert src.read_bytes() == before
+
+
+def test_threaded_errors_notify_once_and_leave_no_layer(flow, qtbot, tmp_path):
+    viewer, qc, cw, section, gt = flow
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "all"
+    cw.weights_edit.value = str(bad)
+    cw.run()
+    worker = cw.worker
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert cw.status.value.startswith("failed")  # not overwritten by the finished handler
+    assert f"{section.name} corrected" not in [l.name for l in viewer.layers]
+    assert cw.run_btn.enabled
+
+
+def test_toggle_view_restores_visibility(flow):
+    viewer, qc, cw, section, gt = flow
+    _flag_known_soft_tiles(qc, section)
+    cw.layer_combo.value = section.name
+    cw.device_combo.value = "cpu"
+    cw.run(sync=True)
+    before = {l.name: l.visible for l in viewer.layers}
+    assert before[gt.name] is False  # the sample's ground truth starts hidden
+    cw.toggle_view()
+    cw.toggle_view()
+    after = {l.name: l.visible for l in viewer.layers}
+    assert after[gt.name] is False
+    assert after[f"{section.name} corrected"] is True

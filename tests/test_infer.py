@@ -187,6 +187,29 @@ def test_oom_at_batch_one_halves_tile():
     assert any("tile 64" in n.message for n in msgs if isinstance(n, Notice))
     assert np.abs(out - img).max() < 1e-5
 
+    # QC tiles whose context window (96 px) fits the 128 px inference tile: an OOM at batch 1
+    # blend-tiles the window in 64 px tiles instead of failing
+    boxes = [(16, 16, 64, 64), (70, 70, 64, 64)]
+    _, msgs = _drain(iter_correct_tiles(img, Tiny(), boxes, InferenceParams(tile=128, overlap=16, batch=2, **CPU)))
+    notices = [n.message for n in msgs if isinstance(n, Notice)]
+    assert notices[0] == "GPU out of memory: retrying with batch 1"
+    assert notices[1] == "GPU out of memory for a 96x96 window: retrying with tile 64 px"
+    results = [m for m in msgs if isinstance(m, TileResult)]
+    assert [(r.y0, r.x0) for r in results] == [(16, 16), (70, 70)]
+    for r in results:
+        assert np.abs(r.data - img[r.y0 : r.y0 + 64, r.x0 : r.x0 + 64]).max() < 1e-5
+
+    # no tile of at least MIN_TILE (64 px) fits: MemoryError, for a window larger or smaller than 64 px
+    class Tinier(torch.nn.Module):  # OOM above 40 px
+        def forward(self, x):
+            if x.shape[-1] > 40:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return x
+
+    for box in [(0, 0, 60, 60), (0, 0, 40, 40)]:  # windows 76 and 56 px
+        with pytest.raises(MemoryError, match="64 px"):
+            _drain(iter_correct_tiles(img, Tinier(), [box], InferenceParams(tile=128, overlap=16, **CPU)))
+
 
 def test_non_oom_errors_propagate():
     class Bad(torch.nn.Module):

@@ -202,9 +202,13 @@ def test_shipped_weights_card():
 
 def test_copy_keeps_card_valid(saved, tmp_path):
     """Shipping = copying .pt + .json: the card's sha256 stays valid under a new name."""
-    _, path, _ = saved
+    m, path, _ = saved
     dst = tmp_path / "copy" / "gran_x.pt"
     dst.parent.mkdir()
     shutil.copy(path, dst)
     shutil.copy(card_path(path), card_path(dst))
-    load_model(dst)
+    m2, card2 = load_model(dst)
+    assert card2["weights_sha256"] == sha256_file(dst)
+    x = torch.rand(1, 1, 24, 20)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))

@@ -1,8 +1,11 @@
 """``emdeblur correct``: deblur an EM image or stack with GRAN, all tiles or only soft ones.
 
 ``--tiles flagged`` (default) scores every ``--tile-size`` QC tile with the focus metric and
-corrects the tiles scoring below ``--threshold`` (default: the automatic per-section threshold
-of ``core.decisions.auto_thresholds``); every other pixel is copied byte for byte.
+classifies it like ``emdeblur score`` and the napari widget (``core.decisions.classify``):
+tiles scoring below ``--threshold`` but not below ``--retake-threshold`` are corrected; tiles
+below the retake threshold are too blurred to correct, left untouched and only counted as
+"to retake". Both thresholds default to automatic, per section
+(``core.scoring.section_thresholds``). Every pixel not corrected is copied byte for byte.
 ``--tiles all`` corrects the whole image with blended overlapping windows. The output has the
 input's shape and dtype, is written atomically, never over the input, and an existing output
 is only replaced with ``--overwrite``.
@@ -27,7 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tiles", choices=("all", "flagged"), default="flagged",
                    help="correct every pixel, or only QC tiles scoring below the threshold (default)")
     p.add_argument("--threshold", default="auto",
-                   help="focus-score threshold for --tiles flagged (number or 'auto', per section)")
+                   help="tiles scoring below this are corrected, with --tiles flagged "
+                        "(number or 'auto', per section)")
+    p.add_argument("--retake-threshold", default="auto",
+                   help="tiles scoring below this are too blurred to correct: left untouched and "
+                        "reported as to retake (number or 'auto', per section)")
     p.add_argument("--metric", default=None, help="focus metric (default: the package default)")
     p.add_argument("--tile-size", type=int, default=256, help="QC tile size in px (default 256)")
     p.add_argument("--weights", default=None, help="weights .pt (default: the shipped GRAN)")
@@ -42,53 +49,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _threshold(arg: str) -> float | None:
+def _threshold(arg: str, option: str = "--threshold") -> float | None:
     if str(arg).lower() == "auto":
         return None
     try:
         return float(arg)
     except ValueError:
-        raise ValueError(f"--threshold must be a number or 'auto', got {arg!r}") from None
-
-
-def _load(path: str):
-    """(data, pixel_size) through core.io when available, else tifffile."""
-    try:
-        from .core.io import load_section
-    except ImportError:  # pragma: no cover - core.io is part of the package
-        import tifffile
-
-        return tifffile.imread(path), None
-    sec = load_section(path)
-    return sec.data, sec.pixel_size
-
-
-def _save(path: Path, data, pixel_size, meta: dict, overwrite: bool, src: str) -> Path:
-    try:
-        from .core.io import save_image
-    except ImportError:  # pragma: no cover
-        import os
-        import tempfile
-
-        import tifffile
-
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            tifffile.imwrite(tmp, data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
-    return save_image(path, data, pixel_size, metadata=meta, overwrite=overwrite, protect=[src])
+        raise ValueError(f"{option} must be a number or 'auto', got {arg!r}") from None
 
 
 def run(args) -> int:
     import numpy as np
 
     from .cli import CLIError
-    from .core.progress import Notice, TileResult
+    from .core import decisions as dec
+    from .core.focus import DEFAULT_METRIC, score_tiles
+    from .core.io import load_section, save_image
+    from .core.progress import Notice, TileResult, drain
+    from .core.scoring import ScoreParams, section_thresholds
     from .core.tiling import TileGrid
 
     src = Path(args.input).expanduser()
@@ -108,7 +86,14 @@ def run(args) -> int:
         raise CLIError(f"{out.parent}: output folder does not exist", 2)
     if args.tile_size < 16:
         raise CLIError("--tile-size must be at least 16 px", 2)
-    thr = _threshold(args.threshold)
+    metric = args.metric or DEFAULT_METRIC
+    score_params = ScoreParams(
+        tile=args.tile_size,
+        metric=metric,
+        correct_threshold=_threshold(args.threshold),
+        retake_threshold=_threshold(args.retake_threshold, "--retake-threshold"),
+    )
+    score_params.validate()  # unknown metric, retake > correct: ValueError -> one-line message
 
     from .model.infer import InferenceParams, iter_correct_image, iter_correct_tiles, resolve_device
     from .model.weights import load_model, shipped_weights_path
@@ -119,7 +104,8 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, card = load_model(args.weights, device=str(device))
 
-    data, pixel_size = _load(str(src))
+    sec_in = load_section(str(src))
+    data, pixel_size = sec_in.data, sec_in.pixel_size
     if data.ndim not in (2, 3):
         raise CLIError(f"{src}: expected a 2-D section or (z, y, x) stack, got shape {tuple(data.shape)}", 1)
     stack = data.ndim == 3
@@ -127,42 +113,34 @@ def run(args) -> int:
     result = np.empty(tuple(data.shape), np.dtype(data.dtype))
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    n_corr = n_tiles = 0
-    thresholds = []
+    n_corr = n_tiles = n_retake = 0
+    thresholds: list[float] = []
+    retake_thresholds: list[float] = []
     for z in range(nz):
         sec = np.asarray(data[z] if stack else data)
         target = result[z] if stack else result
         target[...] = sec
         grid = TileGrid(sec.shape, args.tile_size)
         if args.tiles == "all":
-            gen = iter_correct_image(sec, model, params)
-            while True:
-                try:
-                    msg = next(gen)
-                except StopIteration as stop:
-                    target[...] = stop.value
-                    break
-                if isinstance(msg, Notice):
-                    say(msg.message)
+            target[...] = drain(
+                iter_correct_image(sec, model, params),
+                lambda msg: say(msg.message) if isinstance(msg, Notice) else None,
+            )
             n_corr += grid.n_tiles
             n_tiles += grid.n_tiles
             say(f"section {z + 1}/{nz}: corrected all {grid.n_tiles} tiles")
             continue
-        from .core.decisions import auto_thresholds
-        from .core.focus import DEFAULT_METRIC, score_tiles
-
-        metric = args.metric or DEFAULT_METRIC
         scores = np.asarray(score_tiles(sec, args.tile_size, metric), np.float64)
-        t = thr
-        if t is None:
-            try:
-                t = float(auto_thresholds(scores)[0])
-            except ValueError:
-                t = float("-inf")  # no finite score: nothing to flag
-        thresholds.append(t)
-        with np.errstate(invalid="ignore"):
-            flagged = np.argwhere(scores < t)
-        boxes = [grid.bounds(int(i), int(j)) for i, j in flagged]
+        c, r = section_thresholds(scores, score_params)  # NaN when no tile has a finite score
+        thresholds.append(c)
+        retake_thresholds.append(r)
+        if np.isfinite(c) and np.isfinite(r):
+            decisions = dec.classify(scores, c, r)
+        else:  # nothing scored: nothing to flag
+            decisions = np.full(scores.shape, dec.OK, np.int8)
+        boxes = [grid.bounds(int(i), int(j)) for i, j in np.argwhere(decisions == dec.CORRECT)]
+        nr = int(np.count_nonzero(decisions == dec.RETAKE))
+        n_retake += nr
         n_tiles += grid.n_tiles
         for msg in iter_correct_tiles(sec, model, boxes, params, z=z, grid_tile=args.tile_size):
             if isinstance(msg, TileResult):
@@ -171,7 +149,8 @@ def run(args) -> int:
                 n_corr += 1
             elif isinstance(msg, Notice):
                 say(msg.message)
-        say(f"section {z + 1}/{nz}: {len(boxes)}/{grid.n_tiles} tiles below {metric} threshold {t:.4g} corrected")
+        say(f"section {z + 1}/{nz}: {len(boxes)}/{grid.n_tiles} tiles corrected ({metric} < {c:.4g}), "
+            f"{nr} too blurred to correct, to retake ({metric} < {r:.4g})")
 
     meta = {
         "emdeblur": {
@@ -180,12 +159,15 @@ def run(args) -> int:
             "tiles": args.tiles,
             "tile_size": args.tile_size,
             "thresholds": thresholds,
+            "retake_thresholds": retake_thresholds,
             "tiles_corrected": n_corr,
+            "tiles_to_retake": n_retake,
             "weights": str(args.weights or shipped_weights_path()),
             "weights_sha256": card.get("weights_sha256"),
             "model_type": card.get("model_type"),
         }
     }
-    written = _save(out, result, pixel_size, meta, args.overwrite, str(src))
-    say(f"wrote {written} ({n_corr}/{n_tiles} tiles corrected, {time.monotonic() - t0:.1f} s)")
+    written = save_image(out, result, pixel_size, metadata=meta, overwrite=args.overwrite, protect=[str(src)])
+    retake = f", {n_retake} to retake" if args.tiles == "flagged" else ""
+    say(f"wrote {written} ({n_corr}/{n_tiles} tiles corrected{retake}, {time.monotonic() - t0:.1f} s)")
     return 0

@@ -46,30 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _load(path: str):
     """``(data, name)`` for one input via ``core.io.load_section``."""
-    try:
-        from .core.io import load_section
-    except ImportError:  # pragma: no cover - io is part of the package; minimal fallback
-        return _load_fallback(path)
+    from .core.io import load_section
+
     sec = load_section(path)
     return sec.data, (sec.source or str(path))
-
-
-def _load_fallback(path: str):  # pragma: no cover
-    p = Path(path)
-    if not p.is_file():
-        raise OSError(f"{p}: no such file")
-    try:
-        if p.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            data = tifffile.imread(p)
-        else:
-            from skimage import io
-
-            data = io.imread(p)
-    except Exception as e:
-        raise ValueError(f"{p}: cannot read image ({e})") from None
-    return np.asarray(data), str(p)
 
 
 def run(args) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import decisions as dec
-from .progress import Notice, Progress, TileResult
+from .progress import Notice, Progress, SectionScores, TileResult
 from .tiling import TileGrid
 
 FIDELITY_RATIO_LIMIT = 3.0
@@ -178,7 +178,8 @@ def iter_correct_section(
 ) -> Iterator[Progress | Notice | TileResult]:
     """Correct the QC tiles ``tiles`` = [(z, row, col), ...] of ``data`` (2-D or 3-D array).
 
-    Yields ``Notice`` (device, retries), ``Progress`` and one ``TileResult`` per corrected tile;
+    Yields ``Notice`` (device, retries), ``Progress``, the focus ``SectionScores`` of each section
+    it works on (before correction) and one ``TileResult`` per corrected tile;
     returns the list of :class:`TileReport`. Stops cleanly between batches when the consumer
     stops iterating (a napari worker's ``quit()``), after releasing GPU memory.
     """
@@ -216,6 +217,7 @@ def iter_correct_section(
             boxes = [grid.bounds(i, j) for i, j in ij]
             box_index = {b[:2]: ij_ for b, ij_ in zip(boxes, ij)}
             before = score_tiles(section, params.qc_tile, metric)
+            yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
             sigmas = estimate_blur_tiles(section, params.qc_tile)
             for msg in iter_correct_tiles(section, model, boxes, ip, z=z):
                 if isinstance(msg, TileResult):
@@ -290,7 +292,7 @@ def write_reports(stem: str | Path, reports: Sequence[TileReport], meta: dict | 
     import io
 
     stem = Path(stem)
-    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
     for p in (csv_path, json_path):
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} already exists")

@@ -14,8 +14,9 @@ Values: uint8 / uint16 are scaled by their dtype range (/255, /65535), other int
 theirs; floats in [0, 1] are used as they are, other floats are scaled by their min/max.
 The output is clipped to the range and cast back (rounded for integers): same dtype, same
 shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
-used. A CUDA out-of-memory error halves the batch (then the tile) and retries, with a
-``Notice``.
+used. A CUDA out-of-memory error halves the batch (then the tile, down to ``MIN_TILE``) and
+retries, with a ``Notice``; a QC-tile window that does not fit even at batch 1 is then
+processed with the blended tiling in halved tiles, like a window larger than ``tile``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.progress import Notice, Progress, TileResult
+from ..core.progress import Notice, Progress, TileResult, drain
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_TILE = 64
@@ -239,6 +240,26 @@ def _correct_unit(
         base = nxt
 
 
+def _correct_unit_halving(
+    run: _Runner, img: np.ndarray, tile: int, overlap: int, stage: str, out_fn, conv=None
+) -> Generator[Progress | Notice, None, int]:
+    """``_correct_unit`` with OOM back-off: when even batch 1 runs out of GPU memory, halve
+    the tile (down to ``MIN_TILE``, overlap at most a quarter of it), yield a ``Notice`` and
+    start again. Returns the tile size that succeeded."""
+    while True:
+        try:
+            yield from _correct_unit(run, img, tile, overlap, stage, out_fn, conv)
+            return tile
+        except _TileTooLarge:
+            if tile // 2 < MIN_TILE:
+                raise MemoryError(
+                    f"GPU out of memory even for the smallest tile ({MIN_TILE} px, batch 1)"
+                ) from None
+            tile //= 2
+            overlap = min(overlap, tile // 4)
+            yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
+
+
 def iter_correct_image(
     image: np.ndarray, model: nn.Module, params: InferenceParams | None = None, stage: str = "correct"
 ) -> Generator[Progress | Notice, None, np.ndarray]:
@@ -248,23 +269,14 @@ def iter_correct_image(
     rng = value_range(image)
     run = _Runner(model, params)
     out = np.empty(image.shape, image.dtype)
-    tile = params.tile
-    overlap = params.overlap
 
     def put(y0: int, rows: np.ndarray) -> None:
         out[y0 : y0 + rows.shape[0]] = from_unit(rows, rng, image.dtype)
 
     try:
-        while True:
-            try:
-                yield from _correct_unit(run, image, tile, overlap, stage, put, lambda a: to_unit(a, rng))
-                break
-            except _TileTooLarge:
-                if tile // 2 < MIN_TILE:
-                    raise MemoryError("GPU out of memory even for the smallest tile (64 px, batch 1)")
-                tile //= 2
-                overlap = min(overlap, tile // 4)
-                yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
+        yield from _correct_unit_halving(
+            run, image, params.tile, params.overlap, stage, put, lambda a: to_unit(a, rng)
+        )
     finally:
         run.empty_cache()
     return out
@@ -274,12 +286,7 @@ def correct_image(
     image: np.ndarray, model: nn.Module, params: InferenceParams | None = None
 ) -> np.ndarray:
     """Deblur a whole 2-D image; returns an array of the same dtype and shape."""
-    gen = iter_correct_image(image, model, params)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_correct_image(image, model, params))
 
 
 # --------------------------------------------------------------------------- some tiles
@@ -297,7 +304,8 @@ def iter_correct_tiles(
     the image has it, then cropped back; a ``TileResult`` (same dtype as ``image``, shape
     ``(h, w)``) is yielded per box, with ``row, col = y0 // grid_tile, x0 // grid_tile``
     (``grid_tile`` defaults to the largest box side). Boxes whose context window exceeds
-    ``params.tile`` are processed with the blended tiling of ``correct_image``.
+    ``params.tile`` are processed with the blended tiling of ``correct_image``, and so are
+    windows that run out of GPU memory even at batch 1 (with the tile halved, see above).
     """
     params = params or InferenceParams()
     image = _check_2d(image)
@@ -327,41 +335,46 @@ def iter_correct_tiles(
         for b in boxes:
             wy0, wx0, wy1, wx1 = window(b)
             groups.setdefault((wy1 - wy0, wx1 - wx0), []).append(b)
+        tile = params.tile  # shrinks for good after a GPU OOM at batch 1
         for (wh, ww), bs in groups.items():
-            big = wh > params.tile or ww > params.tile
             k = 0
             while k < len(bs):
+                big = wh > tile or ww > tile
                 chunk = bs[k : k + (1 if big else run.batch)]
                 wins = []
                 for b in chunk:
                     wy0, wx0, wy1, wx1 = window(b)
                     wins.append((b, wy0, wx0, to_unit(image[wy0:wy1, wx0:wx1], rng)))
-                if big:
-                    b, wy0, wx0, u = wins[0]
-                    res = np.empty(u.shape, np.float32)
-
-                    def put(y, rows, res=res):
-                        res[y : y + rows.shape[0]] = rows
-
-                    tile, overlap = params.tile, params.overlap
-                    while True:
-                        try:
-                            yield from _correct_unit(run, u, tile, overlap, "correct tiles (window)", put)
-                            break
-                        except _TileTooLarge:
-                            if tile // 2 < MIN_TILE:
-                                raise MemoryError("GPU out of memory even for a 64 px tile, batch 1")
-                            tile //= 2
-                            overlap = min(overlap, tile // 4)
-                            yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
-                    outs = [res]
-                else:
+                outs = None
+                if not big:
                     try:
                         outs = yield from _run_windows(run, [w[3] for w in wins])
                     except _TileTooLarge:
-                        raise MemoryError(
-                            f"GPU out of memory for a single {wh}x{ww} window; use a smaller QC tile"
+                        # a whole window does not fit even alone: blend-tile it in smaller tiles
+                        while tile >= max(wh, ww):
+                            tile //= 2
+                        if tile < MIN_TILE:
+                            raise MemoryError(
+                                f"GPU out of memory for a single {wh}x{ww} window (batch 1) and it "
+                                f"cannot be tiled below {MIN_TILE} px; use a smaller QC tile"
+                            ) from None
+                        yield Notice(
+                            f"GPU out of memory for a {wh}x{ww} window: retrying with tile {tile} px",
+                            "warning",
                         )
+                if outs is None:
+                    outs = []
+                    for b, wy0, wx0, u in wins:
+                        res = np.empty(u.shape, np.float32)
+
+                        def put(y, rows, res=res):
+                            res[y : y + rows.shape[0]] = rows
+
+                        overlap = params.overlap if tile == params.tile else min(params.overlap, tile // 4)
+                        tile = yield from _correct_unit_halving(
+                            run, u, tile, overlap, "correct tiles (window)", put
+                        )
+                        outs.append(res)
                 for (b, wy0, wx0, _), o in zip(wins, outs):
                     y0, x0, h, w = b
                     crop = o[y0 - wy0 : y0 - wy0 + h, x0 - wx0 : x0 - wx0 + w]

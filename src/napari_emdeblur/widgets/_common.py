@@ -59,3 +59,25 @@ def grayscale_data(layer) -> Any:
 
 def notify(message: str, level: str = "info") -> None:
     {"info": show_info, "warning": show_warning, "error": show_error}.get(level, show_info)(message)
+
+
+def tie_to_viewer(widget, viewer, *, layers_changed=None, mouse_move=None, mouse_drag=None) -> None:
+    """Connect a dock widget's callbacks to the viewer, and disconnect them when the widget's Qt
+    object is destroyed (a closed dock must not keep receiving mouse moves or layer events)."""
+    if layers_changed is not None:
+        viewer.layers.events.inserted.connect(layers_changed)
+        viewer.layers.events.removed.connect(layers_changed)
+    if mouse_move is not None:
+        viewer.mouse_move_callbacks.append(mouse_move)
+    if mouse_drag is not None:
+        viewer.mouse_drag_callbacks.append(mouse_drag)
+
+    def _untie(*_):
+        if layers_changed is not None:
+            viewer.layers.events.inserted.disconnect(layers_changed)
+            viewer.layers.events.removed.disconnect(layers_changed)
+        for lst, cb in ((viewer.mouse_move_callbacks, mouse_move), (viewer.mouse_drag_callbacks, mouse_drag)):
+            if cb is not None and cb in lst:
+                lst.remove(cb)
+
+    widget.native.destroyed.connect(_untie)

@@ -38,9 +38,10 @@ from ..core.correction import (
     tiles_in_rectangle,
     write_reports,
 )
-from ..core.progress import Notice, Progress, TileResult
+from ..core.progress import Notice, Progress, SectionScores, TileResult
 from ..core.tiling import TileGrid, heatmap_transform
-from ._common import DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify
+from ._common import (DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify,
+                      tie_to_viewer)
 
 from napari.viewer import Viewer
 
@@ -48,6 +49,7 @@ TILE_MODES = ("flagged (QC)", "all", "rectangle (Shapes)")
 REVIEW_COLORS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0.1, 0.9, 0.3, 0.5), 2: (1.0, 0.1, 0.1, 0.65),
                  3: (0.2, 0.6, 1.0, 0.6)}
 REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
+MAX_LAZY_BYTES = 1 << 30  # lazy (dask) layers above this are left to `emdeblur correct`
 
 
 class CorrectionWidget(Container):
@@ -61,6 +63,13 @@ class CorrectionWidget(Container):
         self.source_name: str | None = None
         self.grid: TileGrid | None = None
         self._layers_ready = False
+        self._errored = False
+        self._gen = None
+        self._linked: set[tuple[int, int]] = set()
+        self._saved_visibility: dict[str, bool] | None = None
+        self._corrected_pixels: dict[tuple[int, int, int], np.ndarray] = {}
+        self._before: dict[int, np.ndarray] = {}
+        self._qc_metric: str | None = None
         self._meta: dict = {}
 
         self.layer_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -106,9 +115,7 @@ class CorrectionWidget(Container):
         for w in (self.sel_z, self.sel_row, self.sel_col):
             w.changed.connect(self._show_selected)
         self.export_btn.changed.connect(lambda: self.export())
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
-        viewer.mouse_drag_callbacks.append(self._on_click)
+        tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_drag=self._on_click)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layer lists
@@ -162,8 +169,13 @@ class CorrectionWidget(Container):
                       None)
             if qc is None:
                 raise ValueError(f"no focus QC result for '{layer.name}': score it in the Focus QC widget first")
-            tile = int(qc.metadata[DECISIONS_KEY]["tile"])
+            qmeta = qc.metadata[DECISIONS_KEY]
+            if tuple(qmeta.get("image_shape", data.shape)) != tuple(data.shape):
+                raise ValueError(f"the focus QC result for '{layer.name}' was made on an image of shape "
+                                 f"{tuple(qmeta['image_shape'])}, not {tuple(data.shape)}: score it again")
+            tile = int(qmeta["tile"])
             self.qc_tile_spin.value = tile
+            self._qc_metric = qmeta.get("metric")
             d = np.asarray(qc.data)
             return tiles_from_decisions(d if is_stack else d[None], "flagged")
         grid = TileGrid(tuple(data.shape[-2:]), int(self.qc_tile_spin.value))
@@ -174,9 +186,13 @@ class CorrectionWidget(Container):
             raise ValueError("draw a rectangle in a Shapes layer and choose it as the rectangle layer")
         out: set[tuple[int, int, int]] = set()
         for verts in shapes.data:
-            world = shapes.data_to_world(np.asarray(verts)) if hasattr(shapes, "data_to_world") else verts
-            pix = np.array([layer.world_to_data(v) for v in np.atleast_2d(world)])
-            zs = {int(round(pix[0, 0]))} if is_stack and pix.shape[1] == 3 else set(range(nz))
+            verts = np.atleast_2d(np.asarray(verts, float))
+            world = np.array([shapes.data_to_world(v) for v in verts])
+            has_z = world.shape[1] == 3
+            if is_stack and not has_z:  # a 2-D rectangle over a stack: every section
+                world = np.column_stack([np.zeros(len(world)), world])
+            pix = np.array([layer.world_to_data(v) for v in world])
+            zs = {int(round(pix[0, 0]))} if is_stack and has_z else set(range(nz))
             (y0, x0), (y1, x1) = pix[:, -2:].min(0), pix[:, -2:].max(0)
             for z in zs:
                 if 0 <= z < nz:
@@ -190,7 +206,7 @@ class CorrectionWidget(Container):
             weights=w if w not in ("", ".") and Path(w).is_file() else None,
             device=str(self.device_combo.value), precision=str(self.precision_combo.value),
             tile=int(self.tile_spin.value), batch=int(self.batch_spin.value),
-            qc_tile=int(self.qc_tile_spin.value),
+            qc_tile=int(self.qc_tile_spin.value), metric=self._qc_metric,
         )
 
     def run(self, sync: bool = False) -> None:
@@ -202,8 +218,12 @@ class CorrectionWidget(Container):
         if layer is None:
             notify("Choose an image layer to correct", "warning")
             return
+        self._qc_metric = None
         try:
             data = grayscale_data(layer)
+            if not isinstance(data, np.ndarray) and data.nbytes > MAX_LAZY_BYTES:
+                raise ValueError(f"layer '{layer.name}' is a lazy {data.nbytes / 2**30:.1f} GiB array; correct it "
+                                 "headless with `emdeblur correct` (the widget keeps the corrected copy in memory)")
             if np.dtype(data.dtype).kind == "f":
                 raise ValueError(f"layer '{layer.name}' is floating point; GRAN corrects 8- or 16-bit EM images")
             w = str(self.weights_edit.value)
@@ -226,6 +246,8 @@ class CorrectionWidget(Container):
         params = self.params()
         self._prepare(layer, data, params, tiles, gt is not None)
         gen = iter_correct_section(data, tiles, params, ground_truth=gt)
+        self._gen = gen
+        self._errored = False
         if sync:
             try:
                 drain(gen, self._on_yield)
@@ -258,6 +280,8 @@ class CorrectionWidget(Container):
         self.source_name = layer.name
         self.grid = TileGrid(tuple(data.shape[-2:]), params.qc_tile)
         self.reports = {}
+        self._corrected_pixels = {}
+        self._before = {}
         self._is_stack = data.ndim == 3
         self._data = data
         self._with_gt = with_gt
@@ -294,6 +318,13 @@ class CorrectionWidget(Container):
         else:
             corrected.data = copy
         corrected.metadata["emdeblur_correction"] = dict(self._meta, corrected_tiles=[])
+        # the writer refuses to write over the layer's emdeblur_source: the original's file
+        for key in ("emdeblur_source", "pixel_size", "z_spacing"):
+            if key in layer.metadata:
+                corrected.metadata[key] = layer.metadata[key]
+        src_path = getattr(layer.source, "path", None)
+        if src_path and "emdeblur_source" not in corrected.metadata:
+            corrected.metadata["emdeblur_source"] = str(src_path)
         self._link_contrast(layer, corrected)
         gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
         if gt_layer is not None:
@@ -325,6 +356,10 @@ class CorrectionWidget(Container):
         return {}
 
     def _link_contrast(self, a, b) -> None:
+        if (id(a), id(b)) in self._linked:  # connect each pair once, however many runs
+            return
+        self._linked.add((id(a), id(b)))
+
         def sync(src, dst):
             def _f(*_):
                 if tuple(dst.contrast_limits) != tuple(src.contrast_limits):
@@ -347,6 +382,7 @@ class CorrectionWidget(Container):
             else:
                 corrected.data[msg.y0 : msg.y0 + h, msg.x0 : msg.x0 + w] = msg.data
             corrected.refresh()
+            self._corrected_pixels[(msg.z, msg.row, msg.col)] = msg.data
             rep = TileReport(**{k: v for k, v in msg.info.items() if k in TileReport.__dataclass_fields__})
             key = (msg.z, msg.row, msg.col)
             self.reports[key] = rep
@@ -356,6 +392,8 @@ class CorrectionWidget(Container):
                 self._refresh_review()
             if self._psnr is not None and np.isfinite(rep.psnr_after):
                 self._psnr[key] = rep.psnr_after - rep.psnr_before
+        elif isinstance(msg, SectionScores):
+            self._before[msg.z] = msg.scores
         elif isinstance(msg, Progress):
             self.progress.max = max(1, msg.total)
             self.progress.value = msg.done
@@ -371,12 +409,17 @@ class CorrectionWidget(Container):
             review.data = self._review if self._is_stack else self._review[0]
 
     def _on_error(self, exc: BaseException) -> None:
+        self._errored = True
         notify(f"Correction failed: {exc}", "error")
+        self.status.value = f"failed: {exc}"
         self._finish_ui()
 
     def _on_finished(self) -> None:
         self._finish_ui()
-        if not self._layers_ready:
+        if self._gen is not None:  # after a cancel this runs the generator's cleanup (GPU memory)
+            self._gen.close()
+            self._gen = None
+        if self._errored or not self._layers_ready:  # napari emits finished after errored
             return
         n = len(self.reports)
         flagged = sum(r.check_by_eye for r in self.reports.values())
@@ -407,26 +450,36 @@ class CorrectionWidget(Container):
             layer.data = disp
 
     def _update_qc_after(self) -> None:
-        """Re-score the corrected layer with the QC metric and show it as "<image> corrected focus"
-        (same grid, placement and contrast limits as the QC heatmap); before/after per tile also
-        goes into both heatmaps' metadata."""
-        from ..core.focus import DEFAULT_METRIC, score_tiles
+        """Show the corrected layer's focus as "<image> corrected focus": the per-section scores the
+        worker computed before correcting, with each corrected (and not reverted) tile's score after
+        correction; same grid, placement and contrast limits as the QC heatmap. No re-scoring here:
+        this runs in the GUI thread."""
+        from ..core.focus import DEFAULT_METRIC
 
-        corrected = self.corrected_layer
-        if corrected is None or not self.reports:
+        if not self.reports:
             return
         qc_heat = next((l for l in self._viewer.layers if l.metadata.get(HEATMAP_KEY, {}).get("source")
                         == self.source_name and "metric" in l.metadata[HEATMAP_KEY]), None)
-        metric = qc_heat.metadata[HEATMAP_KEY]["metric"] if qc_heat is not None else DEFAULT_METRIC
-        tile = self.grid.tile
-        data = np.asarray(corrected.data)
-        after = np.stack([score_tiles(sec, tile, metric) for sec in (data if self._is_stack else data[None])])
-        before_after = {f"{z},{i},{j}": (r.score_before, r.score_after) for (z, i, j), r in self.reports.items()}
-        meta = {"source": f"{self.source_name} corrected", "tile": tile, "metric": metric,
-                "before_after": before_after}
-        disp = after if self._is_stack else after[0]
+        metric = self._qc_metric or (qc_heat.metadata[HEATMAP_KEY]["metric"] if qc_heat is not None
+                                     else DEFAULT_METRIC)
+        after = np.full(self._review.shape, np.nan, np.float32)
+        if qc_heat is not None and qc_heat.metadata[HEATMAP_KEY].get("metric") == metric:
+            base = np.asarray(qc_heat.data, np.float32)
+            after[:] = base if base.ndim == 3 else base[None]
+        for z, before in self._before.items():
+            after[z] = before
+        before_after = {}
+        for (z, i, j), r in self.reports.items():
+            if r.accepted is not False:
+                after[z, i, j] = r.score_after
+            before_after[f"{z},{i},{j}"] = (r.score_before, r.score_after if r.accepted is not False
+                                           else r.score_before)
+        self.after_scores = after
         finite = after[np.isfinite(after)]
-        disp = np.where(np.isfinite(disp), disp, finite.min() if finite.size else 0).astype(np.float32)
+        disp = np.where(np.isfinite(after), after, finite.min() if finite.size else 0).astype(np.float32)
+        disp = disp if self._is_stack else disp[0]
+        meta = {"source": f"{self.source_name} corrected", "tile": self.grid.tile, "metric": metric,
+                "before_after": before_after}
         name = f"{self.source_name} corrected focus"
         layer = layer_by_name(self._viewer, name)
         scale, translate = self._heat_xform
@@ -440,7 +493,6 @@ class CorrectionWidget(Container):
         if qc_heat is not None:
             layer.contrast_limits = qc_heat.contrast_limits  # same colour scale: before vs after
             qc_heat.metadata[HEATMAP_KEY]["after_correction"] = before_after
-        self.after_scores = after
 
     # ------------------------------------------------------------------ view
     def toggle_view(self) -> None:
@@ -452,6 +504,7 @@ class CorrectionWidget(Container):
             return
         grid = self._viewer.grid
         if not grid.enabled:
+            self._saved_visibility = {l.name: l.visible for l in self._viewer.layers}
             for l in self._viewer.layers:
                 l.visible = l in layers
             # put them on top in the order original, corrected, ground truth: the grid then shows
@@ -463,12 +516,14 @@ class CorrectionWidget(Container):
             grid.enabled = True
         else:
             grid.enabled = False
+            saved = self._saved_visibility or {}
             for l in self._viewer.layers:
-                l.visible = True
-            # overlay: show the corrected layer on top; hide/show it to flip
+                l.visible = saved.get(l.name, l.visible)
+            # overlay: the corrected layer shown over the original; toggle its eye to flip
             corrected = self.corrected_layer
             if corrected is not None:
                 corrected.visible = True
+            self._saved_visibility = None
 
     # ------------------------------------------------------------------ review
     def _selected(self) -> tuple[int, int, int]:
@@ -503,66 +558,82 @@ class CorrectionWidget(Container):
         if rep is None or corrected is None:
             notify(f"tile {key} was not corrected", "warning")
             return
+        y0, x0, h, w = self.grid.bounds(i, j)
+        target = corrected.data[z] if self._is_stack else corrected.data
+        tiles = corrected.metadata["emdeblur_correction"]["corrected_tiles"]
         if action == "accept":
-            rep.accepted, rep.retake = True, False
+            target[y0 : y0 + h, x0 : x0 + w] = self._corrected_pixels[key]  # back in, if it was reverted
+            corrected.refresh()
+            rep.accepted, rep.retake, rep.decision = True, False, "correct"
             self._review[key] = REVIEW_ACCEPTED
+            if list(key) not in tiles:
+                tiles.append(list(key))
         elif action in ("revert", "retake"):
-            y0, x0, h, w = self.grid.bounds(i, j)
             src = self._data[z] if self._is_stack else self._data
-            orig = np.asarray(src[y0 : y0 + h, x0 : x0 + w])
-            target = corrected.data[z] if self._is_stack else corrected.data
-            target[y0 : y0 + h, x0 : x0 + w] = orig
+            target[y0 : y0 + h, x0 : x0 + w] = np.asarray(src[y0 : y0 + h, x0 : x0 + w])
             corrected.refresh()
             rep.accepted = False
             rep.retake = action == "retake"
             rep.decision = "retake" if rep.retake else "rejected"
             self._review[key] = REVIEW_RETAKE if rep.retake else 0
-            tiles = corrected.metadata["emdeblur_correction"]["corrected_tiles"]
             if list(key) in tiles:
                 tiles.remove(list(key))
         else:
             raise ValueError(f"unknown review action {action!r}")
         self._refresh_review()
+        self._update_qc_after()
         self._show_selected()
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None, overwrite: bool = False) -> Path | None:
+        """Write the corrected layer (.tif / .ome.tif / .zarr) and, if asked, ``<name>_report.csv``
+        and ``.json`` next to it. Every target is checked before anything is written; the input file
+        is never a target; each file is written atomically."""
+        from .._writer import write_layer
+
         corrected = self.corrected_layer
         if corrected is None:
             notify("Nothing to export: run a correction first", "warning")
             return None
         path = Path(path or self.export_path.value)
-        if str(path) in ("", ".") or path.is_dir() and not str(path).endswith(".zarr"):
+        if str(path) in ("", ".") or (path.is_dir() and not path.name.endswith(".zarr")):
             notify("Choose a file to export to (.tif, .ome.tif or .zarr)", "warning")
             return None
+        report_stem = path.parent / (report_base_name(path.name) + "_report")
+        targets = [path] + ([report_stem.with_name(report_stem.name + ".csv"),
+                             report_stem.with_name(report_stem.name + ".json")]
+                            if self.export_report.value else [])
         src = layer_by_name(self._viewer, self.source_name)
-        src_path = (src.source.path if src is not None and src.source is not None else None) or \
-            (src.metadata.get("emdeblur_source") if src is not None else None)
-        if src_path and Path(src_path).resolve() == path.resolve():
-            notify("Refusing to overwrite the input file; choose another name", "error")
+        protected = {str(p) for p in (getattr(getattr(src, "source", None), "path", None),
+                                      corrected.metadata.get("emdeblur_source")) if p}
+        if any(Path(p).resolve() == t.resolve() for p in protected for t in targets):
+            notify("Refusing to write over the input file; choose another name", "error")
             return None
-        if path.exists() and not overwrite:
-            notify(f"{path} already exists; choose another name", "error")
+        existing = [t for t in targets if t.exists()]
+        if existing and not overwrite:
+            notify(f"{existing[0]} already exists; choose another name", "error")
             return None
-        from ..core import io as emio
-
-        meta = dict(corrected.metadata.get("emdeblur_correction", {}))
-        meta["reports"] = len(self.reports)
-        ps = tuple(float(s) for s in corrected.scale[-2:])
+        _, meta, _ = corrected.as_layer_data_tuple()
+        meta = dict(meta, metadata=dict(meta.get("metadata") or {}))
+        meta["metadata"]["reports"] = len(self.reports)
         try:
-            if str(path).endswith(".zarr"):
-                emio.save_ome_zarr(path, np.asarray(corrected.data), pixel_size=ps, metadata=meta)
-            else:
-                emio.save_image(path, np.asarray(corrected.data), pixel_size=ps, metadata=meta)
+            write_layer(path, np.asarray(corrected.data), meta, overwrite=overwrite)
             if self.export_report.value:
-                stem = path.with_name(path.name.replace(".ome.tif", "").replace(".zarr", "") + "_report")
-                stem = stem.with_suffix("") if stem.suffix in (".tif", ".tiff") else stem
-                write_reports(stem, list(self.reports.values()), meta, overwrite=overwrite)
+                write_reports(report_stem, list(self.reports.values()),
+                              corrected.metadata.get("emdeblur_correction", {}), overwrite=overwrite)
         except (OSError, ValueError) as e:
             notify(f"Export failed: {e}", "error")
             return None
         notify(f"Exported {path}")
         return path
+
+
+def report_base_name(name: str) -> str:
+    """``out.ome.tif`` -> ``out``; ``sec.v2.zarr`` -> ``sec.v2``; ``a.tiff`` -> ``a``."""
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def _card_hash_fallback(weights: str | None) -> str | None:

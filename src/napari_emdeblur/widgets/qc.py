@@ -35,7 +35,8 @@ from ..core.focus import DEFAULT_METRIC, METRICS
 from ..core.progress import Progress, SectionScores
 from ..core.scoring import ScoreParams, iter_score_stack
 from ..core.tiling import TileGrid, heatmap_transform
-from ._common import DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify
+from ._common import (DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify,
+                      tie_to_viewer)
 
 from napari.viewer import Viewer
 
@@ -53,6 +54,7 @@ class QCResult:
 
     layer_name: str
     image_shape: tuple[int, ...]
+    file: str  # the layer's source file (or its name) for the CSV report
     tile: int
     metric: str
     scores: np.ndarray  # (Z, rows, cols), NaN = not scored (yet)
@@ -80,6 +82,7 @@ class QCWidget(Container):
         self.result: QCResult | None = None
         self.last_update_ms: float = 0.0
         self._updating = False
+        self._errored = False
 
         self.layer_combo = ComboBox(label="image", choices=self._layer_choices, nullable=True)
         self.metric_combo = ComboBox(label="metric", choices=list(METRICS), value=DEFAULT_METRIC)
@@ -115,9 +118,7 @@ class QCWidget(Container):
         self.correct_spin.changed.connect(lambda v: self.set_thresholds(correct=v))
         self.retake_slider.changed.connect(lambda v: self.set_thresholds(retake=v))
         self.retake_spin.changed.connect(lambda v: self.set_thresholds(retake=v))
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
-        viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_move=self._on_mouse_move)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layers
@@ -162,6 +163,7 @@ class QCWidget(Container):
             notify(str(e), "error")
             return
         self._start(layer, data, params)
+        self._errored = False
         if sync:
             try:
                 drain(iter_score_stack(data, params), self._on_yield)
@@ -192,8 +194,10 @@ class QCWidget(Container):
     def _start(self, layer, data, params: ScoreParams) -> None:
         grid = TileGrid(tuple(data.shape[-2:]), params.tile)
         nz = data.shape[0] if data.ndim == 3 else 1
+        file = getattr(layer.source, "path", None) or layer.metadata.get("emdeblur_source") or layer.name
         self.result = QCResult(
-            layer_name=layer.name, image_shape=tuple(data.shape), tile=params.tile, metric=params.metric,
+            layer_name=layer.name, image_shape=tuple(data.shape), file=str(file), tile=params.tile,
+            metric=params.metric,
             scores=np.full((nz, *grid.grid_shape), np.nan, np.float32),
         )
         self.result.decisions = np.zeros(self.result.scores.shape, np.int8)
@@ -266,13 +270,14 @@ class QCWidget(Container):
             self.progress.value = msg.done
 
     def _on_error(self, exc: BaseException) -> None:
+        self._errored = True
         notify(f"Focus scoring failed: {exc}", "error")
         self._finish_ui()
 
     def _on_finished(self) -> None:
         self._finish_ui()
         r = self.result
-        if r is None:
+        if r is None or self._errored:  # napari emits finished after errored
             return
         finite = r.scores[np.isfinite(r.scores)]
         if finite.size == 0:
@@ -439,7 +444,7 @@ class QCWidget(Container):
         r = self.result
         rows = []
         for z in range(r.scores.shape[0]):
-            rows.extend(dec.tile_rows(r.layer_name, z, r.grid, r.scores[z], r.decisions[z]))
+            rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z]))
         try:
             dec.write_tile_csv(path, rows)
         except (OSError, ValueError) as e:
