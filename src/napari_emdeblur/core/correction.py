@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import decisions as dec
+from .atomic import atomic_write_text
 from .progress import Notice, Progress, SectionScores, TileResult
 from .tiling import TileGrid
 
@@ -271,20 +271,6 @@ def release_memory(device) -> None:
 
 
 # --------------------------------------------------------------------------- reports
-def _atomic_write_text(path: Path, text: str, overwrite: bool) -> None:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(stem: str | Path, reports: Sequence[TileReport], meta: dict | None = None,
                   overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.json`` (scores before/after, decisions, review, fidelity)."""
@@ -303,8 +289,8 @@ def write_reports(stem: str | Path, reports: Sequence[TileReport], meta: dict | 
     for r in reports:
         w.writerow(asdict(r))
     doc = {"meta": meta or {}, "tiles": [asdict(r) for r in reports]}
-    _atomic_write_text(csv_path, buf.getvalue(), overwrite)
-    _atomic_write_text(json_path, json.dumps(doc, indent=1, default=_json_default), overwrite)
+    atomic_write_text(csv_path, buf.getvalue(), overwrite=overwrite)
+    atomic_write_text(json_path, json.dumps(doc, indent=1, default=_json_default), overwrite=overwrite)
     return csv_path, json_path
 
 

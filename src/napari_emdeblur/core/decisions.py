@@ -23,13 +23,13 @@ halves the score (CORRECT) and 2 px divides it by about 4.5 (RETAKE). A section 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .tiling import TileGrid
 
 OK, CORRECT, RETAKE = 0, 1, 2
@@ -154,7 +154,7 @@ def tile_rows(file: str, z: int, grid: TileGrid, scores, decisions) -> list[dict
 
 
 def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool = False) -> Path:
-    """Write report rows to ``path`` atomically (temp file in the same folder + ``os.replace``).
+    """Write report rows to ``path`` atomically (``core.atomic.atomic_write``).
 
     Refuses (``FileExistsError``) to replace an existing file unless ``overwrite=True``; the
     folder must exist (``FileNotFoundError`` otherwise).
@@ -167,20 +167,13 @@ def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool 
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    buf = io.StringIO(newline="")
+    wr = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    wr.writeheader()
+    for row in rows:
+        wr.writerow(row)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            wr.writeheader()
-            for row in rows:
-                wr.writerow(row)
-        if path.exists() and not overwrite:  # appeared meanwhile
-            raise FileExistsError(f"{path} already exists (use overwrite to replace it)")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
+    except FileExistsError:  # appeared meanwhile
+        raise FileExistsError(f"{path} already exists (use overwrite to replace it)") from None
     return path

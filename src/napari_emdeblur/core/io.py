@@ -58,6 +58,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write, umask_mode
+
 log = logging.getLogger(__name__)
 
 MIN_SIZE = 16
@@ -1100,12 +1102,6 @@ def load_section(
 
 
 # --------------------------------------------------------------------------- writing
-def _umask_mode(mode: int) -> int:
-    um = os.umask(0)
-    os.umask(um)
-    return mode & ~um
-
-
 def _same_path(a: Path, b: str | os.PathLike) -> bool:
     try:
         b = Path(b)
@@ -1180,9 +1176,8 @@ def save_image(
         payload = np.asarray(data)
     big = int(np.prod(shape)) * dt.itemsize > 2**31 - 2**25
     kw: dict = {"shape": shape, "dtype": dt} if not isinstance(payload, np.ndarray) else {}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp) -> None:  # tmp: the open temporary file
         if suf.startswith(".ome"):
             md: dict = {"axes": "ZYX" if len(shape) == 3 else "YX", "Description": meta_json}
             if ps:
@@ -1212,14 +1207,8 @@ def save_image(
                 desc["z_spacing_nm"] = float(z_spacing)
             tifffile.imwrite(tmp, payload, bigtiff=big, description=json.dumps(desc),
                              metadata=None, photometric="minisblack", **extra, **kw)
-        os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(path, write, overwrite=overwrite)
     return path
 
 
@@ -1290,7 +1279,7 @@ def save_ome_zarr(
             "type": "none",
         }]
         g.attrs["emdeblur"] = _json_safe(metadata or {})
-        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes 0700 folders
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700 folders
         trash = None
         if path.exists():
             if not overwrite:

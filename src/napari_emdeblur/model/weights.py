@@ -15,17 +15,16 @@ from the card's, an unreadable file, or tensors whose shapes do not fit the arch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..core.atomic import atomic_write, atomic_write_bytes, sha256_file
 from .gran import GRAN, GRANConfig
 from .unet import UNet, UNetConfig
 
@@ -44,17 +43,6 @@ def shipped_weights_path() -> Path:
 
 def card_path(weights_path: str | os.PathLike) -> Path:
     return Path(weights_path).with_suffix(".json")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
@@ -83,33 +71,13 @@ def build_model(model_type: str, architecture: dict | None = None) -> nn.Module:
     return cls(cfg)
 
 
-def _atomic_write_bytes(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    _atomic_write_bytes(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), overwrite=True, makedirs=True)
 
 
 def atomic_write_json(obj: dict, path: str | os.PathLike) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
-    _atomic_write_bytes(Path(path), lambda f: f.write(data))
+    atomic_write_bytes(path, data, overwrite=True, makedirs=True)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, card: dict | None = None) -> dict:

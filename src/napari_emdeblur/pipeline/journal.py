@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from ..core.atomic import fsync_dir  # noqa: E402,F401  (re-exported)
 
 STATES = ("seen", "processing", "done", "failed")
 CONTROL_DIR = ".emdeblur"
@@ -147,20 +148,6 @@ class Row:
 
 def fingerprint(size: int, mtime_ns: int) -> str:
     return f"{int(size)}:{int(mtime_ns)}"
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so that renames in it are durable (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: str | os.PathLike) -> None:

@@ -25,7 +25,6 @@ re-processing a tile after a crash produces the same bytes.
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import os
 import tempfile
@@ -36,8 +35,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.atomic import sha256_file
+from ..core.decisions import DECISION_NAMES
+
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".bmp")
-DECISION_NAMES = {0: "ok", 1: "correct", 2: "retake"}
 
 # (correct_threshold, retake_threshold) per focus metric, higher = sharper. Measured on the real
 # 1024x1024 sSEM frames of the drosophila VNC set (4.6 nm px), median of 256-px subtiles:
@@ -303,17 +304,6 @@ def _as_2d(data, path) -> np.ndarray:
     return img
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def write_tile(path: str | os.PathLike, data: np.ndarray, pixel_size=None, metadata: dict | None = None) -> None:
     """Write ``data`` to ``path`` atomically (``core.io.save_image``), replacing any old file."""
     from ..core.io import save_image
@@ -444,7 +434,7 @@ def correct_recorded(
     tile again (checking its sha256 when known) and correct it. Never raises for a bad tile."""
     t0 = time.perf_counter()
     try:
-        if cfg.hash_inputs and rec.sha256 and sha256_of(path) != rec.sha256:
+        if cfg.hash_inputs and rec.sha256 and sha256_file(path) != rec.sha256:
             raise OSError(errno.EAGAIN, f"{Path(path).name} changed while being processed")
         sec = _load_section(path)
         img = _as_2d(sec.data, path)
@@ -475,7 +465,7 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     from ..core.focus import score_tiles
 
     if cfg.hash_inputs:
-        rec.sha256 = sha256_of(path)
+        rec.sha256 = sha256_file(path)
     sec = _load_section(path)
     img = _as_2d(sec.data, path)
     rec.shape = tuple(int(s) for s in img.shape)

@@ -25,13 +25,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from ..core.atomic import atomic_write_bytes
 from .journal import Journal, Row
 
 CSV_COLUMNS = (
@@ -51,22 +51,9 @@ CSV_COLUMNS = (
 MAX_CANVAS_CELLS = 2048  # QC heatmap side limit (cells); larger layouts are binned
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _publish(path: str | os.PathLike, data: bytes) -> None:
+    """Write a report file atomically, replacing the previous version."""
+    atomic_write_bytes(path, data, overwrite=True, makedirs=True)
 
 
 def _fmt(v, digits: int = 6) -> str:
@@ -132,7 +119,7 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
     w.writerow(CSV_COLUMNS)
     for e in entries:
         w.writerow([_fmt(e[c]) for c in CSV_COLUMNS])
-    atomic_write_bytes(sdir / "report.csv", buf.getvalue().encode())
+    _publish(sdir / "report.csv", buf.getvalue().encode())
 
     positions = journal.positions(section)
     summary = section_summary(rows)
@@ -151,8 +138,8 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
         "summary": summary,
         "tiles": tiles,
     }
-    atomic_write_bytes(sdir / "report.json", _json_one_tile_per_line(doc).encode())
-    atomic_write_bytes(sdir / "qc.png", render_qc_png(section, rows, positions, settings))
+    _publish(sdir / "report.json", _json_one_tile_per_line(doc).encode())
+    _publish(sdir / "qc.png", render_qc_png(section, rows, positions, settings))
     return summary
 
 
@@ -400,7 +387,7 @@ def write_index(journal: Journal, live: dict | None = None) -> None:
                "<th>seconds</th><th>throughput</th></tr>")
     out.extend(rates)
     out.append("</table></body></html>\n")
-    atomic_write_bytes(journal.outdir / "index.html", "\n".join(out).encode())
+    _publish(journal.outdir / "index.html", "\n".join(out).encode())
 
 
 def _prewarm() -> None:

@@ -582,9 +582,9 @@ def tile_workers(cfg: PipelineConfig) -> int:
 
 
 class _GPULock:
-    """Serialises corrections when they run on a GPU (decided at the first correction, so a run
-    that corrects nothing never imports torch); a no-op on the CPU, where each tile thread
-    corrects with its own single torch thread."""
+    """Serialises corrections when they run on a GPU, CUDA or Apple MPS (not thread-safe),
+    decided at the first correction, so a run that corrects nothing never imports torch; a
+    no-op on the CPU, where each tile thread corrects with its own single torch thread."""
 
     def __init__(self, device: str):
         self.device = device
@@ -595,7 +595,7 @@ class _GPULock:
         if self._gpu is None:
             from .process import resolve_device
 
-            self._gpu = str(resolve_device(self.device)).startswith("cuda")
+            self._gpu = str(resolve_device(self.device)).startswith(("cuda", "mps"))
         if self._gpu:
             self._lock.acquire()
         return self
