@@ -52,7 +52,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-from ..core.atomic import fsync_dir  # noqa: E402,F401  (re-exported)
+
+from ..core.atomic import fsync_dir  # noqa: F401  (re-exported in __all__)
 
 STATES = ("seen", "processing", "done", "failed")
 CONTROL_DIR = ".emdeblur"
