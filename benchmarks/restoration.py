@@ -732,7 +732,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "restoration.md"), help="markdown report to write")
     ap.add_argument("--img-dir", default=None, help="folder for the figures (default: <out folder>/img)")
     ap.add_argument("--gran", default=None, help="GRAN weights .pt (default: the shipped weights)")
-    ap.add_argument("--unet", default=str(ROOT / "runs" / "unet_baseline" / "model_best.pt"),
+    ap.add_argument("--unet", default=str(ROOT / "benchmarks" / "weights" / "unet_baseline.pt"),
                     help="U-Net baseline weights .pt (missing: the U-Net column says not available)")
     ap.add_argument("--crops", type=int, default=None, help="test crops (default 12, --quick 4)")
     ap.add_argument("--seed", type=int, default=20261123)
