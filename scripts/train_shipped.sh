@@ -36,3 +36,15 @@ nohup nice -n 10 "$PY" -m napari_emdeblur.cli train "${COMMON[@]}" --model-type 
   --arch '{"base": 14, "depth": 3}' \
   --out runs/unet_baseline > runs/unet_baseline/train.log 2>&1 &
 echo "U-Net pid $!"
+
+# Stage 2 (what gran_em_v1 ships): after stage 1 finished, fine-tune its best checkpoint for 35 more
+# minutes with 2 threads and a lower learning rate (fresh cosine schedule), then ship the best:
+# exactly as run:
+#   nice -n 5 .venv/bin/python -m napari_emdeblur.cli train \
+#     --data $DATA/isbi2012_sstem/train $DATA/drosophila_vnc_sstem/stack1 \
+#     --val $DATA/drosophila_vnc_sstem/stack2 $DATA/isbi2012_sstem/test \
+#     --steps 100000 --max-minutes 35 --batch 8 --crop 128 --lr 2e-4 --adv-weight 0 --seed 1 \
+#     --threads 2 --checkpoint-every 500 --log-every 50 --val-crops 16 --quiet --model-type gran \
+#     --init-weights runs/gran_em_v1/model_best.pt --out runs/gran_em_v1_ft
+#   .venv/bin/python -c "from napari_emdeblur.model.weights import export_weights; \
+#     export_weights('runs/gran_em_v1_ft/model_best.pt', 'src/napari_emdeblur/model/weights/gran_em_v1.pt')"
