@@ -127,18 +127,15 @@ def test_worker_thread_scoring_and_cancel(qc, qtbot):
     w.layer_combo.value = "stack"
     w.tile_spin.value = 64
     w.run()
-    worker = w.worker
-    assert worker is not None and not w.score_btn.enabled
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    assert w.worker is not None and not w.score_btn.enabled
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)  # set back on finished
     assert np.isfinite(w.result.scores).all()
     assert w.score_btn.enabled
     # cancel: quit right away; the run ends, the UI is usable, scored sections are kept
     w.run()
-    worker = w.worker
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        w.cancel()
-    assert w.worker is None and w.score_btn.enabled
+    w.cancel()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.score_btn.enabled
 
 
 def test_export_csv_matches_scores(qc, tmp_path):

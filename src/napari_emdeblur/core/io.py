@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 import re
 import shutil
 import tempfile
@@ -1262,7 +1263,10 @@ def save_ome_zarr(
         g = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         arr = g.create_array("0", shape=shape, dtype=np.dtype(data.dtype), chunks=c)
         if _is_dask(data):
-            da.store(data.rechunk(c), arr, lock=False)
+            # our own pool: leaving the `with` waits for every chunk task, so after a failure no
+            # straggler thread can re-create the temp folder while it is being removed
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                da.store(data.rechunk(c), arr, lock=False, scheduler="threads", pool=pool)
         else:
             arr[...] = np.asarray(data)
         yx = ps or (1.0, 1.0)
