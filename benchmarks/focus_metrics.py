@@ -84,6 +84,25 @@ def load_crops(quick: bool, sets: tuple[str, ...]) -> list[tuple[str, np.ndarray
 
 
 # --------------------------------------------------------------------------- degradations
+# parameter ranges of the sharp (<= 0.5 px equivalent sigma) and soft (>= 1 px) blurs
+SHARP_RANGES = {"gaussian": (0.2, 0.5), "disk": (0.4, 1.0), "astig": ((0.4, 0.65), (0.2, 0.7))}
+SOFT_RANGES = {"gaussian": (1.0, 3.0), "disk": (2.0, 6.0), "astig": ((1.3, 4.0), (0.2, 0.8))}
+
+
+def _blur(kind: str, ranges: dict, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """Parameters and PSF of one blur of ``kind`` drawn from ``ranges``."""
+    if kind == "gaussian":
+        p = {"sigma": float(rng.uniform(*ranges["gaussian"]))}
+        return p, degrade.gaussian_psf(p["sigma"])
+    if kind == "disk":
+        p = {"radius": float(rng.uniform(*ranges["disk"]))}
+        return p, degrade.disk_psf(p["radius"])
+    sig, ratio = ranges["astig"]
+    s = float(rng.uniform(*sig))
+    p = {"sigma": s, "ratio": float(rng.uniform(*ratio)), "angle": float(rng.uniform(0, 180))}
+    return p, degrade.elliptical_gaussian_psf(s, s * p["ratio"], p["angle"])
+
+
 def draw(rng: np.random.Generator, sharp: bool) -> dict:
     """One random condition: PSF parameters, noise, contrast; checks the sharp/soft band."""
     while True:
@@ -92,28 +111,11 @@ def draw(rng: np.random.Generator, sharp: bool) -> dict:
             if kind == "none":
                 psf = np.ones((1, 1), np.float32)
                 p = {}
-            elif kind == "gaussian":
-                p = {"sigma": float(rng.uniform(0.2, 0.5))}
-                psf = degrade.gaussian_psf(p["sigma"])
-            elif kind == "disk":
-                p = {"radius": float(rng.uniform(0.4, 1.0))}
-                psf = degrade.disk_psf(p["radius"])
             else:
-                s = float(rng.uniform(0.4, 0.65))
-                p = {"sigma": s, "ratio": float(rng.uniform(0.2, 0.7)), "angle": float(rng.uniform(0, 180))}
-                psf = degrade.elliptical_gaussian_psf(s, s * p["ratio"], p["angle"])
+                p, psf = _blur(kind, SHARP_RANGES, rng)
         else:
             kind = str(rng.choice(SOFT_KINDS))
-            if kind == "gaussian":
-                p = {"sigma": float(rng.uniform(1.0, 3.0))}
-                psf = degrade.gaussian_psf(p["sigma"])
-            elif kind == "disk":
-                p = {"radius": float(rng.uniform(2.0, 6.0))}
-                psf = degrade.disk_psf(p["radius"])
-            else:
-                s = float(rng.uniform(1.3, 4.0))
-                p = {"sigma": s, "ratio": float(rng.uniform(0.2, 0.8)), "angle": float(rng.uniform(0, 180))}
-                psf = degrade.elliptical_gaussian_psf(s, s * p["ratio"], p["angle"])
+            p, psf = _blur(kind, SOFT_RANGES, rng)
         eq = 0.0 if psf.size == 1 else degrade.psf_sigma(psf)
         if (sharp and eq <= 0.5) or (not sharp and eq >= 1.0):
             break

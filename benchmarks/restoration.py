@@ -48,7 +48,6 @@ import datetime as _dt
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from napari_emdeblur.core.atomic import atomic_write, atomic_write_text  # noqa: E402
 from napari_emdeblur.core.degrade import Degradation  # noqa: E402
 
 DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -442,16 +442,7 @@ def throughput(models: dict, size: int, data: Path | None = None) -> list[dict]:
 # --------------------------------------------------------------------------- figures + report
 def _atomic_savefig(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"), overwrite=True)
 
 
 def figure_examples(examples, conds, records, path: Path, show=(1, 3, 9), view: int = 160) -> None:
@@ -695,16 +686,7 @@ def render(ctx: dict) -> str:
 
 def write_atomic(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text, overwrite=True)
 
 
 def machine() -> str:

@@ -27,15 +27,35 @@ whole tile through the graph units, so tiles overlap and are blended (see ``infe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+class CardConfig:
+    """Mixin for architecture dataclasses: ``to_dict``/``from_dict`` round-trip through the
+    model card, and unknown keys (a card of another architecture) are refused by name."""
+
+    KIND: ClassVar[str] = "model"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.KIND} config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class GRANConfig:
+class GRANConfig(CardConfig):
     """Architecture of a GRAN. ``to_dict``/``from_dict`` round-trip through the model card."""
+
+    KIND: ClassVar[str] = "GRAN"
 
     in_channels: int = 1
     scale: int = 4  # pixel-unshuffle factor of the body
@@ -52,16 +72,6 @@ class GRANConfig:
     def pad_multiple(self) -> int:
         return self.scale * (2**self.mask_down)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GRANConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown GRAN config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

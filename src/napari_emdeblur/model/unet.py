@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gran import pad_to_multiple
+from .gran import CardConfig, pad_to_multiple
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(CardConfig):
+    KIND: ClassVar[str] = "U-Net"
     in_channels: int = 1
     base: int = 14  # channels at full resolution; doubled at each level
     depth: int = 3  # number of 2x down-samplings
@@ -21,16 +23,6 @@ class UNetConfig:
     def pad_multiple(self) -> int:
         return 2**self.depth
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown U-Net config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def _double(cin: int, cout: int) -> nn.Sequential:
