@@ -322,6 +322,28 @@ def test_corrupt_files_named_in_error(tmp_path):
         load_section(tmp_path / "x.csv")
 
 
+def test_load_from_bytes_already_read(tmp_path):
+    """``content=``: decoded from the given bytes, never from the file (which may have changed)."""
+    img = _img((96, 128))
+    tifffile.imwrite(tmp_path / "a.tif", img, resolution=(1e7 / 4.0, 1e7 / 4.0), resolutionunit="CENTIMETER")
+    Image.fromarray(img).save(tmp_path / "a.png")
+    for name in ("a.tif", "a.png"):
+        raw = (tmp_path / name).read_bytes()
+        ref = load_section(tmp_path / name)
+        (tmp_path / name).write_bytes(b"garbage")  # the file changes after it was read
+        sec = load_section(tmp_path / name, content=raw)
+        np.testing.assert_array_equal(np.asarray(sec.data), img)
+        assert sec.pixel_size == ref.pixel_size and sec.name == ref.name
+    tifffile.imwrite(tmp_path / "b.tif", img)
+    raw = (tmp_path / "b.tif").read_bytes()
+    with pytest.raises(EMReadError, match="b.tif"):
+        load_section(tmp_path / "b.tif", content=raw[: len(raw) // 2])  # truncated bytes
+    with pytest.raises(EMReadError, match="empty"):
+        load_section(tmp_path / "b.tif", content=b"")
+    with pytest.raises(EMReadError, match="single image files"):
+        load_section(tmp_path, content=raw)
+
+
 def test_empty_folder_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EMReadError, match="no readable images"):

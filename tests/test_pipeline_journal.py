@@ -319,3 +319,30 @@ def test_kill9_at_random_points_gives_identical_outputs(tmp_path):
     r = subprocess.run(_watch_cmd(indir, out, weights, th)[:-1], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and " 0 new, 0 done" in r.stdout, r.stdout
     assert visible_files(out) == expected
+
+
+def test_recorded_hash_is_of_the_bytes_decoded_and_a_changed_tile_is_caught(tmp_path):
+    """One read per tile: the journal's sha256 is of exactly the bytes scored; correcting a
+    recorded tile whose file changed since is refused as transient (retried), not corrected."""
+    import hashlib
+
+    from napari_emdeblur.pipeline.process import PipelineConfig, analyse_tile, correct_recorded
+
+    kinds = make_tiles(tmp_path / "in", 8, seed=2, sections=("s",))
+    th = thresholds_for(tmp_path / "in", kinds)
+    rel = next(k for k, v in kinds.items() if v == "correct")
+    path = tmp_path / "in" / rel
+    cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], device="cpu",
+                         weights=str(tiny_weights(tmp_path / "tiny.pt")))
+    rec = analyse_tile(path, cfg, thresholds=th, correct=False)
+    assert rec.error is None and rec.decision == "correct"
+    assert rec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    ok = correct_recorded(path, rec, cfg, out_rel="x.tif", stage_dir=tmp_path / "stage")
+    assert ok.error is None and ok.staged and Path(ok.staged).is_file()
+
+    rec2 = analyse_tile(path, cfg, thresholds=th, correct=False)
+    other = tmp_path / "in" / next(k for k, v in kinds.items() if k != rel)
+    path.write_bytes(other.read_bytes())  # the tile is replaced between scoring and correcting
+    bad = correct_recorded(path, rec2, cfg, out_rel="y.tif", stage_dir=tmp_path / "stage2")
+    assert bad.error_kind == "transient" and "changed" in bad.error
+    assert not (tmp_path / "stage2" / "y.tif").exists()

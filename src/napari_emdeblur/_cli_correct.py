@@ -43,6 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--infer-tile", type=int, default=512, help="inference window size (px)")
     p.add_argument("--overlap", type=int, default=32, help="window overlap / context margin (px)")
     p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--value-range", default="auto", metavar="auto|dtype|LO,HI",
+                   help="how values map onto the model's [0, 1]: auto (uint16 by its significant bit "
+                        "depth, default), dtype (/65535) or an explicit LO,HI")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -97,10 +100,11 @@ def run(args) -> int:
 
     from .model.infer import InferenceParams, iter_correct_image, iter_correct_tiles, resolve_device
     from .model.weights import load_model, shipped_weights_path
+    from .core.values import value_range
 
     params = InferenceParams(tile=args.infer_tile, overlap=args.overlap, batch=args.batch,
-                             device=args.device, precision=args.precision)
-    params.validate()
+                             device=args.device, precision=args.precision, value_range=args.value_range)
+    params.validate()  # a bad --value-range: ValueError -> one-line message
     device = resolve_device(args.device)
     model, card = load_model(args.weights, device=str(device))
 
@@ -110,6 +114,8 @@ def run(args) -> int:
         raise CLIError(f"{src}: expected a 2-D section or (z, y, x) stack, got shape {tuple(data.shape)}", 1)
     stack = data.ndim == 3
     nz = data.shape[0] if stack else 1
+    if isinstance(data, np.ndarray):  # one value range for every section of an in-memory stack
+        params.value_range = value_range(data, params.value_range)
     result = np.empty(tuple(data.shape), np.dtype(data.dtype))
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -165,6 +171,8 @@ def run(args) -> int:
             "weights": str(args.weights or shipped_weights_path()),
             "weights_sha256": card.get("weights_sha256"),
             "model_type": card.get("model_type"),
+            "value_range": list(params.value_range) if isinstance(params.value_range, tuple)
+            else params.value_range,
         }
     }
     written = save_image(out, result, pixel_size, metadata=meta, overwrite=args.overwrite, protect=[str(src)])

@@ -25,8 +25,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="pixel loss (mse optimises PSNR)")
     p.add_argument("--adv-weight", type=float, default=0.0, help="patch-discriminator loss weight (0 = L1 only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-seed", type=int, default=None, help="seed of the validation crops (default: seed + 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init-weights", default=None, metavar="PATH", help="fine-tune from these weights")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -65,6 +67,8 @@ def run(args) -> int:
         max_minutes=args.max_minutes,
         lr=args.lr,
         adv_weight=args.adv_weight,
+        pixel_loss=args.loss,
+        val_seed=args.val_seed,
         seed=args.seed,
         resume=args.resume,
         init_weights=args.init_weights,

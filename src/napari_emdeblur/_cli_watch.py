@@ -24,6 +24,9 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="GRAN weights (.pt with its .json card)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--value-range", default="auto", metavar="auto|dtype|LO,HI",
+                   help="how tile values map onto the model's [0, 1]: auto (uint16 by its significant bit "
+                        "depth, per tile), dtype (/65535) or a fixed LO,HI for the whole run")
     p.add_argument("--no-correct", action="store_true", help="score and decide only, write no corrected tiles")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="tiles processed in parallel by this process, each on one thread for reading, "
@@ -52,6 +55,7 @@ def config_from_args(args):
         device=args.device,
         correct=not args.no_correct,
         precision=args.precision,
+        value_range=args.value_range,
         threads=args.threads,
         stable_seconds=args.stable_seconds,
         max_failures=args.max_failures,

@@ -31,6 +31,7 @@ from . import decisions as dec
 from .atomic import atomic_write_text
 from .progress import Notice, Progress, SectionScores, TileResult
 from .tiling import TileGrid
+from .values import value_range
 
 FIDELITY_RATIO_LIMIT = 3.0
 
@@ -47,6 +48,8 @@ class CorrectionParams:
     qc_tile: int = 256  # the QC grid the tile indices refer to
     metric: str | None = None  # focus metric for before/after scores (None = default)
     fidelity_limit: float = FIDELITY_RATIO_LIMIT
+    # how values map onto the model's [0, 1] and the PSNR peak: auto | dtype | (lo, hi) (core.values)
+    value_range: str | tuple[float, float] = "auto"
 
 
 @dataclass
@@ -105,11 +108,6 @@ def psnr_ssim(ref: np.ndarray, img: np.ndarray, data_range: float) -> tuple[floa
     win = min(7, min(ref.shape) - (1 - min(ref.shape) % 2))
     ssim = float(structural_similarity(ref, img, data_range=data_range, win_size=max(3, win)))
     return psnr, ssim
-
-
-def dtype_range(dtype) -> float:
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
 
 # --------------------------------------------------------------------------- tile selection
@@ -202,18 +200,22 @@ def iter_correct_section(
     tile, batch = auto_tile_batch(device, params.precision, params.tile, params.batch, params.qc_tile)
     yield Notice(f"Correcting {len(tiles)} tiles on {device_name(device)} ({params.precision}, "
                  f"tile {tile}, batch {batch})")
-    ip = InferenceParams(tile=tile, batch=batch, device=str(device), precision=params.precision)
+    # one value range for the whole image/stack when it is in memory (a lazy stack: per section)
+    whole_range = value_range(data, params.value_range) if isinstance(data, np.ndarray) else None
     reports: list[TileReport] = []
     by_z: dict[int, list[tuple[int, int]]] = {}
     for z, i, j in tiles:
         by_z.setdefault(int(z), []).append((int(i), int(j)))
     total, done, t0 = len(tiles), 0, time.perf_counter()
-    rng = dtype_range(data.dtype)
     try:
         yield Progress(0, total, "correct")
         for z, ij in sorted(by_z.items()):
             section = np.asarray(data[z] if is_stack else data)
             gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
+            lo_hi = whole_range or value_range(section, params.value_range)
+            rng = lo_hi[1] - lo_hi[0]  # PSNR/SSIM peak, the same scale the model saw
+            ip = InferenceParams(tile=tile, batch=batch, device=str(device), precision=params.precision,
+                                 value_range=lo_hi)
             boxes = [grid.bounds(i, j) for i, j in ij]
             box_index = {b[:2]: ij_ for b, ij_ in zip(boxes, ij)}
             before = score_tiles(section, params.qc_tile, metric)

@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import io
 from concurrent.futures import ThreadPoolExecutor
 import re
 import shutil
@@ -472,9 +473,9 @@ def _tiff_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dic
     return None, None, extra
 
 
-def _check_tiff_complete(tif, series, path: Path) -> None:
+def _check_tiff_complete(tif, series, path: Path, size: int | None = None) -> None:
     """Raise EMReadError when image data would lie beyond the end of the file."""
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     if series.dataoffset is not None:
         if series.dataoffset + series.nbytes > size:
             raise EMReadError(f"{path}: TIFF file is truncated (image data beyond end of file)")
@@ -489,12 +490,18 @@ def _check_tiff_complete(tif, series, path: Path) -> None:
             raise EMReadError(f"{path}: TIFF file is truncated (image data beyond end of file)")
 
 
-def _read_tiff(path: Path, lazy_bytes: int) -> tuple[Any, str, dict, tuple | None, float | None]:
-    """Returns (array, tifffile axes, extra metadata, pixel size, z spacing)."""
+def _read_tiff(
+    path: Path, lazy_bytes: int, content: bytes | None = None
+) -> tuple[Any, str, dict, tuple | None, float | None]:
+    """Returns (array, tifffile axes, extra metadata, pixel size, z spacing).
+
+    ``content``: the file's bytes, already read (decoded from memory, never lazily)."""
     import tifffile
 
+    if content is not None:
+        lazy_bytes = 1 << 62
     try:
-        tif = tifffile.TiffFile(path)
+        tif = tifffile.TiffFile(path if content is None else io.BytesIO(content))
     except Exception as e:  # noqa: BLE001 - any parse failure is a read error
         raise EMReadError(f"{path}: not a readable TIFF file ({e})") from e
     keep_open = False
@@ -502,7 +509,7 @@ def _read_tiff(path: Path, lazy_bytes: int) -> tuple[Any, str, dict, tuple | Non
         if not tif.series:
             raise EMReadError(f"{path}: TIFF file holds no image")
         series = tif.series[0]
-        _check_tiff_complete(tif, series, path)
+        _check_tiff_complete(tif, series, path, None if content is None else len(content))
         ps, pz, extra = _tiff_pixel_size(tif)
         axes = series.axes
         if series.nbytes > lazy_bytes:
@@ -579,11 +586,11 @@ def _tiff_to_yx(data: Any, axes: str, path: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- other images
-def _read_other(path: Path) -> np.ndarray:
+def _read_other(path: Path, content: bytes | None = None) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
-        arr = iio.imread(path)
+        arr = iio.imread(path) if content is None else iio.imread(content, extension=path.suffix.lower())
     except Exception as e:  # noqa: BLE001
         raise EMReadError(f"{path}: corrupt, truncated or unsupported image ({e})") from e
     return np.asarray(arr)
@@ -1034,6 +1041,7 @@ def load_section(
     pixel_size: tuple[float, float] | float | None = None,
     origin: str = "global",
     chunk: int | None = None,
+    content: bytes | None = None,
 ) -> Section:
     """Load an EM section or stack from ``path`` (see the module docstring for the formats).
 
@@ -1044,10 +1052,12 @@ def load_section(
     """
     p = Path(path).expanduser()
     limit = _lazy_limit(lazy_bytes)
-    if not p.exists():
+    if content is None and not p.exists():
         raise EMReadError(f"{p}: no such file or folder")
     notes: list[str] = []
-    if p.is_dir():
+    if content is not None and p.is_dir():
+        raise EMReadError(f"{p}: content= is for single image files, not folders")
+    if content is None and p.is_dir():
         if _is_zarr_dir(p):
             sec = _load_zarr(p)
         elif (p / COORDS_NAME).is_file():
@@ -1064,21 +1074,21 @@ def load_section(
                 raise EMReadError(f"{p}: folder holds no readable images (tif, png, bmp, jpg)")
             else:
                 sec = _load_folder_stack(p, files, limit)
-    elif p.name.lower() == COORDS_NAME:
+    elif content is None and p.name.lower() == COORDS_NAME:
         sec = _load_multisem([p], p.parent, origin, chunk)
     else:
         suf = _suffix(p)
-        if p.stat().st_size == 0:
+        if (p.stat().st_size if content is None else len(content)) == 0:
             raise EMReadError(f"{p}: file is empty")
         if suf in TIFF_SUFFIXES or suf in (".ome.tif", ".ome.tiff"):
-            data, axes, extra, ps, pz = _read_tiff(p, limit)
+            data, axes, extra, ps, pz = _read_tiff(p, limit, content)
             data = _tiff_to_yx(data, axes, p)
             meta = {"format": "ome-tiff" if suf.startswith(".ome") else "tiff", "z_spacing": pz}
             if extra:
                 meta["emdeblur"] = extra
             sec = Section(data, ps, _stem(p), str(p), "yx", None, meta)
         elif suf in OTHER_IMAGE_SUFFIXES:
-            sec = Section(_read_other(p), None, _stem(p), str(p), "yx", None,
+            sec = Section(_read_other(p, content), None, _stem(p), str(p), "yx", None,
                           {"format": suf.lstrip(".")})
         else:
             raise EMReadError(f"{p}: unsupported file type {suf or '(none)'}")

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.degrade import Degradation, DegradationRanges
+from ..core.values import value_range
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MARGIN = 24  # context (px) around each crop for the blur; larger than any training PSF radius
@@ -41,14 +42,15 @@ def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
 
 
 def to_float01(a: np.ndarray) -> np.ndarray:
-    """Scale an image to float32 [0, 1] by its dtype range (floats are taken as they are)."""
+    """Scale an image to float32 [0, 1] as inference does (``core.values.value_range``, mode
+    ``auto``: uint16 by its significant bit depth); floats are taken as they are."""
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] in (3, 4):  # RGB(A) -> grey, same value scale
         return to_float01(a[..., :3]).mean(axis=-1).astype(np.float32)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
+        return a.astype(np.float32) / np.float32(value_range(a, "auto")[1])
     if a.dtype.kind in "iu":
         info = np.iinfo(a.dtype)
         return ((a.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32)

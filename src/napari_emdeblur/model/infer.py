@@ -10,8 +10,10 @@ buffers are one strip of ``tile`` rows, not the whole image.
 QC tiles (``iter_correct_tiles``) are corrected each with a context margin around the box
 (reflect-free: real neighbouring pixels where they exist) and only the box is returned.
 
-Values: uint8 / uint16 are scaled by their dtype range (/255, /65535), other integer types by
-theirs; floats in [0, 1] are used as they are, other floats are scaled by their min/max.
+Values (``InferenceParams.value_range``, see ``core.values``): uint8 /255; uint16 by its
+significant bit depth (``auto``: a 12-bit image in a uint16 file /4095) or /65535 (``dtype``);
+other integer types by their range; floats in [0, 1] as they are, other floats by their min/max;
+or an explicit ``(lo, hi)``. One range per call, so all tiles of an image share it.
 The output is clipped to the range and cast back (rounded for integers): same dtype, same
 shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
 used. A CUDA out-of-memory error halves the batch (then the tile, down to ``MIN_TILE``) and
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from ..core.progress import Notice, Progress, TileResult, drain
+from ..core.values import parse_range_mode, value_range  # noqa: F401  (value_range re-exported)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_TILE = 64
@@ -41,8 +44,10 @@ class InferenceParams:
     batch: int = 4  # windows per forward pass
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on CUDA only)
+    value_range: str | tuple[float, float] = "auto"  # auto | dtype | (lo, hi): see core.values
 
     def validate(self) -> None:
+        parse_range_mode(self.value_range)
         if self.tile < MIN_TILE:
             raise ValueError(f"tile must be at least {MIN_TILE} px, got {self.tile}")
         if not 0 <= self.overlap < self.tile // 2:
@@ -78,26 +83,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 # --------------------------------------------------------------------------- value scaling
-def value_range(image: np.ndarray) -> tuple[float, float]:
-    """The (lo, hi) that maps ``image`` onto [0, 1] for the model."""
-    dt = image.dtype
-    if dt == np.uint8:
-        return 0.0, 255.0
-    if dt == np.uint16:
-        return 0.0, 65535.0
-    if dt.kind in "iu":
-        info = np.iinfo(dt)
-        return float(info.min), float(info.max)
-    if dt.kind == "b":
-        return 0.0, 1.0
-    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.0, 1.0
-    if hi <= lo:
-        hi = lo + 1.0
-    return lo, hi
-
-
 def to_unit(block: np.ndarray, rng: tuple[float, float]) -> np.ndarray:
     lo, hi = rng
     return ((np.asarray(block, np.float32) - lo) / (hi - lo)).astype(np.float32, copy=False)
@@ -266,7 +251,7 @@ def iter_correct_image(
     """Generator form of ``correct_image``: yields Progress/Notice, *returns* the result."""
     params = params or InferenceParams()
     image = _check_2d(image)
-    rng = value_range(image)
+    rng = value_range(image, params.value_range)
     run = _Runner(model, params)
     out = np.empty(image.shape, image.dtype)
 
@@ -316,7 +301,7 @@ def iter_correct_tiles(
         if h < 1 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > H or x0 + w > W:
             raise ValueError(f"box {b} outside image of shape {image.shape}")
     gt = grid_tile or max([max(b[2], b[3]) for b in boxes], default=1)
-    rng = value_range(image)
+    rng = value_range(image, params.value_range)
     run = _Runner(model, params)
     margin = max(params.overlap, 16)
     total = len(boxes)

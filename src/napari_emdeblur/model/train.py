@@ -1,7 +1,7 @@
 """Training loop for GRAN (and the U-Net baseline) as a generator of ``Progress`` messages.
 
 ``iter_train(cfg)`` draws sharp crops from ``cfg.data`` folders, degrades them on the fly
-(``core.degrade.DegradationRanges``) and minimises L1 (+ ``adv_weight`` x an LSGAN patch
+(``core.degrade.DegradationRanges``) and minimises L1 or MSE (+ ``adv_weight`` x an LSGAN patch
 discriminator loss when > 0). It is seeded (same config + seed on CPU -> identical losses),
 writes atomically into ``cfg.out``:
 
@@ -37,6 +37,9 @@ from .data import Augment, PairSampler, file_manifest, load_sections, make_val_s
 from .weights import atomic_torch_save, build_model, load_model, save_model
 
 
+PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
 @dataclass
 class TrainConfig:
     data: list[str] = field(default_factory=list)  # folders (or files) of sharp EM images
@@ -51,8 +54,10 @@ class TrainConfig:
     lr: float = 5e-4
     lr_min: float = 1e-5
     warmup: int = 100
-    adv_weight: float = 0.0  # patch discriminator weight (0 = pure L1)
+    adv_weight: float = 0.0  # patch discriminator weight (0 = pure pixel loss)
+    pixel_loss: str = "l1"  # l1 | mse (mse optimises PSNR directly; used for fine-tuning)
     seed: int = 0
+    val_seed: int | None = None  # seed of the fixed validation crops (None = seed + 1)
     resume: bool = False
     amp: bool = False  # bf16/fp16 autocast (CUDA only)
     threads: int | None = None  # torch CPU threads (None = leave as is)
@@ -152,13 +157,16 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
+    if cfg.pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}, not {cfg.pixel_loss!r}")
+    pixel_loss = PIXEL_LOSSES[cfg.pixel_loss]
     ranges = dataclasses.replace(DegradationRanges(), **cfg.ranges) if cfg.ranges else DegradationRanges()
     sections, files = load_sections(cfg.data)
     sampler = PairSampler(sections, crop=cfg.crop, ranges=ranges, augment=Augment() if cfg.augment else None)
     val_set, val_files = [], []
     if cfg.val:
         vsec, val_files = load_sections(cfg.val)
-        val_set = make_val_set(vsec, n=cfg.val_crops, crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48), seed=cfg.seed + 1, ranges=ranges)
+        val_set = make_val_set(vsec, n=cfg.val_crops, crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48), seed=cfg.seed + 1 if cfg.val_seed is None else cfg.val_seed, ranges=ranges)
     base_metrics = input_metrics(val_set) if val_set else None
 
     init_card = None
@@ -218,7 +226,7 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
                 "steps": step,
                 "elapsed_minutes": round((elapsed0 + time.monotonic() - t0) / 60.0, 2),
                 "config": cfg.to_dict(),
-                "loss": "L1" + (f" + {cfg.adv_weight} x LSGAN patch adversarial" if cfg.adv_weight > 0 else ""),
+                "loss": cfg.pixel_loss.upper() + (f" + {cfg.adv_weight} x LSGAN patch adversarial" if cfg.adv_weight > 0 else ""),
                 "init_weights": cfg.init_weights,
                 "torch": torch.__version__,
                 "device": str(device),
@@ -282,7 +290,7 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
             y = torch.from_numpy(sharp).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 pred = model(x)
-                loss = F.l1_loss(pred.float(), y)
+                loss = pixel_loss(pred.float(), y)
                 if disc is not None:
                     adv = torch.mean((disc(pred.float()) - 1.0) ** 2)
                     total = loss + cfg.adv_weight * adv

@@ -25,6 +25,7 @@ re-processing a tile after a crash produces the same bytes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import math
 import os
 import tempfile
@@ -35,7 +36,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.atomic import sha256_file
 from ..core.decisions import DECISION_NAMES
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".bmp")
@@ -67,6 +67,7 @@ class PipelineConfig:
     infer_tile: int = 0  # GRAN inference tile (0 = automatic)
     infer_overlap: int | None = None  # None = inference default
     infer_batch: int = 0
+    value_range: str = "auto"  # auto | dtype | "lo,hi": how values map onto the model's [0, 1]
     threads: int = 0  # threads for scoring and for torch in this process (0 = library defaults)
     stable_seconds: float = 2.0  # a file is complete when unchanged this long (or marked)
     max_failures: int = 3  # permanent failures of one file before giving up
@@ -82,6 +83,9 @@ class PipelineConfig:
             raise ValueError("calibrate must be >= 0")
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
+        from ..core.values import parse_range_mode
+
+        parse_range_mode(self.value_range)  # ValueError with the accepted forms
 
     @property
     def metric_name(self) -> str:
@@ -259,7 +263,7 @@ def inference_params(cfg: PipelineConfig, device: str):
     from ..model.infer import InferenceParams
 
     names = {f.name for f in fields(InferenceParams)}
-    kw: dict[str, Any] = {"device": device, "precision": cfg.precision}
+    kw: dict[str, Any] = {"device": device, "precision": cfg.precision, "value_range": cfg.value_range}
     if cfg.infer_tile:
         kw["tile"] = int(cfg.infer_tile)
     if cfg.infer_overlap is not None:
@@ -281,6 +285,7 @@ def output_settings(cfg: PipelineConfig, thresholds: tuple[float, float]) -> dic
         "precision": cfg.precision,
         "infer_tile": int(cfg.infer_tile),
         "infer_overlap": cfg.infer_overlap,
+        "value_range": str(cfg.value_range),
     }
 
 
@@ -294,6 +299,18 @@ def _load_section(path):
     from ..core.io import load_section
 
     return load_section(path)
+
+
+def _load_hashed(path, want_hash: bool):
+    """``(section, sha256 or None)``: with a hash, the file is read once and the digest is of
+    exactly the bytes that are decoded (no window for a writer between hashing and reading)."""
+    if not want_hash:
+        return _load_section(path), None
+    from ..core.io import load_section
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    return load_section(path, content=raw), hashlib.sha256(raw).hexdigest()
 
 
 def _as_2d(data, path) -> np.ndarray:
@@ -434,9 +451,9 @@ def correct_recorded(
     tile again (checking its sha256 when known) and correct it. Never raises for a bad tile."""
     t0 = time.perf_counter()
     try:
-        if cfg.hash_inputs and rec.sha256 and sha256_file(path) != rec.sha256:
+        sec, digest = _load_hashed(path, bool(cfg.hash_inputs and rec.sha256))
+        if digest is not None and digest != rec.sha256:
             raise OSError(errno.EAGAIN, f"{Path(path).name} changed while being processed")
-        sec = _load_section(path)
         img = _as_2d(sec.data, path)
         _correct(img, getattr(sec, "pixel_size", None), cfg, model, rec, out_rel, stage_dir, device)
     except ModelLoadError:
@@ -464,9 +481,9 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     from ..core import decisions
     from ..core.focus import score_tiles
 
-    if cfg.hash_inputs:
-        rec.sha256 = sha256_file(path)
-    sec = _load_section(path)
+    sec, digest = _load_hashed(path, cfg.hash_inputs)
+    if digest is not None:
+        rec.sha256 = digest
     img = _as_2d(sec.data, path)
     rec.shape = tuple(int(s) for s in img.shape)
     rec.dtype = str(img.dtype)
