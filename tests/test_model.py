@@ -212,3 +212,50 @@ def test_copy_keeps_card_valid(saved, tmp_path):
     x = torch.rand(1, 1, 24, 20)
     with torch.no_grad():
         assert torch.equal(m(x), m2(x))
+
+
+def test_widen_gran_preserves_the_function_and_can_learn():
+    from napari_emdeblur.model.gran import widen_gran
+
+    torch.manual_seed(0)
+    small = GRAN(GRANConfig(scale=2, width=8, n_groups=2, n_grabs=2, n_trunk=2, n_mask=1, mask_down=1))
+    with torch.no_grad():  # make the zero-initialised graph outputs non-trivial first
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(2, 1, 40, 36)
+    wide = widen_gran(small, 12)
+    assert wide.cfg.width == 12 and count_parameters(wide) > count_parameters(small)
+    with torch.no_grad():
+        ref, out = small(x), wide(x)
+    assert torch.allclose(ref, out, atol=1e-5), float((ref - out).abs().max())
+    # the new channels are live: one step changes the output beyond what the old weights give
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    loss = torch.nn.functional.mse_loss(wide(x), torch.zeros_like(x))
+    loss.backward()
+    tail_cross = wide.tail.weight.grad[:, 8:].abs().sum()  # new channels -> output
+    assert tail_cross > 0
+    opt.step()
+    with torch.no_grad():
+        assert not torch.allclose(wide(x), out, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_gran(small, 4)
+
+
+def test_grow_gran_deeper_and_wider_preserves_the_function():
+    from napari_emdeblur.model.gran import grow_gran
+
+    torch.manual_seed(1)
+    small = GRAN(GRANConfig(scale=2, width=8, n_groups=1, n_grabs=1, n_trunk=1))
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(1, 1, 48, 40)
+    big = grow_gran(small, width=12, n_groups=3)
+    assert (big.cfg.width, big.cfg.n_groups) == (12, 3)
+    with torch.no_grad():
+        assert torch.allclose(small(x), big(x), atol=1e-5)
+    # the new groups are identities only until trained: their closing conv gets a gradient
+    torch.nn.functional.mse_loss(big(x), torch.zeros_like(x)).backward()
+    assert big.groups[2].tail.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_gran(big, n_groups=2)

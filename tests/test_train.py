@@ -111,6 +111,17 @@ def test_adversarial_and_unet_and_fine_tune(data_dirs, tmp_path):
                     checkpoint_every=100))
     m, card = load_model(ft["best"])
     assert card["architecture"]["width"] == 8 and card["training"]["init_weights"] == str(res["best"])
+    # grown, MSE loss: the card says what was trained, and growing needs weights to grow
+    g = train(_cfg(data_dirs, tmp_path / "g", steps=2, init_weights=str(res["best"]), model={},
+                   grow={"n_groups": card["architecture"]["n_groups"] + 1}, pixel_loss="mse",
+                   checkpoint_every=100))
+    gcard = load_model(g["best"])[1]
+    assert gcard["architecture"]["n_groups"] == card["architecture"]["n_groups"] + 1
+    assert gcard["training"]["loss"] == "MSE"
+    with pytest.raises(ValueError, match="grow needs init_weights"):
+        train(_cfg(data_dirs, tmp_path / "g2", steps=1, grow={"n_groups": 3}))
+    with pytest.raises(ValueError, match="pixel_loss"):
+        train(_cfg(data_dirs, tmp_path / "g3", steps=1, pixel_loss="l3"))
 
 
 def test_time_budget_stops(data_dirs, tmp_path):

@@ -8,6 +8,19 @@ import sys
 import time
 
 
+def _json_arg(text: str | None, flag: str) -> dict:
+    """A JSON object given on the command line ({} when absent); ValueError names the flag."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"width\": 32}}'")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
@@ -31,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-seed", type=int, default=None, help="seed of the validation crops (default: seed + 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init-weights", default=None, metavar="PATH", help="fine-tune from these weights")
+    p.add_argument("--grow", default=None, metavar="JSON",
+                   help='with --init-weights: grow that GRAN first, e.g. \'{"n_groups": 3}\' or '
+                        '\'{"width": 40}\' (same output at step 0)')
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -49,12 +65,7 @@ def run(args) -> int:
 
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
-    arch = {}
-    if args.arch:
-        try:
-            arch = json.loads(args.arch)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--arch is not valid JSON: {e}") from e
+    arch = _json_arg(args.arch, "--arch")
     cfg = TrainConfig(
         data=list(args.data),
         val=list(args.val or []),
@@ -69,6 +80,7 @@ def run(args) -> int:
         adv_weight=args.adv_weight,
         pixel_loss=args.loss,
         val_seed=args.val_seed,
+        grow=_json_arg(args.grow, "--grow"),
         seed=args.seed,
         resume=args.resume,
         init_weights=args.init_weights,

@@ -196,3 +196,73 @@ class GRAN(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def grow_gran(model: GRAN, width: int | None = None, n_groups: int | None = None, seed: int = 0) -> GRAN:
+    """A wider and/or deeper GRAN that computes exactly what ``model`` computes.
+
+    Used to grow a trained model and keep training it instead of starting again (on a CPU the
+    extra capacity is worth more than the steps a fresh start would need). Deeper: residual
+    groups appended after the trained ones, each closed by a zero-initialised 3x3 conv, so a new
+    group starts as the identity. On 2 CPU cores depth costs time linearly and width more than
+    linearly (a one-off timing: width 40 ran at 0.44x the speed of width 32, 3 groups at 0.71x
+    of 2). Wider: see :func:`widen_gran`.
+    """
+    old = model.cfg
+    if n_groups is not None and n_groups < old.n_groups:
+        raise ValueError(f"cannot shrink a {old.n_groups}-group GRAN to {n_groups} groups")
+    if width is not None and width != old.width:
+        model = widen_gran(model, width, seed)
+    if n_groups is None or n_groups == old.n_groups:
+        return model
+    torch.manual_seed(seed + 1)
+    cfg = GRANConfig(**{**model.cfg.to_dict(), "n_groups": int(n_groups)})
+    new = GRAN(cfg).to(next(model.parameters()).device)
+    state = new.state_dict()
+    state.update(model.state_dict())  # same names for the head, the old groups and the tails
+    new.load_state_dict(state)
+    with torch.no_grad():
+        for g in list(new.groups)[old.n_groups :]:
+            g.tail.weight.zero_()
+            g.tail.bias.zero_()
+    return new
+
+
+def widen_gran(model: GRAN, width: int, seed: int = 0) -> GRAN:
+    """A wider GRAN that computes exactly what ``model`` computes (function-preserving).
+
+    Every
+    convolution keeps its trained weights for the old channels; the new output channels get a
+    fresh (seeded) initialisation, and every weight from a new channel into an old one is zero,
+    so the old channels, and with them the output, are unchanged until training moves those
+    zeros. In the graph units the new ``theta`` embeddings start at zero for the same reason
+    (``R g(V)`` mixes the embedding channels). ``graph_dim`` follows the width when it was
+    automatic (``width // 2``).
+    """
+    old = model.cfg
+    if width < old.width:
+        raise ValueError(f"cannot widen a width-{old.width} GRAN to {width}")
+    cfg = GRANConfig(**{**old.to_dict(), "width": int(width)})
+    torch.manual_seed(seed)
+    new = GRAN(cfg).to(next(model.parameters()).device)
+    old_mods = dict(model.named_modules())
+    with torch.no_grad():
+        for name, m in new.named_modules():
+            if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                continue
+            src = old_mods[name]
+            w, ow = m.weight, src.weight
+            if isinstance(m, nn.ConvTranspose2d):  # weight (in, out, kh, kw)
+                i, o = ow.shape[0], ow.shape[1]
+                w[i:, :o] = 0.0
+                w[:i, :o] = ow
+            else:  # weight (out, in, kh, kw)
+                o, i = ow.shape[0], ow.shape[1]
+                w[:o, i:] = 0.0
+                w[:o, :i] = ow
+            if m.bias is not None:
+                m.bias[:o] = src.bias
+            if name.endswith("graph.theta"):
+                w[o:] = 0.0
+                m.bias[o:] = 0.0
+    return new

@@ -67,6 +67,7 @@ class TrainConfig:
     val_crops: int = 16
     val_crop: int = 256
     init_weights: str | None = None  # start from these weights (fine-tuning)
+    grow: dict = field(default_factory=dict)  # {"width", "n_groups"}: grow the init GRAN first (gran.grow_gran)
     ranges: dict = field(default_factory=dict)  # DegradationRanges overrides
     augment: bool = True
 
@@ -175,6 +176,19 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         if init_card["model_type"] != cfg.model_type:
             yield Notice(f"init weights are a {init_card['model_type']} model; training that type", "warning")
         model_type, arch = init_card["model_type"], init_card["architecture"]
+        if cfg.grow:
+            from .gran import grow_gran
+
+            if model_type != "gran":
+                raise ValueError("grow applies to GRAN weights only")
+            unknown = set(cfg.grow) - {"width", "n_groups"}
+            if unknown:
+                raise ValueError(f"grow takes width and n_groups, not {sorted(unknown)}")
+            model = grow_gran(model, seed=cfg.seed, **cfg.grow)
+            arch = model.cfg.to_dict()
+            yield Notice(f"grew the init weights to {cfg.grow} (same output before training)")
+    elif cfg.grow:
+        raise ValueError("grow needs init_weights (a trained GRAN to grow)")
     else:
         model_type = cfg.model_type
         model = build_model(model_type, cfg.model)
