@@ -67,6 +67,7 @@ def test_end_to_end_correct_review_export(flow, tmp_path):
             np.testing.assert_array_equal(corrected.data[sl], original[sl])
     meta = corrected.metadata["emdeblur_correction"]
     assert meta["precision"] == "fp32" and "cpu" in meta["device"]
+    assert cw.device_label.value == "-> cpu"  # the device the run reported
     assert sorted(map(tuple, meta["corrected_tiles"])) == sorted((0, i, j) for i, j in flagged)
     assert meta["model_card_sha256"]
     # after correction the corrected layer is re-scored: before/after per tile
@@ -262,3 +263,40 @@ def test_toggle_view_restores_visibility(flow):
     after = {l.name: l.visible for l in viewer.layers}
     assert after[gt.name] is False
     assert after[f"{section.name} corrected"] is True
+
+
+def test_opening_the_docks_does_not_import_torch(tmp_path):
+    """The device label describes ``auto`` until a run resolves it: no torch import (seconds)
+    when a proofreader opens the docks. Checked in a fresh interpreter (this one has torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from napari.components import ViewerModel\n"
+        "from napari_emdeblur.widgets.correct import CorrectionWidget\n"
+        "from napari_emdeblur.widgets.qc import QCWidget\n"
+        "v = ViewerModel()\n"
+        "w, q = CorrectionWidget(v), QCWidget(v)\n"
+        "print('torch' in sys.modules, '|', w.device_label.value)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported, label = r.stdout.strip().split(" | ")
+    assert imported == "False" and "shown when a run starts" in label
+
+
+def test_closed_docks_untie_their_viewer_callbacks(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    inserted = viewer.layers.events.inserted
+    n_move, n_drag, n_ins = len(viewer.mouse_move_callbacks), len(viewer.mouse_drag_callbacks), len(inserted.callbacks)
+    qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
+    assert len(viewer.mouse_move_callbacks) == n_move + 1 and len(viewer.mouse_drag_callbacks) == n_drag + 1
+    assert len(inserted.callbacks) == n_ins + 2
+    for w in (qc, cw):
+        w.native.deleteLater()
+    qtbot.waitUntil(lambda: len(inserted.callbacks) == n_ins, timeout=10_000)
+    assert len(viewer.mouse_move_callbacks) == n_move and len(viewer.mouse_drag_callbacks) == n_drag
+    viewer.add_image(np.zeros((32, 32), np.uint8))  # no callback into a deleted widget

@@ -199,7 +199,8 @@ def iter_correct_section(
         model, card = model_and_card
     tile, batch = auto_tile_batch(device, params.precision, params.tile, params.batch, params.qc_tile)
     yield Notice(f"Correcting {len(tiles)} tiles on {device_name(device)} ({params.precision}, "
-                 f"tile {tile}, batch {batch})")
+                 f"tile {tile}, batch {batch})",
+                 info={"device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch})
     # one value range for the whole image/stack when it is in memory (a lazy stack: per section)
     whole_range = value_range(data, params.value_range) if isinstance(data, np.ndarray) else None
     reports: list[TileReport] = []

@@ -56,6 +56,7 @@ class Notice:
 
     message: str
     level: str = "info"  # info | warning
+    info: dict | None = None  # machine-readable details (e.g. {"device": "cuda (NVIDIA H100)"})
 
 
 def drain(gen, on_yield=None):

@@ -12,6 +12,7 @@ torch is imported only inside the worker (through the core), never at import of 
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -79,7 +80,7 @@ class CorrectionWidget(Container):
         self.qc_tile_spin = SpinBox(label="QC tile (px)", value=256, min=16, max=16384, step=16)
         self.weights_edit = FileEdit(label="weights (.pt)", mode="r", filter="*.pt", value="")
         self.device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"), value="auto")
-        self.device_label = Label(label="", value=self._device_text("auto"))
+        self.device_label = Label(label="", value=self._device_text("auto", probe=False))
         self.precision_combo = ComboBox(label="precision", choices=("fp32", "bf16", "fp16"), value="fp32")
         self.tile_spin = SpinBox(label="inference tile (0=auto)", value=0, min=0, max=4096, step=64)
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
@@ -141,7 +142,12 @@ class CorrectionWidget(Container):
             self.layer_combo.value = names[0]
 
     @staticmethod
-    def _device_text(choice: str) -> str:
+    def _device_text(choice: str, probe: bool = True) -> str:
+        """What ``choice`` resolves to. Without ``probe`` and before torch is loaded, ``auto``
+        is described instead of resolved: opening the dock must not cost the torch import
+        (seconds); the run reports the device it got (and this label shows it then)."""
+        if not probe and choice == "auto" and "torch" not in sys.modules:
+            return "-> CUDA, else Apple MPS, else CPU (shown when a run starts)"
         try:
             from ..model.infer import resolve_device
             from ..core.correction import device_name
@@ -287,7 +293,7 @@ class CorrectionWidget(Container):
         self._with_gt = with_gt
         self._t0 = time.perf_counter()
         self._meta = {
-            "source_layer": layer.name, "device": self.device_label.value, "precision": params.precision,
+            "source_layer": layer.name, "device": self.device_combo.value, "precision": params.precision,
             "weights": params.weights or "shipped", "qc_tile": params.qc_tile, "tiles_requested": len(tiles),
             "thresholds": self._qc_thresholds(layer.name),
         }
@@ -370,6 +376,9 @@ class CorrectionWidget(Container):
         b.events.contrast_limits.connect(sync(b, a))
 
     def _on_yield(self, msg: Any) -> None:
+        if isinstance(msg, Notice) and msg.info and "device" in msg.info:
+            self.device_label.value = f"-> {msg.info['device']}"
+            self._meta["device"] = msg.info["device"]
         if not self._layers_ready:
             self._create_layers()
         if isinstance(msg, TileResult):
