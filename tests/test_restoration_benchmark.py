@@ -57,7 +57,7 @@ def test_richardson_lucy_matches_skimage(bench, windows):
     assert np.abs(bench.centre(mine) - bench.centre(ref)).max() < 1e-5
 
 
-def test_evaluate_and_render(bench, windows, tmp_path):
+def test_evaluate_and_render(bench, windows, tmp_path, shared_data):
     from napari_emdeblur.model.weights import load_model
 
     gp = _gran_path()
@@ -90,6 +90,7 @@ def test_evaluate_and_render(bench, windows, tmp_path):
         unsharp=(1.0, 0.6), gran_info=dict(path=str(gp), sha="abc", card=card), unet_info=None,
         unet_missing="not found", deepfocus=[], throughput=[], tp_size=2048, load=0.0, cuda=False, cmd="",
         date="today", machine="test", elapsed=1.0,
+        tiling=bench.tiling_check(model, 640, data=shared_data),
     )
     text = bench.render(ctx)
     out = tmp_path / "restoration.md"
@@ -100,3 +101,8 @@ def test_evaluate_and_render(bench, windows, tmp_path):
     assert "∞ / 1.000" in md
     assert f"{t['a']:+.2f} dB" in md
     assert list(tmp_path.glob(".*.tmp")) == []
+    tiling = ctx["tiling"]
+    assert [(r["tile"], r["overlap"]) for r in tiling] == [(512, 32), (256, 32)]
+    # blended tiles stay close to the whole-image pass (a seam or misplaced tile would not)
+    assert all(r["max"] <= 12 and r["mean"] < 1.0 for r in tiling), tiling
+    assert "## Tiled vs. whole-image output" in md and "| 256 / 32 |" in md
