@@ -73,13 +73,14 @@ TUNING = "isbi2012_sstem/train"  # unsharp-mask tuning crops only
 RL_MAX_ITER = 60
 WIENER_BALANCES = np.logspace(-4, 1, 21)
 UNSHARP_GRID = [(r, a) for r in (0.5, 1.0, 2.0, 3.0) for a in (0.3, 0.6, 1.0, 1.5, 2.5)]
-METHODS = ("input", "unsharp", "wiener", "rl", "unet", "gran")
+METHODS = ("input", "unsharp", "wiener", "rl", "unet", "gran_eq", "gran")
 METHOD_NAMES = {
     "input": "input",
     "unsharp": "unsharp mask",
     "wiener": "Wiener (oracle)",
     "rl": "RL (oracle)",
     "unet": "U-Net",
+    "gran_eq": "GRAN, U-Net's budget",
     "gran": "GRAN",
 }
 NOISES = {"low": (300.0, 0.01), "high": (60.0, 0.02)}
@@ -285,7 +286,7 @@ def choose_unsharp(windows, conds, seed: int) -> tuple[tuple[float, float], dict
 def evaluate(windows, conds, models: dict, unsharp_rp, seed: int, keep: int = 1, log=print):
     """Per-image records ``{cond, crop, method, psnr, ssim, param}`` and kept example outputs.
 
-    ``models``: {"unet": model or None, "gran": model or None}. ``keep``: number of crops per
+    ``models``: {"unet", "gran_eq", "gran"}: model or None (None: its records are NaN). ``keep``: number of crops per
     condition whose outputs are returned in ``examples[(cond index, crop index)]``."""
     records, examples = [], {}
     for ci, cond in enumerate(conds):
@@ -303,7 +304,7 @@ def evaluate(windows, conds, models: dict, unsharp_rp, seed: int, keep: int = 1,
             else:
                 outs["wiener"] = wiener_oracle(obs, psf, ref)
                 outs["rl"] = rl_oracle(obs, psf, ref)
-            for name in ("unet", "gran"):
+            for name in ("unet", "gran_eq", "gran"):
                 m = models.get(name)
                 outs[name] = (centre(run_model(m, obs_u8)), None) if m is not None else (None, None)
             for meth in METHODS:
@@ -361,8 +362,12 @@ def summarise(records, conds) -> dict:
         "a": allb["gran"][0] - oracle,
         "a_per_image": float(np.mean(per_img)) if per_img else np.nan,
         "a_oracle": "Wiener" if allb["wiener"][0] >= allb["rl"][0] else "RL",
-        "b": allb["gran"][0] - allb["unet"][0],
-        "b_ssim": allb["gran"][1] - allb["unet"][1],
+        # (b) is about architecture at an equal budget: the GRAN trained with the U-Net's data, wall time and
+        # size when that model is given, else the shipped GRAN (then the budgets may differ; said in the report)
+        "b_model": "gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran",
+        "b": allb["gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran"][0] - allb["unet"][0],
+        "b_ssim": allb["gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran"][1] - allb["unet"][1],
+        "b_shipped": allb["gran"][0] - allb["unet"][0],
         "c": (table[(sharp[0], "gran")][0] - table[(sharp[0], "input")][0]) if sharp else np.nan,
         "c_unet": (table[(sharp[0], "unet")][0] - table[(sharp[0], "input")][0]) if sharp else np.nan,
         "clean_gran": table[(clean[0], "gran")] if clean else (np.nan, np.nan),
@@ -582,17 +587,23 @@ def render(ctx: dict) -> str:
       f"skimage; it matches `skimage.restoration.richardson_lucy` away from the borders), the **best iteration count "
       f"per image** in 1..{RL_MAX_ITER} by PSNR against the ground truth. Both oracles run on the window reflect-padded "
       "by the PSF radius + 8 px.")
-    a("* **U-Net** (equal training budget) and **GRAN** are **blind** (no PSF): `model.infer.correct_image`, uint8 in, "
-      "uint8 out. PSNR and SSIM: `skimage.metrics` conventions, [0, 1] floats, data_range 1.")
+    a("* **U-Net** and **GRAN** are **blind** (no PSF): `model.infer.correct_image`, uint8 in, "
+      "uint8 out. PSNR and SSIM: `skimage.metrics` conventions, [0, 1] floats, data_range 1."
+      + (" *GRAN, U-Net's budget* is a GRAN of about the U-Net's size trained side by side with it (same data, "
+         "degradations, batch, crop, learning rate and wall time): the architecture comparison of target (b). "
+         "*GRAN* is the shipped model, trained longer." if ctx.get("gran_eq_info") else ""))
     a("")
     a("## Weights")
     a("")
     a("| model | path | sha256 (prefix) | training steps (card) | card validation PSNR | parameters |")
     a("|---|---|---|---|---|---|")
     a(_weights_line("GRAN", ctx["gran_info"], ""))
+    if ctx.get("gran_eq_info"):
+        a(_weights_line("GRAN, U-Net's budget", ctx["gran_eq_info"], ""))
     a(_weights_line("U-Net", ctx["unet_info"], ctx["unet_missing"]))
     a("")
-    for label, info in (("GRAN", ctx["gran_info"]), ("U-Net", ctx["unet_info"])):
+    for label, info in (("GRAN", ctx["gran_info"]), ("GRAN, U-Net's budget", ctx.get("gran_eq_info")),
+                        ("U-Net", ctx["unet_info"])):
         if info is None:
             continue
         tr = info["card"].get("training") or {}
@@ -604,12 +615,13 @@ def render(ctx: dict) -> str:
     a("")
     a("## Results (mean PSNR dB / SSIM per condition)")
     a("")
-    a("| condition | " + " | ".join(METHOD_NAMES[m] for m in METHODS) + " |")
-    a("|---|" + "---|" * len(METHODS))
+    shown = [m for m in METHODS if m != "gran_eq" or ctx.get("gran_eq_info")]
+    a("| condition | " + " | ".join(METHOD_NAMES[m] for m in shown) + " |")
+    a("|---|" + "---|" * len(shown))
     for ci, c in enumerate(conds):
-        a(f"| {c.name} | " + " | ".join(_cell(S["table"][(ci, m)]) for m in METHODS) + " |")
+        a(f"| {c.name} | " + " | ".join(_cell(S["table"][(ci, m)]) for m in shown) + " |")
     for g in S["groups"]:
-        a(f"| **mean, {g}** | " + " | ".join(f"**{_cell(S['means'][(g, m)])}**" for m in METHODS) + " |")
+        a(f"| **mean, {g}** | " + " | ".join(f"**{_cell(S['means'][(g, m)])}**" for m in shown) + " |")
     a("")
     a("*Sharp, clean*: the input is the ground truth itself (∞); the other columns show how far each method moves a "
       "perfect tile (higher = less change). Deconvolution with the identity PSF is not run there (—).")
@@ -640,7 +652,15 @@ def render(ctx: dict) -> str:
         gm = {m: S["means"][(g, m)][0] for m in METHODS}
         a(f"| (a'') GRAN − max(oracles), {g} | {gm['gran'] - max(gm['wiener'], gm['rl']):+.2f} dB | (information) | |")
     bval = f"{T['b']:+.2f} dB (SSIM {T['b_ssim']:+.3f})" if not np.isnan(T["b"]) else "U-Net not available"
-    a(f"| (b) GRAN − U-Net, mean PSNR over all blurred conditions | {bval} | > 0 | {ok(T['b'], 1e-9)} |")
+    if T["b_model"] == "gran_eq":
+        a(f"| (b) GRAN − U-Net at an equal budget (same data, degradations, batch, crop, wall time; about the same "
+          f"size), mean PSNR over all blurred conditions | {bval} | > 0 | {ok(T['b'], 1e-9)} |")
+        if not np.isnan(T["b_shipped"]):
+            a(f"| (b') shipped GRAN − U-Net (the shipped GRAN had more training, see *Weights*) | "
+              f"{T['b_shipped']:+.2f} dB | (information) | |")
+    else:
+        a(f"| (b) GRAN − U-Net, mean PSNR over all blurred conditions (no equal-budget GRAN given: the shipped one) "
+          f"| {bval} | > 0 | {ok(T['b'], 1e-9)} |")
     a(f"| (c) GRAN − input on sharp, low-noise crops | {T['c']:+.2f} dB | ≥ −0.3 dB | {ok(T['c'], -0.3)} |")
     cg, cu = T["clean_gran"], T["clean_unet"]
     a(f"| (c') GRAN output vs. clean sharp input (PSNR / SSIM of the change) | {_f(cg[0])} dB / {_f(cg[1], 3)} | "
@@ -753,6 +773,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gran", default=None, help="GRAN weights .pt (default: the shipped weights)")
     ap.add_argument("--unet", default=str(ROOT / "benchmarks" / "weights" / "unet_baseline.pt"),
                     help="U-Net baseline weights .pt (missing: the U-Net column says not available)")
+    ap.add_argument("--gran-equal", default=str(ROOT / "benchmarks" / "weights" / "gran_equal_budget.pt"),
+                    help="GRAN trained with the U-Net's data and wall time, for target (b) (missing: (b) uses --gran)")
     ap.add_argument("--crops", type=int, default=None, help="test crops (default 12, --quick 4)")
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--no-deepfocus", action="store_true", help="skip the real DeepFocus images")
@@ -778,6 +800,12 @@ def main(argv=None) -> int:
     except WeightsError as e:
         unet_missing = str(e)
         print(f"U-Net not available: {e}")
+    gran_eq, gran_eq_info = None, None
+    try:
+        gran_eq, ecard, ep, esha = load(Path(args.gran_equal))
+        gran_eq_info = dict(path=os.path.relpath(ep, ROOT) if ep.startswith(str(ROOT)) else ep, sha=esha, card=ecard)
+    except WeightsError as e:
+        print(f"equal-budget GRAN not available: {e} ((b) compares the shipped GRAN)")
     if not DATA.exists():
         print(f"error: data folder {DATA} not found (set EMDEBLUR_SHARED_DATA)", file=sys.stderr)
         return 2
@@ -788,7 +816,7 @@ def main(argv=None) -> int:
     rp, _ = choose_unsharp(tune, conds, args.seed)
     print(f"unsharp mask: radius {rp[0]}, amount {rp[1]} (chosen on {len(tune)} ISBI-train crops)")
     windows = sample_windows(n, args.seed)
-    records, examples = evaluate(windows, conds, {"unet": unet, "gran": gran}, rp, args.seed)
+    records, examples = evaluate(windows, conds, {"unet": unet, "gran_eq": gran_eq, "gran": gran}, rp, args.seed)
     summary = summarise(records, conds)
     T = summary["targets"]
     print(f"(a) GRAN - best oracle: {T['a']:+.2f} dB (per image {T['a_per_image']:+.2f}); "
@@ -816,7 +844,7 @@ def main(argv=None) -> int:
                    f" --gran {args.gran}" if args.gran else ""])
     ctx = dict(
         conds=conds, summary=summary, oracle=oracle_params(records, conds), n_crops=n, seed=args.seed,
-        n_tune=len(tune), unsharp=rp, gran_info=gran_info, unet_info=unet_info, unet_missing=unet_missing,
+        n_tune=len(tune), unsharp=rp, gran_info=gran_info, gran_eq_info=gran_eq_info, unet_info=unet_info, unet_missing=unet_missing,
         deepfocus=df, throughput=tp, tp_size=tp_size, tiling=tiling, load=load_avg, cuda=torch.cuda.is_available(),
         cmd=cmd, date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine(),
         elapsed=time.perf_counter() - t_start,

@@ -80,7 +80,7 @@ def test_evaluate_and_render(bench, windows, tmp_path, shared_data):
     t = summary["targets"]
     assert np.isclose(t["a"], get[(0, "gran")]["psnr"] - max(get[(0, "wiener")]["psnr"], get[(0, "rl")]["psnr"]))
     assert np.isclose(t["c"], get[(1, "gran")]["psnr"] - get[(1, "input")]["psnr"])
-    assert np.isnan(t["b"])
+    assert np.isnan(t["b"]) and t["b_model"] == "gran"  # no equal-budget GRAN, no U-Net
 
     fig = tmp_path / "img" / "restoration_examples.png"
     bench.figure_examples(examples, conds, records, fig, show=(0, 1))
@@ -106,3 +106,18 @@ def test_evaluate_and_render(bench, windows, tmp_path, shared_data):
     # blended tiles stay close to the whole-image pass (a seam or misplaced tile would not)
     assert all(r["max"] <= 12 and r["mean"] < 1.0 for r in tiling), tiling
     assert "## Tiled vs. whole-image output" in md and "| 256 / 32 |" in md
+
+
+def test_target_b_uses_the_equal_budget_gran_when_given(bench):
+    conds = bench.conditions()
+    psnrs = {"input": 18.0, "unsharp": 17.5, "wiener": 21.0, "rl": 20.8, "unet": 20.5, "gran_eq": 20.9, "gran": 21.4}
+    records = [dict(cond=ci, crop=0, method=m, psnr=v + (0.0 if c.blurred else 8.0), ssim=0.5, param=None)
+               for ci, c in enumerate(conds) for m, v in psnrs.items()]
+    t = bench.summarise(records, conds)["targets"]
+    assert t["b_model"] == "gran_eq"
+    assert np.isclose(t["b"], 0.4) and np.isclose(t["b_shipped"], 0.9)
+    for r in records:
+        if r["method"] == "gran_eq":
+            r["psnr"] = np.nan  # not given: (b) falls back to the shipped GRAN
+    t = bench.summarise(records, conds)["targets"]
+    assert t["b_model"] == "gran" and np.isclose(t["b"], 0.9)
