@@ -26,19 +26,14 @@ from torch import nn
 
 from ..core.atomic import atomic_write, atomic_write_bytes, sha256_file
 from .gran import GRAN, GRANConfig
+from .shipped import SHIPPED_NAME, shipped_weights_path  # noqa: F401  (re-exported)
 from .unet import UNet, UNetConfig
 
-SHIPPED_NAME = "gran_em_v1"
 MODEL_TYPES = {"gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig)}
 
 
 class WeightsError(ValueError):
     """Weights or model card missing, corrupt or not matching each other."""
-
-
-def shipped_weights_path() -> Path:
-    """Path of the shipped GRAN weights (``model/weights/gran_em_v1.pt``); may not exist yet."""
-    return Path(__file__).resolve().parent / "weights" / f"{SHIPPED_NAME}.pt"
 
 
 def card_path(weights_path: str | os.PathLike) -> Path:
@@ -174,7 +169,7 @@ def load_card_hash(path: str | os.PathLike | None = None) -> str:
 
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike, **card_updates) -> dict:
     """Copy checked weights ``src`` (+ card) to ``dst`` (e.g. a training run's ``model_best.pt``
-    to ``model/weights/gran_em_v1.pt``), re-writing the card with the new file name/sha256 and
+    to ``shipped_weights_path()``), re-writing the card with the new file name/sha256 and
     any ``card_updates``. Returns the new card."""
     model, card = load_model(src)
     card.update(card_updates)

@@ -236,8 +236,9 @@ def get_model(cfg: PipelineConfig, device: str | None = None) -> tuple[Any, dict
 def _weights_path(cfg: PipelineConfig) -> Path:
     if cfg.weights:
         return Path(cfg.weights)
-    # = model.weights.shipped_weights_path(), without importing torch in this process
-    return Path(__file__).resolve().parent.parent / "model" / "weights" / "gran_em_v1.pt"
+    from ..model.shipped import shipped_weights_path  # no torch import in this process
+
+    return shipped_weights_path()
 
 
 def model_identity(cfg: PipelineConfig) -> dict | None:

@@ -647,7 +647,7 @@ def report_base_name(name: str) -> str:
 
 def _card_hash_fallback(weights: str | None) -> str | None:
     try:
-        from ..model.weights import shipped_weights_path
+        from ..model.shipped import shipped_weights_path
 
         p = Path(weights) if weights else shipped_weights_path()
         card = p.with_suffix(".json")
