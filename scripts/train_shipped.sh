@@ -48,3 +48,20 @@ echo "U-Net pid $!"
 #     --init-weights runs/gran_em_v1/model_best.pt --out runs/gran_em_v1_ft
 #   .venv/bin/python -c "from napari_emdeblur.model.weights import export_weights; \
 #     export_weights('runs/gran_em_v1_ft/model_best.pt', 'src/napari_emdeblur/model/weights/gran_em_v1.pt')"
+#
+# Stage 3 (an experiment, NOT shipped): grow the stage-2 weights to 3 residual groups (function-preserving:
+# the new group starts as the identity, model.gran.grow_gran) and train 125 min more (stopped at 117) with
+# 2 threads, MSE loss (the benchmark's PSNR is an MSE), lr 2e-4 (fresh cosine), seed 11, the stage-2
+# validation crops (--val-seed 2). Result (docs/model_card.md): +0.07 dB on the blurred benchmark conditions
+# for 40% less CPU throughput, so gran_em_v1 stays. Exactly as run:
+#   nice -n 10 .venv/bin/python -m napari_emdeblur.cli train \
+#     --data $DATA/isbi2012_sstem/train $DATA/drosophila_vnc_sstem/stack1 \
+#     --val $DATA/drosophila_vnc_sstem/stack2 $DATA/isbi2012_sstem/test \
+#     --steps 100000 --max-minutes 125 --batch 8 --crop 128 --lr 2e-4 --loss mse --adv-weight 0 --seed 11 \
+#     --val-seed 2 --threads 2 --checkpoint-every 500 --log-every 50 --val-crops 16 --quiet --model-type gran \
+#     --init-weights src/napari_emdeblur/model/weights/gran_em_v1.pt --grow '{"n_groups": 3}' \
+#     --out runs/gran_em_v2_g3
+#   .venv/bin/python benchmarks/restoration.py --gran runs/gran_em_v2_g3/model_best.pt --out /tmp/restoration_v2.md
+#
+# The stage-1 GRAN (equal budget with the U-Net) ships as benchmarks/weights/gran_equal_budget.pt for
+# target (b) of benchmarks/restoration.py.
