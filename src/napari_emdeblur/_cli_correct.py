@@ -100,7 +100,7 @@ def run(args) -> int:
 
     from .model.infer import InferenceParams, iter_correct_image, iter_correct_tiles, resolve_device
     from .model.weights import load_model, shipped_weights_path
-    from .core.values import value_range
+    from .core.values import fixed_range
 
     params = InferenceParams(tile=args.infer_tile, overlap=args.overlap, batch=args.batch,
                              device=args.device, precision=args.precision, value_range=args.value_range)
@@ -114,8 +114,7 @@ def run(args) -> int:
         raise CLIError(f"{src}: expected a 2-D section or (z, y, x) stack, got shape {tuple(data.shape)}", 1)
     stack = data.ndim == 3
     nz = data.shape[0] if stack else 1
-    if isinstance(data, np.ndarray):  # one value range for every section of an in-memory stack
-        params.value_range = value_range(data, params.value_range)
+    params.value_range = fixed_range(data, params.value_range)  # one (lo, hi) for an in-memory stack
     result = np.empty(tuple(data.shape), np.dtype(data.dtype))
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))

@@ -31,7 +31,7 @@ from . import decisions as dec
 from .atomic import atomic_write_text
 from .progress import Notice, Progress, SectionScores, TileResult
 from .tiling import TileGrid
-from .values import value_range
+from .values import fixed_range, value_range
 
 FIDELITY_RATIO_LIMIT = 3.0
 
@@ -201,8 +201,7 @@ def iter_correct_section(
     yield Notice(f"Correcting {len(tiles)} tiles on {device_name(device)} ({params.precision}, "
                  f"tile {tile}, batch {batch})",
                  info={"device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch})
-    # one value range for the whole image/stack when it is in memory (a lazy stack: per section)
-    whole_range = value_range(data, params.value_range) if isinstance(data, np.ndarray) else None
+    stack_range = fixed_range(data, params.value_range)  # one (lo, hi) for an in-memory stack
     reports: list[TileReport] = []
     by_z: dict[int, list[tuple[int, int]]] = {}
     for z, i, j in tiles:
@@ -213,7 +212,7 @@ def iter_correct_section(
         for z, ij in sorted(by_z.items()):
             section = np.asarray(data[z] if is_stack else data)
             gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
-            lo_hi = whole_range or value_range(section, params.value_range)
+            lo_hi = value_range(section, stack_range)
             rng = lo_hi[1] - lo_hi[0]  # PSNR/SSIM peak, the same scale the model saw
             ip = InferenceParams(tile=tile, batch=batch, device=str(device), precision=params.precision,
                                  value_range=lo_hi)

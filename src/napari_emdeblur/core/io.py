@@ -45,8 +45,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 import re
 import shutil
@@ -1055,9 +1055,9 @@ def load_section(
     if content is None and not p.exists():
         raise EMReadError(f"{p}: no such file or folder")
     notes: list[str] = []
-    if content is not None and p.is_dir():
-        raise EMReadError(f"{p}: content= is for single image files, not folders")
-    if content is None and p.is_dir():
+    if p.is_dir():
+        if content is not None:
+            raise EMReadError(f"{p}: content= is for single image files, not folders")
         if _is_zarr_dir(p):
             sec = _load_zarr(p)
         elif (p / COORDS_NAME).is_file():

@@ -47,13 +47,9 @@ def to_float01(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] in (3, 4):  # RGB(A) -> grey, same value scale
         return to_float01(a[..., :3]).mean(axis=-1).astype(np.float32)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / np.float32(value_range(a, "auto")[1])
-    if a.dtype.kind in "iu":
-        info = np.iinfo(a.dtype)
-        return ((a.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32)
+    if a.dtype.kind in "iub":
+        lo, hi = value_range(a, "auto")
+        return ((a.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
     return a.astype(np.float32)
 
 

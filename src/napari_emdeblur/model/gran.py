@@ -231,8 +231,7 @@ def grow_gran(model: GRAN, width: int | None = None, n_groups: int | None = None
 def widen_gran(model: GRAN, width: int, seed: int = 0) -> GRAN:
     """A wider GRAN that computes exactly what ``model`` computes (function-preserving).
 
-    Every
-    convolution keeps its trained weights for the old channels; the new output channels get a
+    Every convolution keeps its trained weights for the old channels; the new output channels get a
     fresh (seeded) initialisation, and every weight from a new channel into an old one is zero,
     so the old channels, and with them the output, are unchanged until training moves those
     zeros. In the graph units the new ``theta`` embeddings start at zero for the same reason
