@@ -31,7 +31,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders of sharp images (png/tif)")
     p.add_argument("--val", nargs="*", default=[], metavar="DIR", help="held-out folders for validation")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, cards, metrics.csv)")
-    p.add_argument("--model-type", choices=("gran", "unet"), default="gran")
+    p.add_argument("--model-type", choices=("gran", "unet", "sbgran"), default="gran")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="--data/--val entries are relative to DIR (the model card records them so)")
+    p.add_argument("--ranges", default=None, metavar="JSON",
+                   help='degradation range overrides, e.g. \'{"sharp_prob": 0.15}\'')
+    p.add_argument("--snapshot-steps", type=int, nargs="*", default=[], metavar="N",
+                   help="also keep the weights at these steps (model_step<N>.pt), e.g. for equal-budget comparisons")
     p.add_argument("--arch", default=None, metavar="JSON", help='architecture overrides, e.g. \'{"width": 32}\'')
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
@@ -91,6 +97,9 @@ def run(args) -> int:
         checkpoint_every=args.checkpoint_every,
         val_crops=args.val_crops,
         augment=not args.no_augment,
+        data_root=args.data_root,
+        ranges=_json_arg(args.ranges, "--ranges"),
+        snapshot_steps=list(args.snapshot_steps or []),
     )
     bar = None
     if not args.quiet:

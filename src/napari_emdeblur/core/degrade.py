@@ -203,6 +203,7 @@ class DegradationRanges:
     fast_scan_corr_prob: float = 0.5
     fast_scan_corr: tuple[float, float] = (0.3, 0.8)
     sharp_prob: float = 0.05  # fraction of samples left unblurred (identity must be learnt)
+    clean_prob: float = 0.0  # fraction of samples with no added noise (a clean tile must pass)
 
     def sample(self, rng: np.random.Generator) -> Degradation:
         u = lambda lo_hi: float(rng.uniform(*lo_hi))  # noqa: E731
@@ -220,6 +221,8 @@ class DegradationRanges:
             d.sigma, d.ratio, d.angle = u(self.astig_sigma), u(self.astig_ratio), u((0, 180))
         if rng.random() < self.smear_prob:
             d.smear = u(self.smear)
+        if self.clean_prob and rng.random() < self.clean_prob:
+            return d
         d.photons = float(np.exp(rng.uniform(*np.log(self.photons))))
         d.read_sigma = u(self.read_sigma)
         if rng.random() < self.fast_scan_corr_prob:

@@ -26,9 +26,17 @@ MARGIN = 24  # context (px) around each crop for the blur; larger than any train
 
 
 def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
-    """All image files (png/tif/...) directly inside ``dirs``, sorted; error if none."""
+    """All image files (png/tif/...) directly inside ``dirs``, sorted; error if none.
+
+    An entry may also be a file, or a glob pattern of files (``sbem/0[1-5]*.png``)."""
     files: list[Path] = []
     for d in dirs:
+        if any(ch in str(d) for ch in "*?["):
+            hits = sorted(p for p in Path(str(d)).parent.glob(Path(str(d)).name) if p.suffix.lower() in IMAGE_EXTS)
+            if not hits:
+                raise FileNotFoundError(f"training data pattern {d} matches no image")
+            files.extend(hits)
+            continue
         d = Path(d)
         if d.is_file() and d.suffix.lower() in IMAGE_EXTS:
             files.append(d)
@@ -73,18 +81,39 @@ def read_image_file(path: Path) -> list[np.ndarray]:
 
 
 def load_sections(dirs: list[str | os.PathLike]) -> tuple[list[np.ndarray], list[Path]]:
-    files = list_images(dirs)
+    sections, files, _ = load_grouped_sections(dirs)
+    return sections, files
+
+
+def load_grouped_sections(
+    dirs: list[str | os.PathLike],
+) -> tuple[list[np.ndarray], list[Path], list[int]]:
+    """Like :func:`load_sections`, plus the index in ``dirs`` each section came from (so a
+    sampler can weight the folders equally whatever their sizes)."""
     secs: list[np.ndarray] = []
-    for f in files:
-        secs.extend(read_image_file(f))
-    return secs, files
+    files: list[Path] = []
+    groups: list[int] = []
+    for g, d in enumerate(dirs):
+        for f in list_images([d]):
+            s = read_image_file(f)
+            secs.extend(s)
+            groups.extend([g] * len(s))
+            files.append(f)
+    return secs, files, groups
 
 
-def file_manifest(files: list[Path]) -> list[dict]:
-    """``[{path, sha256}]`` for the model card."""
+def file_manifest(files: list[Path], root: str | os.PathLike | None = None) -> list[dict]:
+    """``[{path, sha256}]`` for the model card; paths relative to ``root`` (the data root) when
+    they lie under it, so a card names no machine path."""
     out = []
     for f in files:
-        out.append({"path": str(f), "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()})
+        name = Path(f)
+        if root is not None:
+            try:
+                name = Path(os.path.relpath(Path(f).resolve(), Path(root).resolve()))
+            except ValueError:
+                pass
+        out.append({"path": name.as_posix(), "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()})
     return out
 
 
@@ -132,18 +161,27 @@ class PairSampler:
     ranges: DegradationRanges = field(default_factory=DegradationRanges)
     augment: Augment | None = field(default_factory=Augment)
     margin: int = MARGIN
+    groups: list[int] | None = None  # folder of each section: folders are drawn equally often
 
     def __post_init__(self) -> None:
         if not self.sections:
             raise ValueError("no training sections")
         need = self.crop + 2 * self.margin
-        self.sections = [s for s in self.sections if min(s.shape) >= need]
+        groups = self.groups if self.groups is not None else [0] * len(self.sections)
+        keep = [k for k, s in enumerate(self.sections) if min(s.shape) >= need]
+        self.sections = [self.sections[k] for k in keep]
+        groups = [groups[k] for k in keep]
         if not self.sections:
             raise ValueError(f"all training images are smaller than crop + margin ({need} px)")
         areas = np.array([s.size for s in self.sections], float)
+        g = np.asarray(groups)
+        for v in np.unique(g):  # area-weighted within a folder, folders equal
+            areas[g == v] /= areas[g == v].sum()
         self._p = areas / areas.sum()
+        self.groups = groups
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Degradation]:
+    def sample_context(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Degradation]:
+        """``(degraded, sharp, degradation)`` with the margin still on (``crop + 2 margin``)."""
         s = self.sections[int(rng.choice(len(self.sections), p=self._p))]
         n = self.crop + 2 * self.margin
         y = int(rng.integers(0, s.shape[0] - n + 1))
@@ -151,7 +189,10 @@ class PairSampler:
         big = s[y : y + n, x : x + n]
         big = self.augment(big, rng) if self.augment else np.ascontiguousarray(big, np.float32)
         d = self.ranges.sample(rng)
-        deg = d.apply(big, rng)
+        return d.apply(big, rng), big, d
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Degradation]:
+        deg, big, d = self.sample_context(rng)
         m, c = self.margin, self.crop
         return (
             np.ascontiguousarray(deg[m : m + c, m : m + c], np.float32),
@@ -165,6 +206,15 @@ class PairSampler:
         sharp = np.stack([p[1] for p in pairs])[:, None]
         return deg, sharp
 
+    def batch_context(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(degraded, sharp, degraded with context)``: the third is the crop with its margin,
+        for estimates that need more than the crop (the PSF estimate of a semi-blind model)."""
+        m, c = self.margin, self.crop
+        trip = [self.sample_context(rng)[:2] for _ in range(n)]
+        ctx = np.stack([t[0] for t in trip])[:, None].astype(np.float32)
+        sharp = np.stack([t[1][m : m + c, m : m + c] for t in trip])[:, None].astype(np.float32)
+        return np.ascontiguousarray(ctx[..., m : m + c, m : m + c]), sharp, ctx
+
 
 def make_val_set(
     sections: list[np.ndarray],
@@ -172,6 +222,7 @@ def make_val_set(
     crop: int = 256,
     seed: int = 1234,
     ranges: DegradationRanges | None = None,
+    groups: list[int] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """A fixed, seeded validation set: ``[(degraded, sharp, degradation dict)]``.
 
@@ -180,10 +231,16 @@ def make_val_set(
 
     rng = np.random.default_rng(seed)
     ranges = dataclasses.replace(ranges or DegradationRanges(), sharp_prob=0.0)
-    sampler = PairSampler(sections, crop=crop, ranges=ranges, augment=None)
+    sampler = PairSampler(sections, crop=crop, ranges=ranges, augment=None, groups=groups)
+    # round-robin over the folders, then over each folder's sections
+    by_group: dict[int, list[np.ndarray]] = {}
+    for s, g in zip(sampler.sections, sampler.groups):
+        by_group.setdefault(g, []).append(s)
+    order = [by_group[g] for g in sorted(by_group)]
     out = []
     for k in range(n):
-        s = sampler.sections[k % len(sampler.sections)]
+        secs = order[k % len(order)]
+        s = secs[(k // len(order)) % len(secs)]
         m = crop + 2 * sampler.margin
         y = int(rng.integers(0, s.shape[0] - m + 1))
         x = int(rng.integers(0, s.shape[1] - m + 1))

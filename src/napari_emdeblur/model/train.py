@@ -33,11 +33,17 @@ from torch import nn
 
 from ..core.degrade import DegradationRanges
 from ..core.progress import Notice, Progress
-from .data import Augment, PairSampler, file_manifest, load_sections, make_val_set
+from .data import Augment, PairSampler, file_manifest, load_grouped_sections, make_val_set
+from .sbgran import estimate_params
 from .weights import atomic_torch_save, build_model, load_model, save_model
 
 
 PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+DESCRIPTIONS = {
+    "gran": "GRAN EM deblurring model",
+    "unet": "U-Net EM deblurring baseline",
+    "sbgran": "Semi-blind GRAN EM deblurring model (estimated PSF, Wiener candidates, graph reasoning)",
+}
 
 
 @dataclass
@@ -70,6 +76,8 @@ class TrainConfig:
     grow: dict = field(default_factory=dict)  # {"width", "n_groups"}: grow the init GRAN first (gran.grow_gran)
     ranges: dict = field(default_factory=dict)  # DegradationRanges overrides
     augment: bool = True
+    data_root: str | None = None  # data/val entries are relative to this folder (cards name them so)
+    snapshot_steps: list[int] = field(default_factory=list)  # also keep model_step<N>.pt at these steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,12 +170,23 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}, not {cfg.pixel_loss!r}")
     pixel_loss = PIXEL_LOSSES[cfg.pixel_loss]
     ranges = dataclasses.replace(DegradationRanges(), **cfg.ranges) if cfg.ranges else DegradationRanges()
-    sections, files = load_sections(cfg.data)
-    sampler = PairSampler(sections, crop=cfg.crop, ranges=ranges, augment=Augment() if cfg.augment else None)
+    root = Path(cfg.data_root) if cfg.data_root else None
+    under_root = (lambda d: str(root / d)) if root else str  # noqa: E731
+    sections, files, groups = load_grouped_sections([under_root(d) for d in cfg.data])
+    sampler = PairSampler(
+        sections, crop=cfg.crop, ranges=ranges, augment=Augment() if cfg.augment else None, groups=groups
+    )
     val_set, val_files = [], []
     if cfg.val:
-        vsec, val_files = load_sections(cfg.val)
-        val_set = make_val_set(vsec, n=cfg.val_crops, crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48), seed=cfg.seed + 1 if cfg.val_seed is None else cfg.val_seed, ranges=ranges)
+        vsec, val_files, vgroups = load_grouped_sections([under_root(d) for d in cfg.val])
+        val_set = make_val_set(
+            vsec,
+            n=cfg.val_crops,
+            crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48),
+            seed=cfg.seed + 1 if cfg.val_seed is None else cfg.val_seed,
+            ranges=ranges,
+            groups=vgroups,
+        )
     base_metrics = input_metrics(val_set) if val_set else None
 
     init_card = None
@@ -194,6 +213,7 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         model = build_model(model_type, cfg.model)
         arch = model.cfg.to_dict()
     model = model.to(device).train()
+    semi_blind = model_type == "sbgran"
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     disc = disc_opt = None
     if cfg.adv_weight > 0:
@@ -229,12 +249,12 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
 
     def card(metrics: dict | None) -> dict:
         return {
-            "description": "GRAN EM deblurring model" if model_type == "gran" else "U-Net EM deblurring baseline",
+            "description": DESCRIPTIONS.get(model_type, model_type),
             "training": {
                 "data": [str(d) for d in cfg.data],
-                "data_files": file_manifest(files),
+                "data_files": file_manifest(files, root),
                 "val": [str(d) for d in cfg.val],
-                "val_files": file_manifest(val_files) if val_files else [],
+                "val_files": file_manifest(val_files, root) if val_files else [],
                 "degradation_ranges": ranges.to_dict(),
                 "augmentation": asdict(Augment()) if cfg.augment else None,
                 "steps": step,
@@ -299,11 +319,16 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
             lr = _lr_at(cfg, frac, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            deg, sharp = sampler.batch(rng, cfg.batch)
+            if semi_blind:  # PSF estimated on the crop with its context, as in tiled inference
+                deg, sharp, ctx = sampler.batch_context(rng, cfg.batch)
+                params = torch.from_numpy(estimate_params(ctx)).to(device)
+            else:
+                deg, sharp = sampler.batch(rng, cfg.batch)
+                params = None
             x = torch.from_numpy(deg).to(device)
             y = torch.from_numpy(sharp).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                pred = model(x)
+                pred = model(x) if params is None else model(x, params)
                 loss = pixel_loss(pred.float(), y)
                 if disc is not None:
                     adv = torch.mean((disc(pred.float()) - 1.0) ** 2)
@@ -340,6 +365,8 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
                 if budget is not None:
                     left = min(left, max(budget - el, 0.0))
                 yield Progress(step, cfg.steps, "train", f"loss {avg:.4f} lr {lr:.2e}", eta_s=left)
+            if step in cfg.snapshot_steps:
+                save_model(model, out / f"model_step{step}.pt", card(None))
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 yield from checkpoint()
         yield from checkpoint(final=True)

@@ -26,10 +26,11 @@ from torch import nn
 
 from ..core.atomic import atomic_write, atomic_write_bytes, sha256_file
 from .gran import GRAN, GRANConfig
+from .sbgran import SBGRAN, SBGRANConfig
 from .shipped import SHIPPED_NAME, shipped_weights_path  # noqa: F401  (re-exported)
 from .unet import UNet, UNetConfig
 
-MODEL_TYPES = {"gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig)}
+MODEL_TYPES = {"gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig), "sbgran": (SBGRAN, SBGRANConfig)}
 
 
 class WeightsError(ValueError):

@@ -1,0 +1,1 @@
+"""Focus quality control: pure numpy/scipy (no torch, no Qt)."""
