@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from napari_emdeblur.core.atomic import (
+from napari_emdeblur.io.atomic import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,

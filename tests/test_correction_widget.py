@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_emdeblur.core import decisions as dec  # noqa: E402
-from napari_emdeblur.core import io as emio  # noqa: E402
-from napari_emdeblur.core.focus import score_tiles  # noqa: E402
-from napari_emdeblur.core.tiling import TileGrid  # noqa: E402
+from napari_emdeblur.qc import decisions as dec  # noqa: E402
+from napari_emdeblur import io as emio  # noqa: E402
+from napari_emdeblur.qc.focus import score_tiles  # noqa: E402
+from napari_emdeblur.qc.tiling import TileGrid  # noqa: E402
 from napari_emdeblur.widgets.correct import CorrectionWidget  # noqa: E402
 from napari_emdeblur.widgets.qc import QCWidget  # noqa: E402
 
@@ -168,7 +168,7 @@ def test_error_paths_notify(flow, tmp_path):
 
 
 def test_report_names():
-    from napari_emdeblur.widgets.correct import report_base_name
+    from napari_emdeblur.io.formats import stem_of as report_base_name
 
     assert report_base_name("out.tif") == "out"
     assert report_base_name("run_1.5nm.ome.tif") == "run_1.5nm"

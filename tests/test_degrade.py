@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_emdeblur.core import degrade as dg
+from napari_emdeblur.deblur.train import degrade as dg
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_ranges_sample_every_kind_within_bounds():
 
 
 def _em_tiles(shared_data, n=6, size=256):
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.io import load_section
 
     files = sorted((shared_data / "drosophila_vnc_sstem" / "stack2").glob("*.tif"))[:n]
     tiles = []

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_emdeblur.core import degrade, focus
-from napari_emdeblur.core.tiling import TileGrid
+from napari_emdeblur.deblur.train import degrade
+from napari_emdeblur.qc import focus
+from napari_emdeblur.qc.tiling import TileGrid
 
 METRICS = list(focus.METRICS)
 

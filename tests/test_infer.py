@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_emdeblur.core.progress import Notice, Progress, TileResult
-from napari_emdeblur.model.gran import GRAN, GRANConfig
-from napari_emdeblur.model.infer import (
+from napari_emdeblur.qc.messages import Notice, Progress, TileResult
+from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
+from napari_emdeblur.deblur.infer import (
     InferenceParams,
     correct_image,
     iter_correct_image,
@@ -233,8 +233,8 @@ def test_gpu_half_precision_close_to_fp32(tiny, precision):
 
 # --------------------------------------------------------------------------- shipped weights
 def test_shipped_weights_raise_psnr_on_held_out_em(shared_data):
-    from napari_emdeblur.core.degrade import Degradation
-    from napari_emdeblur.model.weights import load_model, shipped_weights_path
+    from napari_emdeblur.deblur.train.degrade import Degradation
+    from napari_emdeblur.deblur.weights import load_model, shipped_weights_path
     import tifffile
 
     if not shipped_weights_path().is_file():
@@ -270,8 +270,8 @@ def _em_like(shape=(512, 512), seed=0) -> np.ndarray:
 
 
 def test_blur_estimate_tracks_gaussian_sigma():
-    from napari_emdeblur.core.blur_estimate import estimate_blur_tiles
-    from napari_emdeblur.core.degrade import Degradation
+    from napari_emdeblur.qc.blur import estimate_blur_tiles
+    from napari_emdeblur.deblur.train.degrade import Degradation
 
     img = _em_like()
     rng = np.random.default_rng(0)
@@ -285,7 +285,7 @@ def test_blur_estimate_tracks_gaussian_sigma():
 
 
 def test_blur_estimate_shape_nan_and_contrast_invariance():
-    from napari_emdeblur.core.blur_estimate import estimate_blur_tiles
+    from napari_emdeblur.qc.blur import estimate_blur_tiles
 
     img = _em_like((280, 530), seed=1)
     a = estimate_blur_tiles(img, 256)
@@ -302,8 +302,8 @@ def test_blur_estimate_on_held_out_real_em(shared_data):
     """Error on held-out real sections (not the calibration set) with synthetic Gaussian blur."""
     import tifffile
 
-    from napari_emdeblur.core.blur_estimate import estimate_blur_tiles
-    from napari_emdeblur.core.degrade import Degradation
+    from napari_emdeblur.qc.blur import estimate_blur_tiles
+    from napari_emdeblur.deblur.train.degrade import Degradation
 
     sharp = tifffile.imread(shared_data / "drosophila_vnc_sstem" / "stack2" / "05.tif").astype(np.float32) / 255
     rng = np.random.default_rng(0)

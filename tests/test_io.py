@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_emdeblur.core import io
-from napari_emdeblur.core.io import EMReadError, load_section, save_image, save_ome_zarr
+from napari_emdeblur import io
+from napari_emdeblur.io import EMReadError, load_section, save_image, save_ome_zarr
 
 
 def _img(shape=(64, 80), dtype=np.uint8, seed=0):
@@ -165,7 +165,7 @@ def test_multisem_mosaic_layout_and_laziness(tmp_path):
     assert s.is_lazy and s.axes == "zyx" and s.shape == exp.shape and s.dtype == np.uint8
     assert s.metadata["z_values"] == [7.0, 9.0] and s.metadata["n_tiles"] == 6
     assert len(s.tiles) == 6 and s.tiles[0] == io.AcqTile(s.tiles[0].path, 0, 0, 0, 40, 50)
-    reader = s.metadata["mosaic_reader"]
+    reader = s.reader
     assert reader.reads == 1  # only the first tile was read, for shape/dtype
     # a region inside tile t0 only (z=0, y<35, x<44 avoids overlaps): no other tile is read
     np.testing.assert_array_equal(np.asarray(s.data[0, :30, :30]), exp[0, :30, :30])

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from napari_emdeblur.model.gran import GRAN, GRANConfig, GraphReasoning, count_parameters
-from napari_emdeblur.model.unet import UNet, UNetConfig
-from napari_emdeblur.model.weights import (
+from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig, GraphReasoning, count_parameters
+from napari_emdeblur.deblur.nets.unet import UNet, UNetConfig
+from napari_emdeblur.deblur.weights import (
     WeightsError,
     card_path,
     load_card_hash,
@@ -215,7 +215,7 @@ def test_copy_keeps_card_valid(saved, tmp_path):
 
 
 def test_widen_gran_preserves_the_function_and_can_learn():
-    from napari_emdeblur.model.gran import widen_gran
+    from napari_emdeblur.deblur.nets.gran import widen_gran
 
     torch.manual_seed(0)
     small = GRAN(GRANConfig(scale=2, width=8, n_groups=2, n_grabs=2, n_trunk=2, n_mask=1, mask_down=1))
@@ -242,7 +242,7 @@ def test_widen_gran_preserves_the_function_and_can_learn():
 
 
 def test_grow_gran_deeper_and_wider_preserves_the_function():
-    from napari_emdeblur.model.gran import grow_gran
+    from napari_emdeblur.deblur.nets.gran import grow_gran
 
     torch.manual_seed(1)
     small = GRAN(GRANConfig(scale=2, width=8, n_groups=1, n_grabs=1, n_trunk=1))

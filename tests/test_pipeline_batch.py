@@ -16,11 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pipeline_journal import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
 
-from napari_emdeblur.core.progress import Progress  # noqa: E402
+from napari_emdeblur.qc.messages import Progress  # noqa: E402
 from napari_emdeblur.pipeline.batch import batch  # noqa: E402
 from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
-from napari_emdeblur.pipeline.process import PipelineConfig  # noqa: E402
-from napari_emdeblur.pipeline.watch import RunSummary  # noqa: E402
+from napari_emdeblur.pipeline.config import PipelineConfig  # noqa: E402
+from napari_emdeblur.pipeline.session import RunSummary  # noqa: E402
 
 distributed = pytest.importorskip("distributed")
 

@@ -22,7 +22,7 @@ EM_TILE_SOURCE = Path("/work/shared/data/drosophila_vnc_sstem/stack1/00.tif")
 def _em_image(seed: int = 0) -> np.ndarray:
     """A 1024x1024 uint8 real sSEM frame when the data set is there, else EM-like texture."""
     if EM_TILE_SOURCE.is_file():
-        from napari_emdeblur.core.io import load_section
+        from napari_emdeblur.io import load_section
 
         return np.asarray(load_section(EM_TILE_SOURCE).data)
     from scipy import ndimage
@@ -41,7 +41,7 @@ def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -
     """
     from scipy import ndimage
 
-    from napari_emdeblur.core.io import save_image
+    from napari_emdeblur.io import save_image
 
     img = _em_image(seed)
     rng = np.random.default_rng(seed)
@@ -63,8 +63,8 @@ def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -
 
 def thresholds_for(folder: Path, kinds: dict[str, str]) -> tuple[float, float]:
     """Absolute thresholds halfway between the measured score groups of the test tiles."""
-    from napari_emdeblur.core.focus import score_tiles
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.qc.focus import score_tiles
+    from napari_emdeblur.io import load_section
 
     s = {k: [] for k in ("ok", "correct", "retake")}
     for rel, kind in kinds.items():
@@ -77,8 +77,8 @@ def tiny_weights(path: Path) -> Path:
     """A freshly initialised small GRAN saved with its card (the bookkeeping needs a model, not a good one)."""
     import torch
 
-    from napari_emdeblur.model.gran import GRAN, GRANConfig
-    from napari_emdeblur.model.weights import save_model
+    from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
+    from napari_emdeblur.deblur.weights import save_model
 
     torch.manual_seed(0)
     save_model(GRAN(GRANConfig(width=8, n_groups=1, n_grabs=1)), path)
@@ -326,7 +326,8 @@ def test_recorded_hash_is_of_the_bytes_decoded_and_a_changed_tile_is_caught(tmp_
     recorded tile whose file changed since is refused as transient (retried), not corrected."""
     import hashlib
 
-    from napari_emdeblur.pipeline.process import PipelineConfig, analyse_tile, correct_recorded
+    from napari_emdeblur.pipeline.config import PipelineConfig
+    from napari_emdeblur.pipeline.process import analyse_tile, correct_recorded
 
     kinds = make_tiles(tmp_path / "in", 8, seed=2, sections=("s",))
     th = thresholds_for(tmp_path / "in", kinds)

@@ -17,10 +17,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pipeline_journal import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
 
-from napari_emdeblur.core.progress import Progress  # noqa: E402
+from napari_emdeblur.qc.messages import Progress  # noqa: E402
 from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
-from napari_emdeblur.pipeline.process import PipelineConfig  # noqa: E402
-from napari_emdeblur.pipeline.watch import RunSummary, Scanner, watch  # noqa: E402
+from napari_emdeblur.pipeline.config import PipelineConfig  # noqa: E402
+from napari_emdeblur.pipeline.discover import Scanner  # noqa: E402
+from napari_emdeblur.pipeline.session import RunSummary  # noqa: E402
+from napari_emdeblur.pipeline.watch import watch  # noqa: E402
 
 WRITER = r"""
 import os, sys, time
@@ -159,7 +161,7 @@ def _write_bmp(path: Path, a: np.ndarray) -> None:
 
 def test_multisem_section_coordinates_and_markers(tiles, tmp_path):
     src, kinds, th, _ = tiles
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.io import load_section
 
     sec = tmp_path / "scan" / "001_S1R1"
     mfov = sec / "000001"
@@ -274,9 +276,9 @@ def test_calibrated_thresholds_are_fixed_for_the_outdir(tiles, tmp_path):
         settings = j.get_meta("settings")
     finally:
         j.con.close()
-    from napari_emdeblur.core.decisions import auto_thresholds
-    from napari_emdeblur.core.focus import score_tiles
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.qc.thresholds import auto_thresholds
+    from napari_emdeblur.qc.focus import score_tiles
+    from napari_emdeblur.io import load_section
 
     scores = np.concatenate([score_tiles(load_section(acq / n).data, 256).ravel() for n in names[:4]])
     assert (settings["correct_threshold"], settings["retake_threshold"]) == pytest.approx(auto_thresholds(scores))

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_emdeblur.core import decisions as dec
-from napari_emdeblur.core.degrade import Degradation
-from napari_emdeblur.core.focus import score_tiles
-from napari_emdeblur.core.tiling import TileGrid
+from napari_emdeblur.qc import decisions as dec
+from napari_emdeblur.deblur.train.degrade import Degradation
+from napari_emdeblur.qc.focus import score_tiles
+from napari_emdeblur.qc.tiling import TileGrid
 from napari_emdeblur.widgets.qc import QCWidget
 
 

@@ -12,7 +12,7 @@ from scipy import ndimage
 from napari_emdeblur._reader import get_reader, read_sections
 from napari_emdeblur._sample_data import make_sample_data, sample_paths, sample_tiles
 from napari_emdeblur._writer import write_single_image
-from napari_emdeblur.core.io import COORDS_NAME, EMReadError, load_section
+from napari_emdeblur.io import COORDS_NAME, EMReadError, load_section
 
 
 def _img(shape=(48, 64), dtype=np.uint16, seed=0):

@@ -28,7 +28,7 @@ def windows(bench, shared_data):
 
 
 def _gran_path() -> Path | None:
-    from napari_emdeblur.model.weights import shipped_weights_path
+    from napari_emdeblur.deblur.weights import shipped_weights_path
 
     for p in (shipped_weights_path(), REPO / "runs" / "gran_em_v1" / "model_best.pt"):
         if p.is_file() and p.with_suffix(".json").is_file():
@@ -58,7 +58,7 @@ def test_richardson_lucy_matches_skimage(bench, windows):
 
 
 def test_evaluate_and_render(bench, windows, tmp_path, shared_data):
-    from napari_emdeblur.model.weights import load_model
+    from napari_emdeblur.deblur.weights import load_model
 
     gp = _gran_path()
     if gp is None:

@@ -12,12 +12,12 @@ import tifffile
 from scipy import ndimage
 
 from napari_emdeblur.cli import main
-from napari_emdeblur.core import decisions as dec
-from napari_emdeblur.core import scoring
-from napari_emdeblur.core.focus import score_tiles
-from napari_emdeblur.core.progress import Progress, SectionScores
-from napari_emdeblur.core.scoring import ScoreParams, iter_score_stack, score_stack
-from napari_emdeblur.core.tiling import TileGrid
+from napari_emdeblur.qc import decisions as dec
+from napari_emdeblur.qc import scoring, thresholds
+from napari_emdeblur.qc.focus import score_tiles
+from napari_emdeblur.qc.messages import Progress, SectionScores
+from napari_emdeblur.qc.scoring import ScoreParams, iter_score_stack, score_stack
+from napari_emdeblur.qc.tiling import TileGrid
 
 
 def _section(shape=(512, 768), seed=0, soft=(), retake=(), tile=128) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_auto_thresholds_flag_outliers_only():
     rng = np.random.default_rng(0)
     sharp = np.exp(rng.normal(np.log(0.18), 0.12, 400))
     scores = np.concatenate([sharp, [0.08, 0.07], [0.02, 0.015], [np.nan] * 3])
-    c, r = dec.auto_thresholds(scores)
+    c, r = thresholds.auto_thresholds(scores)
     assert 0.08 < c < 0.15 and 0.02 < r < c
     d = dec.classify(scores, c, r)
     assert (d[:400] == dec.OK).mean() > 0.99
@@ -65,22 +65,22 @@ def test_auto_thresholds_flag_outliers_only():
     np.testing.assert_array_equal(d[402:404], dec.RETAKE)
     assert np.all(d[404:] == dec.OK)
     # relative: scaling every score scales the thresholds
-    c2, r2 = dec.auto_thresholds(scores * 10)
+    c2, r2 = thresholds.auto_thresholds(scores * 10)
     assert c2 == pytest.approx(10 * c) and r2 == pytest.approx(10 * r)
     # a few scores <= 0 (autocorr of a contentless noisy tile) keep the log scale and rank lowest
-    c4, r4 = dec.auto_thresholds(np.r_[sharp, -0.01, 0.0])
+    c4, r4 = thresholds.auto_thresholds(np.r_[sharp, -0.01, 0.0])
     assert c4 == pytest.approx(c, rel=0.05) and r4 > 0
     assert list(dec.classify([-0.01, 0.0], c4, r4)) == [dec.RETAKE, dec.RETAKE]
     # signed scores (e.g. wafermapper) work on the linear scale
     signed = np.r_[rng.normal(100, 10, 100), rng.normal(-100, 10, 60)]
-    c3, r3 = dec.auto_thresholds(signed)
+    c3, r3 = thresholds.auto_thresholds(signed)
     med3, mad3 = np.median(signed), 1.4826 * np.median(np.abs(signed - np.median(signed)))
     assert c3 == pytest.approx(med3 - 3 * mad3) and r3 == pytest.approx(med3 - 6 * mad3)
     # a perfectly uniform section flags nothing
-    cu, ru = dec.auto_thresholds(np.full(100, 0.2))
+    cu, ru = thresholds.auto_thresholds(np.full(100, 0.2))
     assert cu < 0.2 and ru < cu
     with pytest.raises(ValueError, match="no finite"):
-        dec.auto_thresholds([np.nan, np.inf])
+        thresholds.auto_thresholds([np.nan, np.inf])
 
 
 def test_count_flagged_fast_and_consistent():
@@ -179,11 +179,11 @@ def test_iter_score_stack_bad_input():
 
 def test_section_thresholds_one_given():
     s = np.exp(np.random.default_rng(2).normal(np.log(0.2), 0.1, 100))
-    ac, ar = dec.auto_thresholds(s)
-    assert scoring.section_thresholds(s, ScoreParams(correct_threshold=0.1)) == (0.1, pytest.approx(min(ar, 0.1)))
-    c, r = scoring.section_thresholds(s, ScoreParams(retake_threshold=0.19))
+    ac, ar = thresholds.auto_thresholds(s)
+    assert thresholds.section_thresholds(s, correct=0.1) == (0.1, pytest.approx(min(ar, 0.1)))
+    c, r = thresholds.section_thresholds(s, retake=0.19)
     assert r == 0.19 and c == pytest.approx(max(ac, 0.19))
-    c, r = scoring.section_thresholds(np.full(4, np.nan), ScoreParams())
+    c, r = thresholds.section_thresholds(np.full(4, np.nan))
     assert np.isnan(c) and np.isnan(r)
 
 

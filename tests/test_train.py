@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_emdeblur.model.train import TrainConfig, iter_train, train
-from napari_emdeblur.model.weights import load_model
+from napari_emdeblur.deblur.train.loop import TrainConfig, iter_train, train
+from napari_emdeblur.deblur.weights import load_model
 
 TINY_ARCH = {"scale": 2, "width": 8, "n_groups": 1, "n_grabs": 1, "n_trunk": 1, "n_mask": 1}
 # no noise and only Gaussian blur: a learnable task for a tiny model in a few dozen steps

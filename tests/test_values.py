@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_emdeblur.core.values import parse_range_mode, significant_bits, value_range
+from napari_emdeblur.io.values import parse_range_mode, significant_bits, value_range
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_significant_bits():
 def _twelve_bit_case():
     """A real EM tile (bundled sample ground truth) blurred, stored as 12-bit data in uint16."""
     from napari_emdeblur._sample_data import sample_paths
-    from napari_emdeblur.core.degrade import Degradation
+    from napari_emdeblur.deblur.train.degrade import Degradation
 
     sharp8 = tifffile.imread(sample_paths()["ground_truth"])[:384, :384]
     sharp01 = sharp8.astype(np.float32) / 255.0
@@ -60,8 +60,8 @@ def _psnr(ref, img, peak):
 
 
 def test_twelve_bit_uint16_is_corrected_at_its_own_scale():
-    from napari_emdeblur.model.infer import InferenceParams, correct_image
-    from napari_emdeblur.model.weights import load_model
+    from napari_emdeblur.deblur.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.weights import load_model
 
     model, _ = load_model(device="cpu")
     sharp, blurred = _twelve_bit_case()
@@ -80,13 +80,15 @@ def test_twelve_bit_uint16_is_corrected_at_its_own_scale():
 
 
 def test_correction_report_psnr_uses_the_significant_range():
-    from napari_emdeblur.core.correction import CorrectionParams, iter_correct_section, psnr_ssim
-    from napari_emdeblur.core.progress import drain
+    from napari_emdeblur.deblur.metrics import psnr_ssim
+    from napari_emdeblur.deblur.selection import Selection
+    from napari_emdeblur.deblur.service import CorrectionParams, iter_correct
+    from napari_emdeblur.qc.messages import drain
 
     sharp, blurred = _twelve_bit_case()
     params = CorrectionParams(device="cpu", qc_tile=128, tile=256, batch=2)
-    reports = drain(iter_correct_section(blurred, [(0, 1, 1)], params, ground_truth=sharp))
-    (rep,) = reports
+    report = drain(iter_correct(blurred, Selection.of_tiles([(0, 1, 1)]), params, ground_truth=sharp))
+    (rep,) = report.tiles
     ref, orig = sharp[128:256, 128:256], blurred[128:256, 128:256]
     assert rep.psnr_before == pytest.approx(psnr_ssim(ref, orig, 4095.0)[0])
     assert rep.psnr_after > rep.psnr_before + 1.0
@@ -104,8 +106,8 @@ def test_cli_refuses_a_bad_value_range(tmp_path):
 
 
 def test_pipeline_config_checks_the_value_range():
-    from napari_emdeblur.pipeline.process import PipelineConfig, inference_params
+    from napari_emdeblur.pipeline.config import PipelineConfig, correction_params
 
     with pytest.raises(ValueError, match="value range"):
         PipelineConfig(value_range="twelve")
-    assert inference_params(PipelineConfig(value_range="0,4095"), "cpu").value_range == "0,4095"
+    assert correction_params(PipelineConfig(value_range="0,4095"), "cpu").value_range == "0,4095"

@@ -1,4 +1,4 @@
-"""npe2 reader: EM sections, stacks, MultiSEM mosaics and OME-Zarr through ``core.io``.
+"""npe2 reader: EM sections, stacks, MultiSEM mosaics and OME-Zarr through ``napari_emdeblur.io``.
 
 ``get_reader(path)`` returns :func:`read_sections` when every path looks readable (cheap check,
 no pixel data read) and None otherwise, so that napari can try other readers.
@@ -13,10 +13,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .core.io import Section, _is_dask, _json_safe, can_read, load_section
+from .io.read import can_read, load_section
+from .io.section import Section, json_safe
+from .io.values import is_dask_array
 
 PathLike = str | os.PathLike
-_SKIP_META = {"mosaic_reader"}
 
 
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable | None:
@@ -37,7 +38,7 @@ def _contrast_limits(data: Any) -> tuple[float, float] | None:
     dt = np.dtype(data.dtype)
     if dt == np.uint8:
         return (0.0, 255.0)
-    if not _is_dask(data):
+    if not is_dask_array(data):
         return None
     plane = data[data.shape[0] // 2] if data.ndim == 3 else data
     h, w = plane.shape
@@ -51,8 +52,8 @@ def _contrast_limits(data: Any) -> tuple[float, float] | None:
 
 
 def section_to_layer_data(section: Section) -> tuple[Any, dict, str]:
-    """A napari layer data tuple for a :class:`~napari_emdeblur.core.io.Section`."""
-    meta = {k: _json_safe(v) for k, v in section.metadata.items() if k not in _SKIP_META}
+    """A napari layer data tuple for a :class:`~napari_emdeblur.io.Section`."""
+    meta = {k: json_safe(v) for k, v in section.metadata.items()}
     meta.update(
         emdeblur_source=section.source,
         pixel_size=list(section.pixel_size) if section.pixel_size else None,
@@ -72,7 +73,7 @@ def read_sections(path: PathLike | Sequence[PathLike]) -> list[tuple[Any, dict, 
 
     A list of single 2-D sections of equal shape and dtype becomes one (z, y, x) stack (what
     napari asks for with ``stack=True``); otherwise every path gives its own layer.
-    Unreadable input raises :class:`~napari_emdeblur.core.io.EMReadError` naming the file.
+    Unreadable input raises :class:`~napari_emdeblur.io.EMReadError` naming the file.
     """
     if isinstance(path, (str, os.PathLike)):
         return [section_to_layer_data(load_section(path))]

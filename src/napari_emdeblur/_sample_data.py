@@ -30,7 +30,7 @@ def sample_tiles() -> dict:
 
 def make_sample_data() -> list[tuple]:
     """Layer data tuples: the soft section and its ground truth (hidden), both with 4.6 nm scale."""
-    from .core.io import load_section
+    from .io.read import load_section
 
     paths = sample_paths()
     tiles = sample_tiles()

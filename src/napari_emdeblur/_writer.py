@@ -1,4 +1,4 @@
-"""npe2 writer: one image layer -> TIFF (ImageJ), OME-TIFF or OME-Zarr, through ``core.io``.
+"""npe2 writer: one image layer -> TIFF (ImageJ), OME-TIFF or OME-Zarr, through ``napari_emdeblur.io``.
 
 The pixel size comes from ``meta['metadata']['pixel_size']`` (set by our reader) or else from
 ``meta['scale']`` when that is not the default (1, 1). dtype is preserved; the layer metadata
@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .core.io import WRITE_SUFFIXES, _suffix, save_image
+from .io.formats import OME_SUFFIXES, WRITE_SUFFIXES, suffix_of
+from .io.write import save_image
 
-_SKIP_META = {"tiles", "sample_tiles", "license", "mosaic_reader"}
+_SKIP_META = {"tiles", "sample_tiles", "license"}
 
 
 def _pixel_size(meta: dict, ndim: int) -> tuple[float, float] | None:
@@ -47,7 +48,7 @@ def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False
     the layer's source file, and any existing file unless ``overwrite``."""
     meta = meta or {}
     p = Path(path)
-    if _suffix(p) not in WRITE_SUFFIXES + (".ome.zarr",):
+    if suffix_of(p) not in WRITE_SUFFIXES + OME_SUFFIXES:
         raise ValueError(f"{p}: unsupported output type; use .tif, .ome.tif or .zarr")
     if meta.get("multiscale") and isinstance(data, (list, tuple)):
         data = data[0]

@@ -33,29 +33,23 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..core.progress import Notice, Progress
-from .process import (
-    ModelLoadError,
-    PipelineConfig,
-    TileRecord,
-    analyse_tile,
-    correct_recorded,
-    needs_correction,
-)
-from .watch import RunSummary, Session, candidates_for_inputs, progress_line
+from ..qc.messages import Notice, Progress
+from .config import PipelineConfig, TileRecord
+from .discover import candidates_for_inputs
+from .errors import ModelLoadError
+from .process import analyse_tile, correct_recorded, needs_correction
+from .session import RunSummary, Session, progress_line
 
 
 # --------------------------------------------------------------------------- worker side
 def _worker_device(cfg_device: str, gpu: bool) -> str | None:
+    """The device of a GPU worker: the configured one, else its CUDA device by worker index."""
     if not gpu:
         return None
     if cfg_device and cfg_device != "auto":
         return cfg_device
-    import torch
+    from ..deblur.device import cuda_device_for_worker
 
-    n = torch.cuda.device_count()
-    if n == 0:
-        return "cpu"
     try:
         from distributed import get_worker
 
@@ -63,7 +57,7 @@ def _worker_device(cfg_device: str, gpu: bool) -> str | None:
         idx = int(name) if str(name).isdigit() else abs(hash(str(name)))
     except (ImportError, ValueError):
         idx = 0
-    return f"cuda:{idx % n}"
+    return cuda_device_for_worker(idx)
 
 
 _MALLOC_TUNED = False
@@ -102,7 +96,7 @@ def _worker_cfg(cfg_dict: dict) -> PipelineConfig:
 def score_task(path: str, cfg_dict: dict, thresholds: tuple, file: str, section: str, name: str) -> TileRecord:
     """Dask task: read and score one tile and decide (no correction)."""
     cfg = _worker_cfg(cfg_dict)
-    return analyse_tile(path, cfg, None, thresholds=thresholds, file=file, section=section, name=name, correct=False)
+    return analyse_tile(path, cfg, thresholds=thresholds, file=file, section=section, name=name, correct=False)
 
 
 def score_group_task(items: list[tuple[str, str, str, str]], cfg_dict: dict, thresholds: tuple) -> list[TileRecord]:
@@ -110,7 +104,7 @@ def score_group_task(items: list[tuple[str, str, str, str]], cfg_dict: dict, thr
     task per group keeps the scheduler's per-task overhead small against ~10 ms per tile)."""
     cfg = _worker_cfg(cfg_dict)
     return [
-        analyse_tile(path, cfg, None, thresholds=thresholds, file=file, section=section, name=name, correct=False)
+        analyse_tile(path, cfg, thresholds=thresholds, file=file, section=section, name=name, correct=False)
         for path, file, section, name in items
     ]
 
@@ -124,7 +118,7 @@ def group_size(n_tiles: int, n_workers: int, max_group: int = 16) -> int:
 def correct_task(path: str, rec: TileRecord, cfg_dict: dict, out_rel: str, stage_dir: str, gpu: bool) -> TileRecord:
     """Dask task: correct a scored tile into ``stage_dir`` (model cached per worker)."""
     cfg = _worker_cfg(cfg_dict)
-    return correct_recorded(path, rec, cfg, None, out_rel=out_rel, stage_dir=stage_dir,
+    return correct_recorded(path, rec, cfg, out_rel=out_rel, stage_dir=stage_dir,
                             device=_worker_device(cfg.device, gpu))
 
 

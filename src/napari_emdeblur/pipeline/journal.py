@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..core.atomic import fsync_dir  # noqa: F401  (re-exported in __all__)
+from ..io.atomic import fsync_dir  # noqa: F401  (re-exported in __all__)
 
 STATES = ("seen", "processing", "done", "failed")
 CONTROL_DIR = ".emdeblur"
@@ -222,7 +222,8 @@ class Journal:
         self.close()
 
     # ------------------------------------------------------------------ helpers
-    def _tx(self):
+    def transaction(self):
+        """A context manager: one SQLite transaction (``BEGIN IMMEDIATE`` ... commit or rollback)."""
         return _Transaction(self.con)
 
     @staticmethod
@@ -291,7 +292,7 @@ class Journal:
 
     # ------------------------------------------------------------------ positions
     def set_positions(self, section: str, positions: dict[str, tuple[float, float]]) -> None:
-        with self._tx():
+        with self.transaction():
             for name, (x, y) in positions.items():
                 self.con.execute(
                     "INSERT INTO positions(section, name, x, y) VALUES(?, ?, ?, ?) "
@@ -430,7 +431,7 @@ class Journal:
     def claim(self, row_id: int) -> Row | None:
         """``seen -> processing`` (one transaction); None if the row is not ``seen``."""
         now = time.time()
-        with self._tx():
+        with self.transaction():
             cur = self.con.execute(
                 "UPDATE files SET state='processing', attempts=attempts+1, started=?, updated=? "
                 "WHERE id=? AND state='seen'",
@@ -447,7 +448,7 @@ class Journal:
         given order), skipping those that are not ``seen``."""
         now = time.time()
         claimed: list[int] = []
-        with self._tx():
+        with self.transaction():
             for rid in row_ids:
                 cur = self.con.execute(
                     "UPDATE files SET state='processing', attempts=attempts+1, started=?, updated=? "
@@ -501,7 +502,7 @@ class Journal:
             fsync_dir(d)
         now = time.time()
         if ok:
-            with self._tx():
+            with self.transaction():
                 for k in ok:
                     row, result, _staged, sha = items[k]
                     cur = self.con.execute(

@@ -26,12 +26,11 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from ..core.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 from .journal import Journal, Row
 
 CSV_COLUMNS = (

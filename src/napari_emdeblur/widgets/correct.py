@@ -1,20 +1,20 @@
-"""GRAN correction dock widget: correct flagged tiles in a worker, review side by side, export.
+"""GRAN correction dock widget: correct tiles in a worker through the correction service.
 
-Flow: choose the image layer and which tiles (flagged by the Focus QC widget's "<image> flagged"
-layer, all, or those under a rectangle of a Shapes layer); Run creates "<image> corrected" at once
-(a copy of the original) and fills it tile by tile as the worker yields results; the original
-layer is never modified. Accept / revert / retake per tile; grid or overlay view; export the
-corrected layer (TIFF / OME-TIFF / OME-Zarr) and the per-tile report (CSV + JSON), atomically.
+Flow: choose the image layer and which tiles (:mod:`.selection`: flagged by the Focus QC widget's
+"<image> flagged" layer, the whole image, or those under a rectangle of a Shapes layer); Run
+starts :func:`napari_emdeblur.deblur.service.iter_correct` (the same generator as ``emdeblur
+correct`` and the pipeline) through the shared :class:`~.runner.WorkerRunner`, creates "<image>
+corrected" (a copy of the original) on its first message and fills it tile by tile as results
+come; the original layer is never modified. Review (:mod:`.review`) and export (:mod:`.export`)
+are mixins of the dock, one module per role.
 
-torch is imported only inside the worker (through the core), never at import of this module.
+torch is imported only inside the worker (through the service), never on the GUI thread.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,42 +30,35 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..core import decisions as dec
-from ..core.correction import (
-    CorrectionParams,
-    TileReport,
-    iter_correct_section,
-    tiles_from_decisions,
-    tiles_in_rectangle,
-    write_reports,
-)
-from ..core.progress import Notice, Progress, SectionScores, TileResult
-from ..core.tiling import TileGrid, heatmap_transform
-from ._common import (DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify,
-                      tie_to_viewer)
-
 from napari.viewer import Viewer
 
-TILE_MODES = ("flagged (QC)", "all", "rectangle (Shapes)")
-REVIEW_COLORS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0.1, 0.9, 0.3, 0.5), 2: (1.0, 0.1, 0.1, 0.65),
-                 3: (0.2, 0.6, 1.0, 0.6)}
-REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
+from ..deblur.reports import CorrectionReport, TileReport
+from ..deblur.service import CorrectionParams, iter_correct
+from ..deblur.shipped import shipped_weights_path
+from ..io.atomic import sha256_file
+from ..qc.messages import Notice, Progress, SectionScores, TileResult
+from ..qc.tiling import TileGrid, heatmap_transform
+from .common import DECISIONS_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
+from .export import ExportMixin
+from .review import REVIEW_CHECK, REVIEW_COLORS, ReviewMixin
+from .runner import WorkerRunner
+from .selection import TILE_MODES, choose_tiles
+
 MAX_LAZY_BYTES = 1 << 30  # lazy (dask) layers above this are left to `emdeblur correct`
 
 
-class CorrectionWidget(Container):
+class CorrectionWidget(ReviewMixin, ExportMixin, Container):
+    """Dock widget: image, tiles, model and device; Run / Cancel; review; export."""
+
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
         self.reports: dict[tuple[int, int, int], TileReport] = {}
         self.after_scores: np.ndarray | None = None  # (Z, rows, cols) focus of the corrected layer
         self.source_name: str | None = None
         self.grid: TileGrid | None = None
         self._layers_ready = False
-        self._errored = False
-        self._gen = None
         self._linked: set[tuple[int, int]] = set()
         self._saved_visibility: dict[str, bool] | None = None
         self._corrected_pixels: dict[tuple[int, int, int], np.ndarray] = {}
@@ -117,6 +110,7 @@ class CorrectionWidget(Container):
             w.changed.connect(self._show_selected)
         self.export_btn.changed.connect(lambda: self.export())
         tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_drag=self._on_click)
+        self._runner = WorkerRunner(self, self._on_yield, self._on_error, self._on_finished, self._set_busy)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layer lists
@@ -146,11 +140,14 @@ class CorrectionWidget(Container):
         """What ``choice`` resolves to. Without ``probe`` and before torch is loaded, ``auto``
         is described instead of resolved: opening the dock must not cost the torch import
         (seconds); the run reports the device it got (and this label shows it then)."""
-        if not probe and choice == "auto" and "torch" not in sys.modules:
+        if "torch" not in sys.modules:  # never import torch on the GUI thread
+            if choice == "auto":
+                return "-> CUDA, else Apple MPS, else CPU (shown when a run starts)"
+            return f"-> {choice} (checked when a run starts)"
+        if not probe and choice == "auto":
             return "-> CUDA, else Apple MPS, else CPU (shown when a run starts)"
         try:
-            from ..model.infer import resolve_device
-            from ..core.correction import device_name
+            from ..deblur.device import device_name, resolve_device
 
             return f"-> {device_name(resolve_device(choice))}"
         except Exception as e:  # e.g. cuda asked but absent
@@ -164,47 +161,6 @@ class CorrectionWidget(Container):
     def review_layer(self):
         return layer_by_name(self._viewer, f"{self.source_name} review") if self.source_name else None
 
-    # ------------------------------------------------------------------ tile selection
-    def _select_tiles(self, layer, data) -> list[tuple[int, int, int]]:
-        mode = self.tiles_combo.value
-        is_stack = data.ndim == 3
-        nz = data.shape[0] if is_stack else 1
-        if mode == "flagged (QC)":
-            qc = next((l for l in self._viewer.layers
-                       if DECISIONS_KEY in l.metadata and l.metadata[DECISIONS_KEY].get("source") == layer.name),
-                      None)
-            if qc is None:
-                raise ValueError(f"no focus QC result for '{layer.name}': score it in the Focus QC widget first")
-            qmeta = qc.metadata[DECISIONS_KEY]
-            if tuple(qmeta.get("image_shape", data.shape)) != tuple(data.shape):
-                raise ValueError(f"the focus QC result for '{layer.name}' was made on an image of shape "
-                                 f"{tuple(qmeta['image_shape'])}, not {tuple(data.shape)}: score it again")
-            tile = int(qmeta["tile"])
-            self.qc_tile_spin.value = tile
-            self._qc_metric = qmeta.get("metric")
-            d = np.asarray(qc.data)
-            return tiles_from_decisions(d if is_stack else d[None], "flagged")
-        grid = TileGrid(tuple(data.shape[-2:]), int(self.qc_tile_spin.value))
-        if mode == "all":
-            return [(z, i, j) for z in range(nz) for i, j in grid]
-        shapes = layer_by_name(self._viewer, self.shapes_combo.value)
-        if shapes is None or len(shapes.data) == 0:
-            raise ValueError("draw a rectangle in a Shapes layer and choose it as the rectangle layer")
-        out: set[tuple[int, int, int]] = set()
-        for verts in shapes.data:
-            verts = np.atleast_2d(np.asarray(verts, float))
-            world = np.array([shapes.data_to_world(v) for v in verts])
-            has_z = world.shape[1] == 3
-            if is_stack and not has_z:  # a 2-D rectangle over a stack: every section
-                world = np.column_stack([np.zeros(len(world)), world])
-            pix = np.array([layer.world_to_data(v) for v in world])
-            zs = {int(round(pix[0, 0]))} if is_stack and has_z else set(range(nz))
-            (y0, x0), (y1, x1) = pix[:, -2:].min(0), pix[:, -2:].max(0)
-            for z in zs:
-                if 0 <= z < nz:
-                    out.update((z, i, j) for i, j in tiles_in_rectangle(grid, y0, x0, y1, x1))
-        return sorted(out)
-
     # ------------------------------------------------------------------ run
     def params(self) -> CorrectionParams:
         w = str(self.weights_edit.value)
@@ -215,9 +171,14 @@ class CorrectionWidget(Container):
             qc_tile=int(self.qc_tile_spin.value), metric=self._qc_metric,
         )
 
+    @property
+    def worker(self):
+        """The running napari worker, or None."""
+        return self._runner.worker
+
     def run(self, sync: bool = False) -> None:
         """Correct the chosen tiles. ``sync=True`` drains the same generator in this thread."""
-        if self._worker is not None:
+        if self._runner.running:
             notify("A correction is already running", "warning")
             return
         layer = layer_by_name(self._viewer, self.layer_combo.value)
@@ -235,7 +196,9 @@ class CorrectionWidget(Container):
             w = str(self.weights_edit.value)
             if w not in ("", ".") and not Path(w).is_file():
                 raise ValueError(f"weights file {w} does not exist")
-            tiles = self._select_tiles(layer, data)
+            choice = choose_tiles(self._viewer, layer, data, str(self.tiles_combo.value),
+                                  int(self.qc_tile_spin.value), self.shapes_combo.value)
+            self.qc_tile_spin.value, self._qc_metric = choice.qc_tile, choice.metric
             gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
             gt = None
             if gt_layer is not None:
@@ -246,43 +209,25 @@ class CorrectionWidget(Container):
         except ValueError as e:
             notify(str(e), "error")
             return
-        if not tiles:
+        if not choice.selection.whole and not len(choice.selection):
             notify("No tiles to correct (none flagged at the current thresholds?)", "info")
             return
         params = self.params()
-        self._prepare(layer, data, params, tiles, gt is not None)
-        gen = iter_correct_section(data, tiles, params, ground_truth=gt)
-        self._gen = gen
-        self._errored = False
-        if sync:
-            try:
-                drain(gen, self._on_yield)
-            except Exception as e:
-                self._on_error(e)
-                return
-            self._on_finished()
-            return
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(lambda: (yield from gen), _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_yield)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run_btn.enabled = False
-        self.cancel_btn.enabled = True
-        worker.start()
-
-    @property
-    def worker(self):
-        return self._worker
+        n_tiles = (data.shape[0] if data.ndim == 3 else 1) * TileGrid(tuple(data.shape[-2:]), params.qc_tile).n_tiles
+        self._prepare(layer, data, params, n_tiles if choice.selection.whole else len(choice.selection), gt is not None)
+        self._runner.start(iter_correct(data, choice.selection, params, ground_truth=gt), sync=sync)
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
+        """Stop a running correction after the current batch."""
+        if self._runner.running:
+            self._runner.quit()
             self.status.value = "cancelling after the current batch..."
 
-    def _prepare(self, layer, data, params: CorrectionParams, tiles, with_gt: bool) -> None:
+    def _set_busy(self, busy: bool) -> None:
+        self.run_btn.enabled = not busy
+        self.cancel_btn.enabled = busy
+
+    def _prepare(self, layer, data, params: CorrectionParams, n_tiles: int, with_gt: bool) -> None:
         self.source_name = layer.name
         self.grid = TileGrid(tuple(data.shape[-2:]), params.qc_tile)
         self.reports = {}
@@ -294,18 +239,14 @@ class CorrectionWidget(Container):
         self._t0 = time.perf_counter()
         self._meta = {
             "source_layer": layer.name, "device": self.device_combo.value, "precision": params.precision,
-            "weights": params.weights or "shipped", "qc_tile": params.qc_tile, "tiles_requested": len(tiles),
+            "weights": params.weights or "shipped", "qc_tile": params.qc_tile, "tiles_requested": n_tiles,
             "thresholds": self._qc_thresholds(layer.name),
         }
-        try:
-            from ..model.weights import load_card_hash
-
-            self._meta["model_card_sha256"] = load_card_hash(params.weights)
-        except Exception:
-            self._meta["model_card_sha256"] = _card_hash_fallback(params.weights)
+        card = (Path(params.weights) if params.weights else shipped_weights_path()).with_suffix(".json")
+        self._meta["model_card_sha256"] = sha256_file(card) if card.is_file() else None
         self._pending = (layer, data, params)
         self._layers_ready = False
-        self.progress.max = max(1, len(tiles))
+        self.progress.max = max(1, n_tiles)
         self.progress.value = 0
 
     def _create_layers(self) -> None:
@@ -361,20 +302,6 @@ class CorrectionWidget(Container):
                 return {k: m.get(k) for k in ("correct_threshold", "retake_threshold", "metric", "tile")}
         return {}
 
-    def _link_contrast(self, a, b) -> None:
-        if (id(a), id(b)) in self._linked:  # connect each pair once, however many runs
-            return
-        self._linked.add((id(a), id(b)))
-
-        def sync(src, dst):
-            def _f(*_):
-                if tuple(dst.contrast_limits) != tuple(src.contrast_limits):
-                    dst.contrast_limits = src.contrast_limits
-            return _f
-
-        a.events.contrast_limits.connect(sync(a, b))
-        b.events.contrast_limits.connect(sync(b, a))
-
     def _on_yield(self, msg: Any) -> None:
         if isinstance(msg, Notice) and msg.info and "device" in msg.info:
             self.device_label.value = f"-> {msg.info['device']}"
@@ -392,7 +319,7 @@ class CorrectionWidget(Container):
                 corrected.data[msg.y0 : msg.y0 + h, msg.x0 : msg.x0 + w] = msg.data
             corrected.refresh()
             self._corrected_pixels[(msg.z, msg.row, msg.col)] = msg.data
-            rep = TileReport(**{k: v for k, v in msg.info.items() if k in TileReport.__dataclass_fields__})
+            rep = TileReport.from_dict(msg.info)
             key = (msg.z, msg.row, msg.col)
             self.reports[key] = rep
             corrected.metadata["emdeblur_correction"]["corrected_tiles"].append(list(key))
@@ -411,24 +338,18 @@ class CorrectionWidget(Container):
         elif isinstance(msg, Notice):
             self.status.value = msg.message
             notify(msg.message, msg.level)
-
-    def _refresh_review(self) -> None:
-        review = self.review_layer
-        if review is not None:
-            review.data = self._review if self._is_stack else self._review[0]
+        elif isinstance(msg, CorrectionReport):
+            corrected = self.corrected_layer
+            if corrected is not None:
+                run = {k: v for k, v in msg.meta.items() if k not in self._meta}
+                corrected.metadata["emdeblur_correction"].update(run)
 
     def _on_error(self, exc: BaseException) -> None:
-        self._errored = True
         notify(f"Correction failed: {exc}", "error")
         self.status.value = f"failed: {exc}"
-        self._finish_ui()
 
     def _on_finished(self) -> None:
-        self._finish_ui()
-        if self._gen is not None:  # after a cancel this runs the generator's cleanup (GPU memory)
-            self._gen.close()
-            self._gen = None
-        if self._errored or not self._layers_ready:  # napari emits finished after errored
+        if not self._layers_ready:
             return
         n = len(self.reports)
         flagged = sum(r.check_by_eye for r in self.reports.values())
@@ -440,217 +361,3 @@ class CorrectionWidget(Container):
         if self._psnr is not None and n:
             self._show_psnr()
         self._update_qc_after()
-
-    def _finish_ui(self) -> None:
-        self._worker = None
-        self.run_btn.enabled = True
-        self.cancel_btn.enabled = False
-
-    def _show_psnr(self) -> None:
-        name = f"{self.source_name} PSNR gain"
-        disp = self._psnr if self._is_stack else self._psnr[0]
-        layer = layer_by_name(self._viewer, name)
-        scale, translate = self._heat_xform
-        if layer is None:
-            self._viewer.add_image(disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
-                                   interpolation2d="nearest", scale=scale, translate=translate,
-                                   metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}})
-        else:
-            layer.data = disp
-
-    def _update_qc_after(self) -> None:
-        """Show the corrected layer's focus as "<image> corrected focus": the per-section scores the
-        worker computed before correcting, with each corrected (and not reverted) tile's score after
-        correction; same grid, placement and contrast limits as the QC heatmap. No re-scoring here:
-        this runs in the GUI thread."""
-        from ..core.focus import DEFAULT_METRIC
-
-        if not self.reports:
-            return
-        qc_heat = next((l for l in self._viewer.layers if l.metadata.get(HEATMAP_KEY, {}).get("source")
-                        == self.source_name and "metric" in l.metadata[HEATMAP_KEY]), None)
-        metric = self._qc_metric or (qc_heat.metadata[HEATMAP_KEY]["metric"] if qc_heat is not None
-                                     else DEFAULT_METRIC)
-        after = np.full(self._review.shape, np.nan, np.float32)
-        if qc_heat is not None and qc_heat.metadata[HEATMAP_KEY].get("metric") == metric:
-            base = np.asarray(qc_heat.data, np.float32)
-            after[:] = base if base.ndim == 3 else base[None]
-        for z, before in self._before.items():
-            after[z] = before
-        before_after = {}
-        for (z, i, j), r in self.reports.items():
-            if r.accepted is not False:
-                after[z, i, j] = r.score_after
-            before_after[f"{z},{i},{j}"] = (r.score_before, r.score_after if r.accepted is not False
-                                           else r.score_before)
-        self.after_scores = after
-        finite = after[np.isfinite(after)]
-        disp = np.where(np.isfinite(after), after, finite.min() if finite.size else 0).astype(np.float32)
-        disp = disp if self._is_stack else disp[0]
-        meta = {"source": f"{self.source_name} corrected", "tile": self.grid.tile, "metric": metric,
-                "before_after": before_after}
-        name = f"{self.source_name} corrected focus"
-        layer = layer_by_name(self._viewer, name)
-        scale, translate = self._heat_xform
-        if layer is None:
-            layer = self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
-                                           interpolation2d="nearest", scale=scale, translate=translate,
-                                           visible=False, metadata={HEATMAP_KEY: meta})
-        else:
-            layer.data = disp
-            layer.metadata[HEATMAP_KEY] = meta
-        if qc_heat is not None:
-            layer.contrast_limits = qc_heat.contrast_limits  # same colour scale: before vs after
-            qc_heat.metadata[HEATMAP_KEY]["after_correction"] = before_after
-
-    # ------------------------------------------------------------------ view
-    def toggle_view(self) -> None:
-        """Flip between napari's grid (original | corrected | ground truth) and an overlay."""
-        names = [self.source_name, f"{self.source_name} corrected", self.gt_combo.value]
-        layers = [layer_by_name(self._viewer, n) for n in names if n]
-        layers = [l for l in layers if l is not None]
-        if not layers:
-            return
-        grid = self._viewer.grid
-        if not grid.enabled:
-            self._saved_visibility = {l.name: l.visible for l in self._viewer.layers}
-            for l in self._viewer.layers:
-                l.visible = l in layers
-            # put them on top in the order original, corrected, ground truth: the grid then shows
-            # them left to right in that order (checked on a screenshot)
-            for l in layers:
-                self._viewer.layers.move(self._viewer.layers.index(l), len(self._viewer.layers))
-            grid.stride = 1
-            grid.shape = (1, len(layers))
-            grid.enabled = True
-        else:
-            grid.enabled = False
-            saved = self._saved_visibility or {}
-            for l in self._viewer.layers:
-                l.visible = saved.get(l.name, l.visible)
-            # overlay: the corrected layer shown over the original; toggle its eye to flip
-            corrected = self.corrected_layer
-            if corrected is not None:
-                corrected.visible = True
-            self._saved_visibility = None
-
-    # ------------------------------------------------------------------ review
-    def _selected(self) -> tuple[int, int, int]:
-        return int(self.sel_z.value), int(self.sel_row.value), int(self.sel_col.value)
-
-    def _show_selected(self, *_):
-        r = self.reports.get(self._selected())
-        self.tile_label.value = "" if r is None else (
-            f"score {r.score_before:.3g} -> {r.score_after:.3g}; blur {r.blur_sigma:.2f} px; "
-            f"fidelity {r.fidelity_ratio:.2f}{' CHECK' if r.check_by_eye else ''}"
-            + (f"; PSNR {r.psnr_before:.1f} -> {r.psnr_after:.1f} dB" if np.isfinite(r.psnr_after) else ""))
-
-    def _on_click(self, viewer, event):
-        if self.grid is None or self.source_name is None:
-            return
-        src = layer_by_name(self._viewer, self.source_name)
-        if src is None:
-            return
-        pos = src.world_to_data(event.position)
-        t = self.grid.tile_of_pixel(pos[-2], pos[-1])
-        if t is not None:
-            if self._is_stack:
-                self.sel_z.value = int(round(pos[0]))
-            self.sel_row.value, self.sel_col.value = t
-        yield
-
-    def review(self, z: int, i: int, j: int, action: str) -> None:
-        """accept | revert (back to the original pixels) | retake (revert and mark for re-imaging)."""
-        key = (int(z), int(i), int(j))
-        rep = self.reports.get(key)
-        corrected = self.corrected_layer
-        if rep is None or corrected is None:
-            notify(f"tile {key} was not corrected", "warning")
-            return
-        y0, x0, h, w = self.grid.bounds(i, j)
-        target = corrected.data[z] if self._is_stack else corrected.data
-        tiles = corrected.metadata["emdeblur_correction"]["corrected_tiles"]
-        if action == "accept":
-            target[y0 : y0 + h, x0 : x0 + w] = self._corrected_pixels[key]  # back in, if it was reverted
-            corrected.refresh()
-            rep.accepted, rep.retake, rep.decision = True, False, "correct"
-            self._review[key] = REVIEW_ACCEPTED
-            if list(key) not in tiles:
-                tiles.append(list(key))
-        elif action in ("revert", "retake"):
-            src = self._data[z] if self._is_stack else self._data
-            target[y0 : y0 + h, x0 : x0 + w] = np.asarray(src[y0 : y0 + h, x0 : x0 + w])
-            corrected.refresh()
-            rep.accepted = False
-            rep.retake = action == "retake"
-            rep.decision = "retake" if rep.retake else "rejected"
-            self._review[key] = REVIEW_RETAKE if rep.retake else 0
-            if list(key) in tiles:
-                tiles.remove(list(key))
-        else:
-            raise ValueError(f"unknown review action {action!r}")
-        self._refresh_review()
-        self._update_qc_after()
-        self._show_selected()
-
-    # ------------------------------------------------------------------ export
-    def export(self, path: str | Path | None = None, overwrite: bool = False) -> Path | None:
-        """Write the corrected layer (.tif / .ome.tif / .zarr) and, if asked, ``<name>_report.csv``
-        and ``.json`` next to it. Every target is checked before anything is written; the input file
-        is never a target; each file is written atomically."""
-        from .._writer import write_layer
-
-        corrected = self.corrected_layer
-        if corrected is None:
-            notify("Nothing to export: run a correction first", "warning")
-            return None
-        path = Path(path or self.export_path.value)
-        if str(path) in ("", ".") or (path.is_dir() and not path.name.endswith(".zarr")):
-            notify("Choose a file to export to (.tif, .ome.tif or .zarr)", "warning")
-            return None
-        report_stem = path.parent / (report_base_name(path.name) + "_report")
-        targets = [path] + ([report_stem.with_name(report_stem.name + ".csv"),
-                             report_stem.with_name(report_stem.name + ".json")]
-                            if self.export_report.value else [])
-        src = layer_by_name(self._viewer, self.source_name)
-        protected = {str(p) for p in (getattr(getattr(src, "source", None), "path", None),
-                                      corrected.metadata.get("emdeblur_source")) if p}
-        if any(Path(p).resolve() == t.resolve() for p in protected for t in targets):
-            notify("Refusing to write over the input file; choose another name", "error")
-            return None
-        existing = [t for t in targets if t.exists()]
-        if existing and not overwrite:
-            notify(f"{existing[0]} already exists; choose another name", "error")
-            return None
-        _, meta, _ = corrected.as_layer_data_tuple()
-        meta = dict(meta, metadata=dict(meta.get("metadata") or {}))
-        meta["metadata"]["reports"] = len(self.reports)
-        try:
-            write_layer(path, np.asarray(corrected.data), meta, overwrite=overwrite)
-            if self.export_report.value:
-                write_reports(report_stem, list(self.reports.values()),
-                              corrected.metadata.get("emdeblur_correction", {}), overwrite=overwrite)
-        except (OSError, ValueError) as e:
-            notify(f"Export failed: {e}", "error")
-            return None
-        notify(f"Exported {path}")
-        return path
-
-
-def report_base_name(name: str) -> str:
-    """``out.ome.tif`` -> ``out``; ``sec.v2.zarr`` -> ``sec.v2``; ``a.tiff`` -> ``a``."""
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def _card_hash_fallback(weights: str | None) -> str | None:
-    try:
-        from ..model.shipped import shipped_weights_path
-
-        p = Path(weights) if weights else shipped_weights_path()
-        card = p.with_suffix(".json")
-        return hashlib.sha256(card.read_bytes()).hexdigest() if card.exists() else None
-    except Exception:
-        return None

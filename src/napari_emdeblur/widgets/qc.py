@@ -1,8 +1,8 @@
 """Focus QC dock widget: score an EM section per tile, show the heatmap, tune thresholds by eye.
 
-The widget is a thin shell around :func:`napari_emdeblur.core.scoring.iter_score_stack`. Scoring
-runs in a napari worker thread (``create_worker``); ``run(sync=True)`` drains the same generator
-in the calling thread (used by tests and scripts). Results live in two layers the other widgets
+The widget is a thin shell around :func:`napari_emdeblur.qc.scoring.iter_score_stack`. Scoring
+runs in a napari worker thread through the docks' shared :class:`~.runner.WorkerRunner`;
+``run(sync=True)`` drains the same generator in the calling thread (used by tests and scripts). Results live in two layers the other widgets
 read through public layer metadata:
 
 * ``"<image> focus"``: a low-resolution Image layer, one pixel per tile, with ``scale`` and
@@ -30,15 +30,16 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..core import decisions as dec
-from ..core.focus import DEFAULT_METRIC, METRICS
-from ..core.progress import Progress, SectionScores
-from ..core.scoring import ScoreParams, iter_score_stack
-from ..core.tiling import TileGrid, heatmap_transform
-from ._common import (DECISIONS_KEY, HEATMAP_KEY, drain, grayscale_data, image_layers, layer_by_name, notify,
-                      tie_to_viewer)
-
 from napari.viewer import Viewer
+
+from ..qc import decisions as dec
+from ..qc.focus import DEFAULT_METRIC, METRICS
+from ..qc.messages import Progress, SectionScores
+from ..qc.scoring import ScoreParams, iter_score_stack
+from ..qc.thresholds import auto_thresholds
+from ..qc.tiling import TileGrid, heatmap_transform
+from .common import DECISIONS_KEY, HEATMAP_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
+from .runner import WorkerRunner
 
 DECISION_COLORS = {
     None: (0.0, 0.0, 0.0, 0.0),
@@ -78,11 +79,9 @@ class QCWidget(Container):
         viewer = napari_viewer
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
         self.result: QCResult | None = None
         self.last_update_ms: float = 0.0
         self._updating = False
-        self._errored = False
 
         self.layer_combo = ComboBox(label="image", choices=self._layer_choices, nullable=True)
         self.metric_combo = ComboBox(label="metric", choices=list(METRICS), value=DEFAULT_METRIC)
@@ -119,6 +118,7 @@ class QCWidget(Container):
         self.retake_slider.changed.connect(lambda v: self.set_thresholds(retake=v))
         self.retake_spin.changed.connect(lambda v: self.set_thresholds(retake=v))
         tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_move=self._on_mouse_move)
+        self._runner = WorkerRunner(self, self._on_yield, self._on_error, self._on_finished, self._set_busy)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layers
@@ -146,7 +146,7 @@ class QCWidget(Container):
     # ------------------------------------------------------------------ scoring
     def run(self, sync: bool = False) -> None:
         """Score the chosen layer. ``sync=True`` runs in this thread (tests, scripts)."""
-        if self._worker is not None:
+        if self._runner.running:
             notify("Focus scoring is already running", "warning")
             return
         layer = layer_by_name(self._viewer, self.layer_combo.value)
@@ -163,33 +163,20 @@ class QCWidget(Container):
             notify(str(e), "error")
             return
         self._start(layer, data, params)
-        self._errored = False
-        if sync:
-            try:
-                drain(iter_score_stack(data, params), self._on_yield)
-            except Exception as e:  # same path as the worker's errored signal
-                self._on_error(e)
-                return
-            self._on_finished()
-            return
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(iter_score_stack, data, params, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_yield)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.score_btn.enabled = False
-        self.cancel_btn.enabled = True
-        worker.start()
+        self._runner.start(iter_score_stack(data, params), sync=sync)
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
+        """Stop a running scoring after the current section."""
+        self._runner.quit()
 
     @property
     def worker(self):
-        return self._worker
+        """The running napari worker, or None."""
+        return self._runner.worker
+
+    def _set_busy(self, busy: bool) -> None:
+        self.score_btn.enabled = not busy
+        self.cancel_btn.enabled = busy
 
     def _start(self, layer, data, params: ScoreParams) -> None:
         grid = TileGrid(tuple(data.shape[-2:]), params.tile)
@@ -270,14 +257,11 @@ class QCWidget(Container):
             self.progress.value = msg.done
 
     def _on_error(self, exc: BaseException) -> None:
-        self._errored = True
         notify(f"Focus scoring failed: {exc}", "error")
-        self._finish_ui()
 
     def _on_finished(self) -> None:
-        self._finish_ui()
         r = self.result
-        if r is None or self._errored:  # napari emits finished after errored
+        if r is None:
             return
         finite = r.scores[np.isfinite(r.scores)]
         if finite.size == 0:
@@ -311,11 +295,6 @@ class QCWidget(Container):
         self.suggest_thresholds()
         self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} tiles scored in {elapsed:.1f} s"
 
-    def _finish_ui(self) -> None:
-        self._worker = None
-        self.score_btn.enabled = True
-        self.cancel_btn.enabled = False
-
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:
         if self.result is None:
@@ -323,7 +302,7 @@ class QCWidget(Container):
         finite = self.result.scores[np.isfinite(self.result.scores)]
         if finite.size == 0:
             return
-        correct, retake = dec.auto_thresholds(finite)
+        correct, retake = auto_thresholds(finite)
         self.set_thresholds(correct=correct, retake=retake)
 
     def set_thresholds(self, correct: float | None = None, retake: float | None = None) -> None:

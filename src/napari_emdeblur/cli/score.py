@@ -1,0 +1,123 @@
+"""``emdeblur score``: focus score per tile of EM sections, decisions and a CSV report.
+
+    emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite]
+                   [--correct-threshold T] [--retake-threshold T] [--anisotropy]
+
+Each INPUT is anything ``io.load_section`` reads (a TIFF / PNG, a multi-page stack, a
+folder of images, a MultiSEM mosaic folder, OME-Zarr). One line per section is printed:
+tiles scored, % to correct, % to retake, and the thresholds used. Thresholds default to
+automatic, per section (``qc.thresholds``, section-relative); with only one given, the other is
+automatic, clipped so that retake <= correct. ``--csv`` writes one row per tile of every section
+(``qc.decisions.CSV_COLUMNS``) atomically, and refuses to replace an existing file unless
+``--overwrite``. Bad input (unreadable file, existing output, retake > correct) ends with a
+one-line message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..qc.focus import DEFAULT_METRIC, METRICS
+
+    p = sub.add_parser(
+        "score",
+        help="score focus per tile, flag tiles to correct / retake, write a CSV report",
+        description="Score focus per tile (higher = sharper) and flag soft tiles.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s), stack(s) or folder(s)")
+    p.add_argument("--tile", type=int, default=256, help="tile size in px (default 256)")
+    p.add_argument("--metric", choices=list(METRICS), default=DEFAULT_METRIC,
+                   help=f"focus metric (default {DEFAULT_METRIC})")
+    p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
+    p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
+                   help="tiles scoring below T are deblurred (default: automatic per section)")
+    p.add_argument("--retake-threshold", type=float, default=None, metavar="T",
+                   help="tiles scoring below T must be re-imaged (default: automatic per section)")
+    p.add_argument("--anisotropy", action="store_true",
+                   help="also print the median blur anisotropy (astigmatism) per section")
+    p.set_defaults(func=run)
+
+
+def _load(path: str):
+    """``(data, name)`` for one input via ``io.load_section``."""
+    from ..io.read import load_section
+
+    sec = load_section(path)
+    return sec.data, (sec.source or str(path))
+
+
+def run(args) -> int:
+    from ..qc import decisions as dec
+    from ..qc.messages import SectionScores
+    from ..qc.scoring import ScoreParams, iter_score_stack
+    from ..qc.tiling import TileGrid
+    from . import CLIError
+
+    params = ScoreParams(
+        tile=args.tile,
+        metric=args.metric,
+        correct_threshold=args.correct_threshold,
+        retake_threshold=args.retake_threshold,
+        anisotropy=bool(args.anisotropy),
+    )
+    params.validate()  # ValueError -> one-line message, exit 1
+    out = Path(args.csv) if args.csv else None
+    if out is not None:
+        if out.exists() and not args.overwrite:
+            raise CLIError(f"{out} already exists (use --overwrite to replace it)")
+        if out.is_dir():
+            raise CLIError(f"--csv {out} is a folder, not a file name")
+        if not (out.parent if str(out.parent) else Path(".")).is_dir():
+            raise CLIError(f"folder {out.parent} does not exist")
+
+    rows: list[dict] = []
+    total_tiles = total_c = total_r = 0
+    for path in args.inputs:
+        data, name = _load(path)
+        if len(data.shape) not in (2, 3):
+            raise CLIError(f"{path}: expected a 2-D section or a (z, y, x) stack, got shape {tuple(data.shape)}")
+        grid = TileGrid(tuple(int(s) for s in data.shape[-2:]), params.tile)
+        nz = int(data.shape[0]) if len(data.shape) == 3 else 1
+        for msg in iter_score_stack(data, params):
+            if not isinstance(msg, SectionScores):
+                continue
+            s, d = msg.scores, msg.extras["decisions"]
+            c, r = msg.extras["correct_threshold"], msg.extras["retake_threshold"]
+            valid = np.isfinite(s)
+            n = int(valid.sum())
+            nc, nr = dec.count_flagged(s, c, r) if np.isfinite(c) else (0, 0)
+            pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
+            zs = f" z={msg.z}" if nz > 1 else ""
+            unscored = f" ({s.size - n} unscored)" if n < s.size else ""
+            med = f"{float(np.median(s[valid])):.4g}" if n else "n/a"
+            line = (
+                f"{name}{zs}: {n} tiles{unscored}, median {params.metric} {med}, "
+                f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%), "
+                f"thresholds correct<{c:.4g} retake<{r:.4g}"
+            )
+            if params.anisotropy:
+                ratio = msg.extras["anisotropy_ratio"]
+                fin = ratio[np.isfinite(ratio)]
+                line += f", anisotropy median {float(np.median(fin)):.3f}" if fin.size else ", anisotropy n/a"
+            print(line)
+            total_tiles += n
+            total_c += nc
+            total_r += nr
+            if out is not None:
+                rows.extend(dec.tile_rows(name, msg.z, grid, s, d))
+    if len(args.inputs) > 1 and total_tiles:
+        print(f"total: {total_tiles} tiles, correct {100.0 * total_c / total_tiles:.1f}%, "
+              f"retake {100.0 * total_r / total_tiles:.1f}%")
+    if out is not None:
+        try:
+            dec.write_tile_csv(out, rows, overwrite=args.overwrite)
+        except FileExistsError as e:
+            raise CLIError(str(e)) from None
+        print(f"wrote {len(rows)} tile rows to {out}")
+    return 0

@@ -1,0 +1,129 @@
+"""``emdeblur train``: train (or fine-tune) a GRAN / U-Net deblurring model on sharp EM images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _json_arg(text: str | None, flag: str) -> dict:
+    """A JSON object given on the command line ({} when absent); ValueError names the flag."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"width\": 32}}'")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a deblurring model on folders of sharp EM images",
+        description="Train GRAN (or the U-Net baseline) on sharp EM tiles degraded on the fly "
+        "with the EM defocus model; writes checkpoints, model cards and metrics.csv into --out.",
+    )
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders of sharp images (png/tif)")
+    p.add_argument("--val", nargs="*", default=[], metavar="DIR", help="held-out folders for validation")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, cards, metrics.csv)")
+    p.add_argument("--model-type", choices=("gran", "unet", "sbgran"), default="gran")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="--data/--val entries are relative to DIR (the model card records them so)")
+    p.add_argument("--ranges", default=None, metavar="JSON",
+                   help='degradation range overrides, e.g. \'{"sharp_prob": 0.15}\'')
+    p.add_argument("--snapshot-steps", type=int, nargs="*", default=[], metavar="N",
+                   help="also keep the weights at these steps (model_step<N>.pt), e.g. for equal-budget comparisons")
+    p.add_argument("--arch", default=None, metavar="JSON", help='architecture overrides, e.g. \'{"width": 32}\'')
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="pixel loss (mse optimises PSNR)")
+    p.add_argument("--adv-weight", type=float, default=0.0, help="patch-discriminator loss weight (0 = L1 only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-seed", type=int, default=None, help="seed of the validation crops (default: seed + 1)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init-weights", default=None, metavar="PATH", help="fine-tune from these weights")
+    p.add_argument("--grow", default=None, metavar="JSON",
+                   help='with --init-weights: grow that GRAN first, e.g. \'{"n_groups": 3}\' or '
+                        '\'{"width": 40}\' (same output at step 0)')
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--val-crops", type=int, default=16)
+    p.add_argument("--no-augment", action="store_true", help="no contrast/geometric augmentation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ..deblur.train.loop import TrainConfig, iter_train
+    from ..qc.messages import Notice, Progress
+
+    if args.steps < 1:
+        raise ValueError("--steps must be at least 1")
+    arch = _json_arg(args.arch, "--arch")
+    cfg = TrainConfig(
+        data=list(args.data),
+        val=list(args.val or []),
+        out=args.out,
+        model_type=args.model_type,
+        model=arch,
+        crop=args.crop,
+        batch=args.batch,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        lr=args.lr,
+        adv_weight=args.adv_weight,
+        pixel_loss=args.loss,
+        val_seed=args.val_seed,
+        grow=_json_arg(args.grow, "--grow"),
+        seed=args.seed,
+        resume=args.resume,
+        init_weights=args.init_weights,
+        device=args.device,
+        amp=args.amp,
+        threads=args.threads,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        val_crops=args.val_crops,
+        augment=not args.no_augment,
+        data_root=args.data_root,
+        ranges=_json_arg(args.ranges, "--ranges"),
+        snapshot_steps=list(args.snapshot_steps or []),
+    )
+    bar = None
+    if not args.quiet:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        except ImportError:
+            bar = None
+    t0 = time.monotonic()
+    last = None
+    for msg in iter_train(cfg):
+        if isinstance(msg, Notice):
+            (bar.write if bar else lambda s: print(s, file=sys.stderr, flush=True))(msg.message)
+        elif isinstance(msg, Progress):
+            last = msg
+            if bar is not None:
+                bar.n = msg.done
+                bar.set_postfix_str(msg.message, refresh=False)
+                bar.refresh()
+            elif not args.quiet:
+                print(f"[{time.monotonic() - t0:7.0f}s] step {msg.done}/{msg.total} {msg.message}", file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
+    if last is not None and last.stage == "done":
+        print(f"best weights: {last.message}")
+    return 0

@@ -1,1 +1,0 @@
-"""Pure (Qt-free) core of napari-emdeblur: io, tiling, focus metrics, degradation models."""

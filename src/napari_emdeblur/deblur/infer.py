@@ -1,0 +1,335 @@
+"""Tiled inference: correct whole images or just some tiles, with bounded memory.
+
+Whole images (``correct_image`` / ``iter_correct_image``) are cut into ``tile`` x ``tile``
+windows that overlap by ``overlap`` px; each window's output is weighted by a separable
+raised-cosine ramp over the overlap on every side that borders another window (weight 1 at
+the image border) and the weighted sum is normalised, so there are no seams. Windows are
+processed one tile row at a time and finished rows are written out at once, so the float
+buffers are one strip of ``tile`` rows, not the whole image.
+
+QC tiles (``iter_correct_tiles``) are corrected each with a context margin around the box
+(reflect-free: real neighbouring pixels where they exist) and only the box is returned.
+
+Values (``InferenceParams.value_range``, see ``io.values``): uint8 /255; uint16 by its
+significant bit depth (``auto``: a 12-bit image in a uint16 file /4095) or /65535 (``dtype``);
+other integer types by their range; floats in [0, 1] as they are, other floats by their min/max;
+or an explicit ``(lo, hi)``. One range per call, so all tiles of an image share it.
+The output is clipped to the range and cast back (rounded for integers): same dtype, same
+shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
+used. A CUDA out-of-memory error halves the batch (then the tile, down to ``MIN_TILE``) and
+retries, with a ``Notice``; a QC-tile window that does not fit even at batch 1 is then
+processed with the blended tiling in halved tiles, like a window larger than ``tile``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io.values import from_unit, parse_range_mode, to_unit, value_range
+from ..qc.messages import Notice, Progress, TileResult, drain
+from .device import resolve_device
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_TILE = 64
+
+
+@dataclass
+class InferenceParams:
+    tile: int = 512  # window size (px)
+    overlap: int = 32  # overlap between windows / context margin around QC tiles (px)
+    batch: int = 4  # windows per forward pass
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on CUDA only)
+    value_range: str | tuple[float, float] = "auto"  # auto | dtype | (lo, hi): see io.values
+
+    def validate(self) -> None:
+        parse_range_mode(self.value_range)
+        if self.tile < MIN_TILE:
+            raise ValueError(f"tile must be at least {MIN_TILE} px, got {self.tile}")
+        if not 0 <= self.overlap < self.tile // 2:
+            raise ValueError(f"overlap must be in [0, tile/2), got {self.overlap} for tile {self.tile}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+
+
+# --------------------------------------------------------------------------- tiling helpers
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Window starts covering ``[0, length)`` with windows of ``min(tile, length)``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def ramp_1d(n: int, overlap: int, left: bool, right: bool) -> np.ndarray:
+    """Raised-cosine weights of a window of ``n`` px; ramps on the sides that overlap."""
+    w = np.ones(n, np.float32)
+    o = min(overlap, n // 2)
+    if o > 0:
+        r = (0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o)).astype(np.float32)
+        if left:
+            w[:o] = np.minimum(w[:o], r)
+        if right:
+            w[n - o :] = np.minimum(w[n - o :], r[::-1])
+    return w
+
+
+class _Runner:
+    """Runs the model on float32 (B,1,h,w) batches with autocast + OOM back-off."""
+
+    def __init__(self, model: nn.Module, params: InferenceParams):
+        params.validate()
+        self.device = resolve_device(params.device)
+        self.model = model.to(self.device).eval()
+        self.batch = params.batch
+        self.dtype = PRECISIONS[params.precision]
+        self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        with torch.autocast("cuda", dtype=self.dtype, enabled=self.autocast):
+            y = self.model(t)
+        return y.float().cpu().numpy()
+
+    def empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _is_oom(e: BaseException) -> bool:
+    """A GPU out-of-memory error (``torch.cuda.OutOfMemoryError``, or an MPS/CUDA RuntimeError
+    saying so). Host ``MemoryError`` is not retried."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def _run_windows(run: _Runner, windows: list[np.ndarray]) -> Generator[Notice, None, list[np.ndarray]]:
+    """Model outputs for same-sized float windows, in batches; halves the batch on CUDA OOM."""
+    outs: list[np.ndarray] = []
+    i = 0
+    while i < len(windows):
+        chunk = windows[i : i + run.batch]
+        try:
+            y = run(np.stack(chunk)[:, None])
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            run.empty_cache()
+            if run.batch > 1:
+                run.batch = max(1, run.batch // 2)
+                yield Notice(f"GPU out of memory: retrying with batch {run.batch}", "warning")
+                continue
+            raise _TileTooLarge() from e
+        outs.extend(y[:, 0])
+        i += len(chunk)
+    return outs
+
+
+class _TileTooLarge(Exception):
+    """Batch 1 still runs out of memory: the caller halves the tile."""
+
+
+# --------------------------------------------------------------------------- whole images
+def _check_2d(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("empty image")
+    return image
+
+
+def _correct_unit(
+    run: _Runner, img: np.ndarray, tile: int, overlap: int, stage: str, out_fn, conv=None
+) -> Generator[Progress | Notice, None, None]:
+    """Blend-tiled model output of ``img``; finished row strips (float, model units) go to
+    ``out_fn(y0, rows)``. ``conv`` maps a window to float [0, 1] (default: none needed)."""
+    conv = conv or (lambda a: np.asarray(a, np.float32))
+    H, W = img.shape
+    ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
+    th, tw = min(tile, H), min(tile, W)
+    wx = [ramp_1d(tw, overlap, j > 0, j < len(xs) - 1) for j in range(len(xs))]
+    total, done = len(ys) * len(xs), 0
+    acc = np.zeros((th, W), np.float32)
+    wacc = np.zeros((th, W), np.float32)
+    base = ys[0]  # image row of acc[0]
+    for i, y0 in enumerate(ys):
+        wy = ramp_1d(th, overlap, i > 0, i < len(ys) - 1)
+        windows = [conv(img[y0 : y0 + th, x0 : x0 + tw]) for x0 in xs]
+        outs = yield from _run_windows(run, windows)
+        r0 = y0 - base
+        for j, (x0, o) in enumerate(zip(xs, outs)):
+            w2 = wy[:, None] * wx[j][None, :]
+            acc[r0 : r0 + th, x0 : x0 + tw] += o * w2
+            wacc[r0 : r0 + th, x0 : x0 + tw] += w2
+        done += len(xs)
+        yield Progress(done, total, stage, f"tile row {i + 1}/{len(ys)}")
+        nxt = ys[i + 1] if i + 1 < len(ys) else H
+        nfin = nxt - base
+        out_fn(base, acc[:nfin] / wacc[:nfin])
+        keep = (y0 + th) - nxt  # rows already touched that the next row still adds to
+        if keep > 0:
+            acc[:keep] = acc[nfin : nfin + keep]
+            wacc[:keep] = wacc[nfin : nfin + keep]
+        acc[max(keep, 0) :] = 0
+        wacc[max(keep, 0) :] = 0
+        base = nxt
+
+
+def _correct_unit_halving(
+    run: _Runner, img: np.ndarray, tile: int, overlap: int, stage: str, out_fn, conv=None
+) -> Generator[Progress | Notice, None, int]:
+    """``_correct_unit`` with OOM back-off: when even batch 1 runs out of GPU memory, halve
+    the tile (down to ``MIN_TILE``, overlap at most a quarter of it), yield a ``Notice`` and
+    start again. Returns the tile size that succeeded."""
+    while True:
+        try:
+            yield from _correct_unit(run, img, tile, overlap, stage, out_fn, conv)
+            return tile
+        except _TileTooLarge:
+            if tile // 2 < MIN_TILE:
+                raise MemoryError(
+                    f"GPU out of memory even for the smallest tile ({MIN_TILE} px, batch 1)"
+                ) from None
+            tile //= 2
+            overlap = min(overlap, tile // 4)
+            yield Notice(f"GPU out of memory: retrying with tile {tile} px", "warning")
+
+
+def iter_correct_image(
+    image: np.ndarray, model: nn.Module, params: InferenceParams | None = None, stage: str = "correct"
+) -> Generator[Progress | Notice, None, np.ndarray]:
+    """Generator form of ``correct_image``: yields Progress/Notice, *returns* the result."""
+    params = params or InferenceParams()
+    image = _check_2d(image)
+    rng = value_range(image, params.value_range)
+    run = _Runner(model, params)
+    out = np.empty(image.shape, image.dtype)
+
+    def put(y0: int, rows: np.ndarray) -> None:
+        out[y0 : y0 + rows.shape[0]] = from_unit(rows, rng, image.dtype)
+
+    try:
+        yield from _correct_unit_halving(
+            run, image, params.tile, params.overlap, stage, put, lambda a: to_unit(a, rng)
+        )
+    finally:
+        run.empty_cache()
+    return out
+
+
+def correct_image(
+    image: np.ndarray, model: nn.Module, params: InferenceParams | None = None
+) -> np.ndarray:
+    """Deblur a whole 2-D image; returns an array of the same dtype and shape."""
+    return drain(iter_correct_image(image, model, params))
+
+
+# --------------------------------------------------------------------------- some tiles
+def iter_correct_tiles(
+    image: np.ndarray,
+    model: nn.Module,
+    boxes: Sequence[tuple[int, int, int, int]],
+    params: InferenceParams | None = None,
+    z: int = 0,
+    grid_tile: int | None = None,
+) -> Iterator[Progress | Notice | TileResult]:
+    """Correct only the given boxes ``(y0, x0, h, w)`` of a 2-D image.
+
+    Each box is run with ``params.overlap`` px (at least 16) of real context around it where
+    the image has it, then cropped back; a ``TileResult`` (same dtype as ``image``, shape
+    ``(h, w)``) is yielded per box, with ``row, col = y0 // grid_tile, x0 // grid_tile``
+    (``grid_tile`` defaults to the largest box side). Boxes whose context window exceeds
+    ``params.tile`` are processed with the blended tiling of ``correct_image``, and so are
+    windows that run out of GPU memory even at batch 1 (with the tile halved, see above).
+    """
+    params = params or InferenceParams()
+    image = _check_2d(image)
+    H, W = image.shape
+    boxes = [tuple(int(v) for v in b) for b in boxes]
+    for b in boxes:
+        y0, x0, h, w = b
+        if h < 1 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > H or x0 + w > W:
+            raise ValueError(f"box {b} outside image of shape {image.shape}")
+    gt = grid_tile or max([max(b[2], b[3]) for b in boxes], default=1)
+    rng = value_range(image, params.value_range)
+    run = _Runner(model, params)
+    margin = max(params.overlap, 16)
+    total = len(boxes)
+    done = 0
+    yield Progress(0, total, "correct tiles", "")
+
+    def window(b):
+        y0, x0, h, w = b
+        wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
+        wy1, wx1 = min(H, y0 + h + margin), min(W, x0 + w + margin)
+        return wy0, wx0, wy1, wx1
+
+    try:
+        # group boxes whose windows have the same shape, so they can share a batch
+        groups: dict[tuple[int, int], list[tuple]] = {}
+        for b in boxes:
+            wy0, wx0, wy1, wx1 = window(b)
+            groups.setdefault((wy1 - wy0, wx1 - wx0), []).append(b)
+        tile = params.tile  # shrinks for good after a GPU OOM at batch 1
+        for (wh, ww), bs in groups.items():
+            k = 0
+            while k < len(bs):
+                big = wh > tile or ww > tile
+                chunk = bs[k : k + (1 if big else run.batch)]
+                wins = []
+                for b in chunk:
+                    wy0, wx0, wy1, wx1 = window(b)
+                    wins.append((b, wy0, wx0, to_unit(image[wy0:wy1, wx0:wx1], rng)))
+                outs = None
+                if not big:
+                    try:
+                        outs = yield from _run_windows(run, [w[3] for w in wins])
+                    except _TileTooLarge:
+                        # a whole window does not fit even alone: blend-tile it in smaller tiles
+                        while tile >= max(wh, ww):
+                            tile //= 2
+                        if tile < MIN_TILE:
+                            raise MemoryError(
+                                f"GPU out of memory for a single {wh}x{ww} window (batch 1) and it "
+                                f"cannot be tiled below {MIN_TILE} px; use a smaller QC tile"
+                            ) from None
+                        yield Notice(
+                            f"GPU out of memory for a {wh}x{ww} window: retrying with tile {tile} px",
+                            "warning",
+                        )
+                if outs is None:
+                    outs = []
+                    for b, wy0, wx0, u in wins:
+                        res = np.empty(u.shape, np.float32)
+
+                        def put(y, rows, res=res):
+                            res[y : y + rows.shape[0]] = rows
+
+                        overlap = params.overlap if tile == params.tile else min(params.overlap, tile // 4)
+                        tile = yield from _correct_unit_halving(
+                            run, u, tile, overlap, "correct tiles (window)", put
+                        )
+                        outs.append(res)
+                for (b, wy0, wx0, _), o in zip(wins, outs):
+                    y0, x0, h, w = b
+                    crop = o[y0 - wy0 : y0 - wy0 + h, x0 - wx0 : x0 - wx0 + w]
+                    data = from_unit(crop, rng, image.dtype)
+                    done += 1
+                    yield TileResult(z, y0 // gt, x0 // gt, y0, x0, data, {"context": margin})
+                    yield Progress(done, total, "correct tiles", f"tile {done}/{total}")
+                k += len(chunk)
+    finally:
+        run.empty_cache()

@@ -1,0 +1,245 @@
+"""The one correction service: ``iter_correct(image, selection, params)``.
+
+The napari correction widget (in a worker thread), ``emdeblur correct`` and the acquisition
+pipeline all run this generator; none has a correction flow of its own. It loads the model
+through the one cache (:mod:`.cache`) on the one device resolver (:mod:`.device`), corrects the
+:class:`~napari_emdeblur.deblur.selection.Selection` (whole image, flagged QC tiles or
+rectangles) section by section, and yields, in order:
+
+* :class:`~napari_emdeblur.qc.messages.Notice` (device, tile and batch, GPU out-of-memory retries);
+* :class:`~napari_emdeblur.qc.messages.Progress` (corrected tiles of all tiles);
+* for each section worked on, its focus :class:`~napari_emdeblur.qc.messages.SectionScores`
+  before correction;
+* one :class:`~napari_emdeblur.qc.messages.TileResult` per corrected QC tile (its pixels, same
+  dtype as the input; ``info`` holds the :class:`~napari_emdeblur.deblur.reports.TileReport`
+  fields: focus before/after, estimated blur, fidelity ratio and, with a ground truth, PSNR/SSIM);
+* last, the :class:`~napari_emdeblur.deblur.reports.CorrectionReport` (also returned).
+
+The caller pastes ``TileResult.data`` into its output; the input is never modified. The
+generator stops cleanly between batches when the consumer stops iterating (a napari worker's
+``quit()``), after releasing GPU memory. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..io.values import fixed_range, parse_range_mode, value_range
+from ..qc.blur import estimate_blur_tiles
+from ..qc.focus import DEFAULT_METRIC, MIN_IMAGE_SIDE, score_tiles
+from ..qc.messages import Notice, Progress, SectionScores, TileResult
+from ..qc.tiling import TileGrid
+from .fidelity import FIDELITY_RATIO_LIMIT, fidelity_ratio
+from .metrics import psnr_ssim
+from .reports import CorrectionReport, TileReport
+from .selection import Selection
+
+__all__ = ["CorrectionParams", "auto_tile_batch", "correct", "iter_correct"]
+
+
+@dataclass
+class CorrectionParams:
+    """What to run and how. ``tile``/``batch`` 0 = chosen from free memory (:func:`auto_tile_batch`)."""
+
+    weights: str | None = None  # None = the shipped weights
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (the half precisions on GPU only)
+    tile: int = 0  # inference window (px)
+    overlap: int = 32  # window overlap / context margin around QC tiles (px)
+    batch: int = 0  # windows per forward pass
+    qc_tile: int = 256  # the QC grid the tiles and reports refer to
+    metric: str | None = None  # focus metric for before/after scores (None = default)
+    fidelity: bool = True  # estimate each tile's blur and check the correction against it
+    fidelity_limit: float = FIDELITY_RATIO_LIMIT
+    # how values map onto the model's [0, 1] and the PSNR peak: auto | dtype | (lo, hi) (io.values)
+    value_range: str | tuple[float, float] = "auto"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot run (before any model is loaded)."""
+        parse_range_mode(self.value_range)
+        if self.qc_tile < MIN_IMAGE_SIDE:
+            raise ValueError(f"QC tile must be at least {MIN_IMAGE_SIDE} px, got {self.qc_tile}")
+        if self.tile < 0 or self.batch < 0 or self.overlap < 0:
+            raise ValueError("tile, batch and overlap must not be negative")
+
+
+def auto_tile_batch(device, precision: str = "fp32", requested_tile: int = 0, requested_batch: int = 0,
+                    qc_tile: int = 256) -> tuple[int, int]:
+    """Inference tile and batch from the free memory of ``device`` (overridable).
+
+    Activation memory of the shipped GRAN is roughly ``BYTES_PER_PX`` bytes per input pixel in
+    fp32 (measured); at most a quarter of what is free is used.
+    """
+    bytes_per_px = 6_000.0 if precision == "fp32" else 3_500.0
+    tile = requested_tile or max(128, min(1024, qc_tile + 64))
+    if requested_batch:
+        return tile, requested_batch
+    free = None
+    if getattr(device, "type", "") == "cuda":
+        try:
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(device)
+        except Exception:  # pragma: no cover - best effort
+            free = None
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover
+            free = 2 << 30
+        free = min(free, 4 << 30)  # CPU: batching gains little; keep the footprint modest
+    batch = int(max(1, min(32, (free / 4) // (bytes_per_px * tile * tile))))
+    return tile, batch
+
+
+def _score_one(pixels: np.ndarray, qc_tile: int, metric: str) -> float:
+    if min(pixels.shape) < MIN_IMAGE_SIDE:
+        return math.nan
+    return float(score_tiles(pixels, qc_tile, metric)[0, 0])
+
+
+def iter_correct(
+    image: Any,
+    selection: Selection,
+    params: CorrectionParams,
+    *,
+    ground_truth: Any | None = None,
+    model: tuple | None = None,
+) -> Iterator[Notice | Progress | SectionScores | TileResult | CorrectionReport]:
+    """Correct ``selection`` of ``image`` (2-D, or ``(z, y, x)``; numpy or dask); see the module doc.
+
+    Parameters
+    ----------
+    image : array
+        The section or stack (8- or 16-bit EM; other dtypes by their value range).
+    selection : Selection
+        Whole image, or ``(z, row, col)`` tiles of the ``params.qc_tile`` grid.
+    params : CorrectionParams
+        Model, device, inference and report settings.
+    ground_truth : array, optional
+        Sharp reference of the same shape: adds PSNR/SSIM before and after to the reports.
+    model : (torch.nn.Module, dict), optional
+        A loaded model and its card; default: ``params.weights`` through the model cache.
+
+    Returns
+    -------
+    CorrectionReport
+        Also yielded as the last message.
+    """
+    from .cache import get_model
+    from .device import device_name, release_memory, resolve_device
+    from .infer import InferenceParams
+
+    params.validate()
+    metric = params.metric or DEFAULT_METRIC
+    is_stack = len(image.shape) == 3
+    grid = TileGrid(tuple(int(s) for s in image.shape[-2:]), params.qc_tile)  # type: ignore[arg-type]
+    if ground_truth is not None and tuple(ground_truth.shape) != tuple(image.shape):
+        raise ValueError(f"ground truth shape {tuple(ground_truth.shape)} differs from the image {tuple(image.shape)}")
+    work = selection.by_section(image.shape, params.qc_tile)
+    device = resolve_device(params.device)
+    net, card = model if model is not None else get_model(params.weights, device)
+    tile, batch = auto_tile_batch(device, params.precision, params.tile, params.batch, params.qc_tile)
+    stack_range = fixed_range(image, params.value_range)  # one (lo, hi) for an in-memory stack
+    meta = {
+        "device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch,
+        "overlap": params.overlap, "qc_tile": params.qc_tile, "metric": metric,
+        "selection": "whole image" if selection.whole else f"{len(selection)} tiles",
+        "weights": params.weights or "shipped", "weights_sha256": card.get("weights_sha256"),
+        "model_type": card.get("model_type"), "fidelity_limit": params.fidelity_limit if params.fidelity else None,
+        "value_range": list(stack_range) if isinstance(stack_range, tuple) else stack_range,
+    }
+    total = sum(len(ij) for ij in work.values())
+    yield Notice(f"Correcting {total} tiles on {meta['device']} ({params.precision}, tile {tile}, batch {batch})",
+                 info={k: meta[k] for k in ("device", "precision", "tile", "batch")})
+    reports: list[TileReport] = []
+    done, t0 = 0, time.perf_counter()
+    try:
+        yield Progress(0, total, "correct")
+        for z, ij in sorted(work.items()):
+            section = np.asarray(image[z] if is_stack else image)
+            gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
+            lo, hi = value_range(section, stack_range)
+            ip = InferenceParams(tile=tile, overlap=params.overlap, batch=batch, device=str(device),
+                                 precision=params.precision, value_range=(lo, hi))
+            before = score_tiles(section, params.qc_tile, metric)
+            yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
+            sigmas = estimate_blur_tiles(section, params.qc_tile) if params.fidelity else None
+            for item in _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric):
+                if isinstance(item, (Notice, Progress)):
+                    yield item
+                    continue
+                (i, j), pixels, after = item
+                y0, x0, h, w = grid.bounds(i, j)
+                rep = TileReport(section=z, row=i, col=j, y0=y0, x0=x0, height=h, width=w,
+                                 score_before=float(before[i, j]), score_after=after, decision="correct",
+                                 corrected=True)
+                orig = section[y0 : y0 + h, x0 : x0 + w]
+                if sigmas is not None:
+                    rep.blur_sigma = float(sigmas[i, j])
+                    rep.fidelity_ratio = fidelity_ratio(orig, pixels, rep.blur_sigma)
+                    rep.check_by_eye = bool(rep.fidelity_ratio > params.fidelity_limit)
+                if gt is not None:
+                    ref = gt[y0 : y0 + h, x0 : x0 + w]
+                    rep.psnr_before, rep.ssim_before = psnr_ssim(ref, orig, hi - lo)
+                    rep.psnr_after, rep.ssim_after = psnr_ssim(ref, pixels, hi - lo)
+                reports.append(rep)
+                done += 1
+                yield TileResult(z, i, j, y0, x0, pixels, asdict(rep))
+                el = time.perf_counter() - t0
+                yield Progress(done, total, "correct", eta_s=el / done * (total - done))
+    finally:
+        release_memory(device)
+    report = CorrectionReport(tiles=reports, meta=meta)
+    yield report
+    return report
+
+
+def _corrected_tiles(section, net, ij, grid: TileGrid, ip, z: int, whole: bool, done: int, total: int,
+                     metric: str):
+    """Run the model on one section: yields its Notices, Progress in units of QC tiles, and
+    ``((row, col), pixels, score after)`` per corrected tile (as soon as it is done)."""
+    from .infer import iter_correct_image, iter_correct_tiles
+
+    if whole:
+        gen = iter_correct_image(section, net, ip)
+        while True:
+            try:
+                msg = next(gen)
+            except StopIteration as stop:
+                out = stop.value
+                break
+            if isinstance(msg, Progress) and msg.total:
+                yield Progress(min(done + len(ij) * msg.done // msg.total, done + len(ij) - 1), total, "correct")
+            elif isinstance(msg, Notice):
+                yield msg
+        after = score_tiles(out, grid.tile, metric)
+        for i, j in ij:
+            yield (i, j), out[grid.slices(i, j)], float(after[i, j])
+        return
+    boxes = [grid.bounds(i, j) for i, j in ij]
+    index = {b[:2]: ij_ for b, ij_ in zip(boxes, ij)}
+    for msg in iter_correct_tiles(section, net, boxes, ip, z=z):
+        if isinstance(msg, TileResult):
+            yield index[(msg.y0, msg.x0)], msg.data, _score_one(msg.data, grid.tile, metric)
+        elif isinstance(msg, Notice):
+            yield msg
+
+
+def correct(image: Any, selection: Selection, params: CorrectionParams, **kw) -> tuple[np.ndarray, CorrectionReport]:
+    """Run :func:`iter_correct` to the end; returns ``(corrected copy of image, report)``."""
+    out = np.array(image, copy=True)
+    report = CorrectionReport()
+    for msg in iter_correct(image, selection, params, **kw):
+        if isinstance(msg, TileResult):
+            h, w = msg.data.shape
+            (out[msg.z] if out.ndim == 3 else out)[msg.y0 : msg.y0 + h, msg.x0 : msg.x0 + w] = msg.data
+        elif isinstance(msg, CorrectionReport):
+            report = msg
+    return out, report

@@ -1,0 +1,263 @@
+"""Zeiss MultiSEM folders: the one parser of ``full_image_coordinates.txt`` and the lazy mosaic.
+
+Coordinates are the top-left pixel of each tile (floats rounded, may be negative); all tiles are
+shifted together so that the minimum is 0 (``origin='global'``, one frame for every z, keeps
+sections registered) or per z plane (``origin='per_z'``). Where tiles overlap, **the tile listed
+later in the file wins**; gaps are 0. Distinct z values become planes 0..n-1 in increasing order
+(originals in ``metadata['z_values']``). All tiles are assumed to have the shape/dtype of the
+first tile (read once for metadata); the others are read on demand, block by block, through a
+small LRU cache (:class:`MosaicReader`, kept as ``Section.reader``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EMReadError
+from .formats import is_tiff
+from .planes import read_plane
+from .section import AcqTile, Section
+from .tiff import tiff_pixel_size
+
+COORDS_NAME = "full_image_coordinates.txt"
+
+__all__ = ["COORDS_NAME", "MosaicReader", "load_multisem", "parse_coordinates"]
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def parse_coordinates(path: str | os.PathLike) -> list[tuple[str, float, float, float]]:
+    """Parse a Zeiss MultiSEM ``full_image_coordinates.txt``: ``(relpath, x, y, z)`` per tile.
+
+    One tile per line: path, x, y and optionally z (default 0), tab separated. Also accepted:
+    whitespace/comma/semicolon separators (paths may contain spaces when tabs are used), CRLF,
+    a UTF-8 BOM, Windows backslashes, quoted paths, ``#``/``//`` comment lines, blank lines
+    and a header line at the top. Other unparsable lines raise :class:`EMReadError`.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise EMReadError(f"{path}: cannot read coordinates file ({e})") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    rows: list[tuple[str, float, float, float]] = []
+    bad: list[int] = []
+    first_data = True
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith(("#", "//", ";")):
+            continue
+        parsed = None
+        if "\t" in s:
+            fields = [f.strip() for f in s.split("\t") if f.strip() != ""]
+            parsed = _fields_to_row(fields)
+        else:  # no tabs: whitespace / comma / semicolon separated, the path may hold spaces
+            m = re.match(rf"^(.*?)[\s,;]+({_NUM})[\s,;]+({_NUM})(?:[\s,;]+({_NUM}))?\s*[,;]?$", s)
+            if m and m.group(1).strip():
+                z = float(m.group(4)) if m.group(4) is not None else 0.0
+                parsed = (m.group(1).strip(), float(m.group(2)), float(m.group(3)), z)
+        if parsed is None:
+            if first_data and not re.search(r"\d", s):  # a header line ("path x y z")
+                first_data = False
+                continue
+            bad.append(lineno)
+            continue
+        first_data = False
+        p = parsed[0].strip().strip('"').strip("'").replace("\\", "/")
+        rows.append((p, parsed[1], parsed[2], parsed[3]))
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise EMReadError(f"{path}: cannot parse line(s) {shown} (expected: path, x, y, z)")
+    if not rows:
+        raise EMReadError(f"{path}: coordinates file lists no tiles")
+    return rows
+
+
+def _fields_to_row(fields: list[str]) -> tuple[str, float, float, float] | None:
+    if len(fields) < 3:
+        return None
+    try:
+        nums = [float(f.rstrip(",;")) for f in fields[1:4]]
+    except ValueError:
+        return None
+    if not all(math.isfinite(v) for v in nums):
+        return None
+    if len(nums) == 2:
+        nums.append(0.0)
+    return fields[0], nums[0], nums[1], nums[2]
+
+
+def _resolve_tile_path(folder: Path, rel: str) -> Path:
+    p = Path(rel)
+    if p.is_absolute() and p.exists():
+        return p
+    parts = [q for q in rel.split("/") if q not in ("", ".")]
+    if parts and re.match(r"^[A-Za-z]:$", parts[0]):  # Windows drive
+        parts = parts[1:]
+    direct = folder.joinpath(*parts) if parts else folder / rel
+    if direct.exists() or not p.is_absolute() and not re.match(r"^[A-Za-z]:", rel):
+        return direct
+    # an absolute path from the acquisition computer: try ever shorter tails under folder
+    for k in range(1, len(parts)):
+        cand = folder.joinpath(*parts[k:])
+        if cand.exists():
+            return cand
+    return direct
+
+
+class MosaicReader:
+    """Reads mosaic blocks on demand; keeps a small LRU cache of decoded tiles."""
+
+    def __init__(self, tiles: list[AcqTile], tile_shape: tuple[int, int], dtype, chunk: tuple[int, int],
+                 cache: int | None = None):
+        self.tiles = tiles
+        self.tile_shape = tile_shape
+        self.dtype = np.dtype(dtype)
+        self.chunk = chunk
+        self.reads = 0
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        # keep up to ~256 MB of decoded tiles (at least 16): a full pass reads each tile once
+        tile_bytes = max(1, tile_shape[0] * tile_shape[1] * self.dtype.itemsize)
+        self._cache_size = cache or int(min(4096, max(16, (256 << 20) // tile_bytes)))
+        self._lock = threading.Lock()
+        self.index: dict[tuple[int, int, int], list[int]] = {}
+        cy, cx = chunk
+        for k, t in enumerate(tiles):
+            for bi in range(t.y0 // cy, (t.y0 + t.height - 1) // cy + 1):
+                for bj in range(t.x0 // cx, (t.x0 + t.width - 1) // cx + 1):
+                    self.index.setdefault((t.z, bi, bj), []).append(k)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def tile(self, k: int) -> np.ndarray:
+        with self._lock:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+                return self._cache[k]
+        t = self.tiles[k]
+        arr = read_plane(Path(t.path))
+        if arr.ndim != 2 or arr.shape != (t.height, t.width):
+            raise EMReadError(
+                f"{t.path}: tile of shape {arr.shape} differs from the first tile's "
+                f"{(t.height, t.width)}"
+            )
+        if arr.dtype != self.dtype:
+            raise EMReadError(f"{t.path}: tile dtype {arr.dtype} differs from {self.dtype}")
+        with self._lock:
+            self.reads += 1
+            self._cache[k] = arr
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return arr
+
+    def block(self, block_info=None) -> np.ndarray:
+        info = block_info[None]
+        (z0, _), (y0, y1), (x0, x1) = info["array-location"]
+        _, bi, bj = info["chunk-location"]
+        out = np.zeros((1, y1 - y0, x1 - x0), self.dtype)
+        for k in self.index.get((z0, bi, bj), ()):
+            t = self.tiles[k]
+            ty0, ty1 = max(y0, t.y0), min(y1, t.y0 + t.height)
+            tx0, tx1 = max(x0, t.x0), min(x1, t.x0 + t.width)
+            if ty0 >= ty1 or tx0 >= tx1:
+                continue
+            src = self.tile(k)
+            out[0, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = src[
+                ty0 - t.y0 : ty1 - t.y0, tx0 - t.x0 : tx1 - t.x0
+            ]
+        return out
+
+
+def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int | None) -> Section:
+    import dask.array as da
+
+    entries: list[tuple[Path, float, float, float]] = []
+    for cf in coord_files:
+        for rel, x, y, z in parse_coordinates(cf):
+            entries.append((_resolve_tile_path(cf.parent, rel), x, y, z))
+    missing = [str(p) for p, *_ in entries if not p.is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise EMReadError(
+            f"{folder}: {len(missing)} tile(s) named in {coord_files[0].name} are missing:\n  {shown}"
+        )
+    notes: list[str] = []
+    first = read_plane(entries[0][0])  # metadata only: shape and dtype of every tile
+    if first.ndim != 2:
+        raise EMReadError(f"{entries[0][0]}: mosaic tiles must be single 2-D images")
+    th, tw = first.shape
+    z_values = sorted({z for *_, z in entries})
+    z_index = {z: i for i, z in enumerate(z_values)}
+    xs = np.array([round(x) for _, x, _, _ in entries], np.int64)
+    ys = np.array([round(y) for _, _, y, _ in entries], np.int64)
+    zs = np.array([z_index[z] for *_, z in entries], np.int64)
+    if origin == "per_z":
+        for zi in range(len(z_values)):
+            m = zs == zi
+            xs[m] -= xs[m].min()
+            ys[m] -= ys[m].min()
+    elif origin == "global":
+        xs -= xs.min()
+        ys -= ys.min()
+    else:
+        raise ValueError(f"origin must be 'global' or 'per_z', got {origin!r}")
+    H, W = int(ys.max()) + th, int(xs.max()) + tw
+    tiles = [
+        AcqTile(str(p), int(z), int(y), int(x), int(th), int(tw))
+        for (p, *_), z, y, x in zip(entries, zs, ys, xs)
+    ]
+    cy = cx = int(chunk) if chunk else int(min(max(th, tw, 256), 4096))
+    reader = MosaicReader(tiles, (th, tw), first.dtype, (cy, cx))
+    reader._cache[0] = first
+    reader.reads = 1
+
+    def splits(n: int, c: int) -> tuple[int, ...]:
+        return tuple([c] * (n // c) + ([n % c] if n % c else []))
+
+    chunks = ((1,) * len(z_values), splits(H, cy), splits(W, cx))
+    data = da.map_blocks(
+        reader.block, chunks=chunks, dtype=first.dtype, meta=np.empty((0, 0, 0), first.dtype),
+        name=f"multisem-mosaic-{folder}-{id(reader)}",
+    )
+    axes = "zyx"
+    if len(z_values) == 1:
+        data = data[0]
+        axes = "yx"
+    ps = None
+    if is_tiff(entries[0][0]):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(entries[0][0]) as tif:
+                ps, _, _ = tiff_pixel_size(tif)
+        except Exception:  # noqa: BLE001
+            ps = None
+    meta = {
+        "warnings": notes,
+        "format": "multisem",
+        "coordinates_file": [str(c) for c in coord_files],
+        "n_tiles": len(tiles),
+        "tile_shape": [int(th), int(tw)],
+        "z_values": [float(z) for z in z_values],
+        "origin": origin,
+        "overlap_rule": "later tile in the coordinates file wins; gaps are 0",
+    }
+    return Section(data, ps, folder.name, str(folder), axes, tiles, meta, reader=reader)

@@ -1,0 +1,82 @@
+"""OME-Zarr (NGFF 0.4 / 0.5) and plain zarr arrays, read lazily as dask arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import EMReadError
+from .formats import stem_of
+from .section import Section
+from .units import ok_pixel_nm, unit_to_nm
+
+__all__ = ["is_zarr_dir", "load_zarr"]
+
+
+def is_zarr_dir(p: Path) -> bool:
+    return p.is_dir() and (
+        p.suffix.lower() == ".zarr"
+        or any((p / n).exists() for n in (".zattrs", ".zgroup", ".zarray", "zarr.json"))
+    )
+
+
+def load_zarr(path: Path) -> Section:
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:  # noqa: BLE001
+        raise EMReadError(f"{path}: not a readable zarr store ({e})") from e
+    ps = None
+    pz = None
+    extra: dict = {}
+    axes_names: list[str] | None = None
+    if isinstance(node, zarr.Array):
+        arr = node
+    else:
+        attrs = dict(node.attrs)
+        ms = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+        extra = attrs.get("emdeblur", {}) if isinstance(attrs.get("emdeblur"), dict) else {}
+        if ms:
+            m = ms[0]
+            ds = m["datasets"][0]
+            try:
+                arr = node[ds["path"]]
+            except KeyError as e:
+                raise EMReadError(f"{path}: multiscales dataset {ds['path']!r} missing") from e
+            axes = m.get("axes") or []
+            axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes] or None
+            scale = None
+            for tr in ds.get("coordinateTransformations", []):
+                if tr.get("type") == "scale":
+                    scale = [float(v) for v in tr["scale"]]
+            for tr in m.get("coordinateTransformations", []) or []:
+                if tr.get("type") == "scale" and scale is not None:
+                    scale = [a * float(b) for a, b in zip(scale, tr["scale"])]
+            if scale and axes_names and len(scale) == len(axes_names):
+                units = {a["name"]: a.get("unit") for a in axes if isinstance(a, dict)}
+
+                def phys(ax: str) -> float | None:
+                    if ax not in axes_names:
+                        return None
+                    f = unit_to_nm(units.get(ax))
+                    return scale[axes_names.index(ax)] * f if f else None
+
+                py, px = phys("y"), phys("x")
+                if ok_pixel_nm(py) and ok_pixel_nm(px):
+                    ps = (py, px)
+                pz = phys("z")
+        else:
+            arrays = sorted(k for k, _ in node.arrays())
+            if not arrays:
+                raise EMReadError(f"{path}: zarr group holds no array")
+            arr = node[arrays[0]]
+    data = da.from_zarr(arr)
+    if axes_names and len(axes_names) == data.ndim:
+        idx = tuple(
+            0 if (a not in ("z", "y", "x") and s == 1) else slice(None)
+            for a, s in zip(axes_names, data.shape)
+        )
+        data = data[idx]
+    return Section(data, ps, stem_of(path), str(path), "yx", None,
+                   {"format": "zarr", "z_spacing": pz, **({"emdeblur": extra} if extra else {})})

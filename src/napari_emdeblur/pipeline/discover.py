@@ -1,0 +1,236 @@
+"""Discovery of complete acquisition tiles under an input folder (no Qt, no journal).
+
+Rules
+-----
+* Tiles are the image files of :data:`napari_emdeblur.io.formats.IMAGE_SUFFIXES` (the one format
+  registry); hidden files and folders (``.name``) and the output folder are skipped.
+* Sections. A folder holding ``full_image_coordinates.txt`` (MultiSEM) is a section; the files
+  below it belong to it, and the coordinates give each tile's stage position (px) for the QC
+  heatmap. MultiSEM mFOV folders (six-digit names such as ``000001``) belong to their parent
+  folder's section, also before any coordinates file is written. Any other tile belongs to the
+  section named after its folder (its path relative to ``DIR``; ``DIR``'s own name for tiles at
+  the top).
+* Completeness. A tile is picked up once any of these holds: a marker file ``<name>.done`` or
+  ``<stem>.done`` sits next to it; it is listed in its section's coordinates file; or it is
+  non-empty and its size and mtime have not changed for ``stable_seconds`` (judged by its mtime
+  age or by two observations that far apart). Files still being written are left for later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io.errors import EMReadError
+from ..io.formats import IMAGE_SUFFIXES, is_image_file
+from ..io.multisem import COORDS_NAME, parse_coordinates
+from .config import corrected_rel
+
+MARKER_SUFFIX = ".done"
+_MFOV_RE = re.compile(r"^\d{6}$")
+
+__all__ = ["Candidate", "ScanResult", "Scanner", "candidates_for_inputs", "tile_positions"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An input tile found on disk."""
+
+    path: str  # absolute
+    root: str  # the input root it was found under
+    rel: str  # path relative to root (posix)
+    section: str
+    name: str  # path relative to the section folder (posix)
+    size: int
+    mtime_ns: int
+    complete: bool = True
+
+    @property
+    def out_rel(self) -> str:
+        return corrected_rel(self.section, self.name)
+
+
+@dataclass
+class ScanResult:
+    complete: list[Candidate] = field(default_factory=list)
+    waiting: list[Candidate] = field(default_factory=list)
+    positions: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # changed only
+
+
+def tile_positions(path: str | os.PathLike) -> dict[str, tuple[float, float]] | None:
+    """``{relative tile path (posix): (x, y)}`` from a MultiSEM ``full_image_coordinates.txt``
+    (:func:`napari_emdeblur.io.multisem.parse_coordinates`), or None while it cannot be parsed
+    (e.g. being written)."""
+    try:
+        rows = parse_coordinates(path)
+    except (EMReadError, OSError):
+        return None
+    out: dict[str, tuple[float, float]] = {}
+    for name, x, y, _z in rows:
+        if math.isfinite(x) and math.isfinite(y):
+            out[name.lstrip("/") if not name.startswith("./") else name[2:]] = (float(x), float(y))
+    return out
+
+
+def _posix_rel(p: Path, base: Path) -> str:
+    return p.relative_to(base).as_posix()
+
+
+class Scanner:
+    """Polls one input root; remembers what it saw to judge when files stop changing."""
+
+    def __init__(self, root: str | os.PathLike, stable_seconds: float = 2.0, exclude: list | None = None):
+        self.root = Path(root).resolve()
+        self.stable_seconds = float(stable_seconds)
+        self.exclude = {Path(p).resolve() for p in (exclude or [])}
+        self._obs: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen so)
+        self._coords_fp: dict[str, tuple[int, int]] = {}
+        self._coords: dict[str, dict[str, tuple[float, float]]] = {}  # coords file -> entries
+
+    def section_name(self, sec_dir: Path) -> str:
+        rel = _posix_rel(sec_dir, self.root)
+        return self.root.name if rel in ("", ".") else rel
+
+    def scan(self, now: float | None = None) -> ScanResult:
+        now = time.time() if now is None else now
+        mono = time.monotonic()
+        res = ScanResult()
+        sec_of: dict[Path, tuple[Path, bool]] = {}  # dir -> (section dir, decided by coordinates)
+        listed: set[str] = set()
+        section_coords: dict[Path, list[tuple[int, Path]]] = {}
+        files: list[tuple[Path, Path, os.stat_result, bool]] = []
+        seen_paths: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            d = Path(dirpath)
+            dirnames[:] = sorted(
+                n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in self.exclude
+            )
+            has_coords = COORDS_NAME in filenames
+            parent = sec_of.get(d.parent) if d != self.root else None
+            if parent is not None and parent[1]:
+                sec = parent  # inside a coordinates-defined section
+            else:  # MultiSEM mFOV folders belong to their parent's section
+                base = d.parent if d != self.root and _MFOV_RE.match(d.name) else d
+                sec = (base, has_coords)
+            sec_of[d] = sec
+            if has_coords:
+                depth = len(d.relative_to(self.root).parts)
+                section_coords.setdefault(sec[0], []).append((depth, d / COORDS_NAME))
+            names = set(filenames)
+            for fn in sorted(filenames):
+                if fn.startswith("."):
+                    continue
+                p = d / fn
+                if not is_image_file(p):
+                    continue
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                marked = (fn + MARKER_SUFFIX) in names or (p.stem + MARKER_SUFFIX) in names
+                files.append((p, sec[0], st, marked))
+
+        # coordinates: deeper (mFOV) files first, so the section-level file wins
+        for sec_dir, cfiles in section_coords.items():
+            merged: dict[str, tuple[float, float]] = {}
+            changed = False
+            for _, cpath in sorted(cfiles, key=lambda t: (-t[0], str(t[1]))):
+                try:
+                    st = cpath.stat()
+                except OSError:
+                    continue
+                fp = (st.st_size, st.st_mtime_ns)
+                key = str(cpath)
+                if self._coords_fp.get(key) != fp:
+                    parsed = tile_positions(cpath)
+                    if parsed is None:  # unreadable for now: try again at the next scan
+                        parsed = self._coords.get(key, {})
+                    else:
+                        self._coords_fp[key] = fp
+                        changed = True
+                    self._coords[key] = parsed
+                for name, xy in self._coords[key].items():
+                    try:
+                        rel = _posix_rel((cpath.parent / name).resolve(), sec_dir.resolve())
+                    except ValueError:
+                        continue
+                    merged[rel] = xy
+                    listed.add(str((sec_dir / rel)))
+            if changed:
+                res.positions[self.section_name(sec_dir)] = merged
+
+        for p, sec_dir, st, marked in files:
+            key = str(p)
+            seen_paths.add(key)
+            sig = (st.st_size, st.st_mtime_ns)
+            prev = self._obs.get(key)
+            if prev is None or prev[:2] != sig:
+                self._obs[key] = (sig[0], sig[1], mono)
+                first = mono
+            else:
+                first = prev[2]
+            complete = marked or key in listed
+            if not complete and st.st_size > 0:
+                age = now - st.st_mtime_ns / 1e9
+                complete = age >= self.stable_seconds or (mono - first) >= self.stable_seconds
+            cand = Candidate(
+                path=key,
+                root=str(self.root),
+                rel=_posix_rel(p, self.root),
+                section=self.section_name(sec_dir),
+                name=_posix_rel(p, sec_dir),
+                size=int(st.st_size),
+                mtime_ns=int(st.st_mtime_ns),
+                complete=complete,
+            )
+            (res.complete if complete else res.waiting).append(cand)
+        for key in list(self._obs):
+            if key not in seen_paths:
+                del self._obs[key]
+        return res
+
+
+def candidates_for_inputs(inputs: list[str | os.PathLike], exclude: list | None = None) -> ScanResult:
+    """Discovery for ``batch``: folders are scanned like ``watch`` does (every file is taken as
+    complete: a batch runs over finished acquisitions); single files are their folder's tiles."""
+    total = ScanResult()
+    by_root: dict[Path, list[Path]] = {}
+    for inp in inputs:
+        p = Path(inp)
+        if not p.exists():
+            raise FileNotFoundError(f"input {inp} does not exist")
+        if p.is_dir():
+            res = Scanner(p, 0.0, exclude).scan()
+            total.complete.extend(res.complete + [_complete(c) for c in res.waiting])
+            for s, pos in res.positions.items():
+                total.positions.setdefault(s, {}).update(pos)
+        else:
+            if not is_image_file(p):
+                raise ValueError(f"input {inp} is not a tile ({', '.join(IMAGE_SUFFIXES)})")
+            by_root.setdefault(p.resolve().parent, []).append(p.resolve())
+    for root, paths in by_root.items():
+        sc = Scanner(root, 0.0, exclude)
+        for p in sorted(set(paths)):
+            st = p.stat()
+            total.complete.append(
+                Candidate(
+                    path=str(p), root=str(root), rel=p.name, section=sc.section_name(root), name=p.name,
+                    size=int(st.st_size), mtime_ns=int(st.st_mtime_ns),
+                )
+            )
+    seen: set[str] = set()
+    uniq = []
+    for c in total.complete:
+        if c.path not in seen:
+            seen.add(c.path)
+            uniq.append(c)
+    total.complete = sorted(uniq, key=lambda c: (c.section, c.name))
+    return total
+
+
+def _complete(c: Candidate) -> Candidate:
+    return Candidate(c.path, c.root, c.rel, c.section, c.name, c.size, c.mtime_ns, True)

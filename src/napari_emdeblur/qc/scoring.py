@@ -1,0 +1,137 @@
+"""Focus scoring of a section or a (z, y, x) stack, one section at a time, as a generator.
+
+``iter_score_stack(data, params)`` accepts a 2-D ``(y, x)`` or 3-D ``(z, y, x)`` numpy or dask
+array (anything with ``shape``, ``ndim`` and slicing; dask-like objects are read through
+``.compute()``). It reads one section at a time; a lazy section larger than ``BAND_PIXELS``
+is read and scored in row-bands of whole tiles, so memory stays bounded by about one band
+(plus its float32 work arrays) whatever the mosaic size. Tiles are independent, so banded and
+whole-section scores are identical.
+
+It yields, in order, for every z: ``Progress(done=z, total=nz, stage="score")`` (and one per
+band for banded sections) then ``SectionScores(z, scores, tile, metric, extras)``; finally
+``Progress(nz, nz)``. ``extras`` holds ``correct_threshold``, ``retake_threshold`` (the given
+ones, or ``auto_thresholds`` of that section when None; NaN when the section has no finite
+score) and ``decisions`` (int8, ``decisions.classify``), plus ``anisotropy_ratio`` /
+``anisotropy_angle`` when ``params.anisotropy`` is set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from . import decisions as dec
+from .focus import DEFAULT_METRIC, METRICS, MIN_IMAGE_SIDE, anisotropy_tiles, score_tiles
+from .messages import Progress, SectionScores
+from .thresholds import check_thresholds, section_thresholds
+from .tiling import TileGrid
+
+BAND_PIXELS = 8192 * 8192  # lazy sections above this are scored in row-bands of whole tiles
+
+__all__ = ["ScoreParams", "iter_score_stack", "score_stack", "BAND_PIXELS"]
+
+
+@dataclass
+class ScoreParams:
+    """Parameters of a scoring run (None thresholds = automatic, per section)."""
+
+    tile: int = 256
+    metric: str = DEFAULT_METRIC
+    correct_threshold: float | None = None
+    retake_threshold: float | None = None
+    anisotropy: bool = False
+    workers: int | None = None
+
+    def validate(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown focus metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if int(self.tile) < 8:
+            raise ValueError(f"tile size must be at least 8 px, got {self.tile}")
+        if self.correct_threshold is not None and self.retake_threshold is not None:
+            check_thresholds(self.correct_threshold, self.retake_threshold)
+
+
+
+def _is_lazy(a) -> bool:
+    return not isinstance(a, np.ndarray) and hasattr(a, "compute")
+
+
+def _read(a) -> np.ndarray:
+    return np.asarray(a.compute() if _is_lazy(a) else a)
+
+
+def _bands(height: int, tile: int, band_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of whole tile rows; a last band thinner than MIN_IMAGE_SIDE joins the previous."""
+    step = band_rows * tile
+    edges = list(range(0, height, step)) + [height]
+    if len(edges) > 2 and edges[-1] - edges[-2] < MIN_IMAGE_SIDE:
+        del edges[-2]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def iter_score_stack(data, params: ScoreParams | None = None) -> Iterator[Progress | SectionScores]:
+    """Score every section of ``data``; see the module docstring for what is yielded."""
+    params = params or ScoreParams()
+    params.validate()
+    ndim = len(data.shape)
+    if ndim not in (2, 3):
+        raise ValueError(f"expected a 2-D (y, x) or 3-D (z, y, x) array, got shape {tuple(data.shape)}")
+    H, W = (int(s) for s in data.shape[-2:])
+    if min(H, W) < MIN_IMAGE_SIDE:
+        raise ValueError(f"sections of {H} x {W} px are too small to score (minimum {MIN_IMAGE_SIDE} px)")
+    tile = int(params.tile)
+    grid = TileGrid((H, W), tile)
+    nz = int(data.shape[0]) if ndim == 3 else 1
+    lazy = _is_lazy(data)
+    band_rows = max(1, BAND_PIXELS // (tile * tile * grid.cols))
+    t0 = time.perf_counter()
+
+    def eta(done: int) -> float | None:
+        if done <= 0:
+            return None
+        return (time.perf_counter() - t0) / done * (nz - done)
+
+    for z in range(nz):
+        section = data[z] if ndim == 3 else data
+        yield Progress(z, nz, "score", f"section {z + 1}/{nz}", eta(z))
+        extras: dict = {}
+        if lazy and H * W > BAND_PIXELS:
+            bands = _bands(H, tile, band_rows)
+            parts, ratio, angle = [], [], []
+            for k, (y0, y1) in enumerate(bands):
+                if k:
+                    yield Progress(z, nz, "score", f"section {z + 1}/{nz}: band {k + 1}/{len(bands)}", eta(z))
+                img = _read(section[y0:y1])
+                parts.append(score_tiles(img, tile, params.metric, params.workers))
+                if params.anisotropy:
+                    r, a = anisotropy_tiles(img, tile, params.workers)
+                    ratio.append(r)
+                    angle.append(a)
+                del img
+            scores = np.concatenate(parts, axis=0)
+            if params.anisotropy:
+                extras["anisotropy_ratio"] = np.concatenate(ratio, axis=0)
+                extras["anisotropy_angle"] = np.concatenate(angle, axis=0)
+        else:
+            img = _read(section)
+            scores = score_tiles(img, tile, params.metric, params.workers)
+            if params.anisotropy:
+                extras["anisotropy_ratio"], extras["anisotropy_angle"] = anisotropy_tiles(img, tile, params.workers)
+            del img
+        c, r = section_thresholds(scores, params.correct_threshold, params.retake_threshold)
+        extras["correct_threshold"], extras["retake_threshold"] = c, r
+        if np.isfinite(c) and np.isfinite(r):
+            extras["decisions"] = dec.classify(scores, c, r)
+        else:
+            extras["decisions"] = np.zeros(scores.shape, np.int8)
+        yield SectionScores(z=z, scores=scores, tile=tile, metric=params.metric, extras=extras)
+    yield Progress(nz, nz, "score", "done", 0.0)
+
+
+def score_stack(data, params: ScoreParams | None = None) -> np.ndarray:
+    """Drain ``iter_score_stack``: ``(z, rows, cols)`` float32 scores (z = 1 for a 2-D input)."""
+    out = [msg.scores for msg in iter_score_stack(data, params) if isinstance(msg, SectionScores)]
+    return np.stack(out, axis=0)
