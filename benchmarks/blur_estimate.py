@@ -18,9 +18,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_emdeblur.core import degrade  # noqa: E402
-from napari_emdeblur.core.blur_estimate import estimate_blur_tiles  # noqa: E402
-from napari_emdeblur.core.io import load_section  # noqa: E402
+from napari_emdeblur.deblur.train import degrade  # noqa: E402
+from napari_emdeblur.io import load_section  # noqa: E402
+from napari_emdeblur.qc.blur import estimate_blur_tiles  # noqa: E402
 
 DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 HELD_OUT = {"ISBI test": ("isbi2012_sstem/test", "*.png"),

@@ -39,11 +39,10 @@ from scipy import signal, stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_emdeblur.core import degrade, focus  # noqa: E402
+from napari_emdeblur.deblur.train import degrade
+from napari_emdeblur.qc import focus  # noqa: E402
 
 DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
 TILE = 256
 NOISES = ("none", "white", "poisson", "xcorr")
 SOFT_KINDS = ("gaussian", "disk", "astigmatic")

@@ -2,9 +2,9 @@
 
     python benchmarks/pipeline.py                 # measure, print, write the table into docs/pipeline.md
     python benchmarks/pipeline.py --no-doc        # measure and print only
-    python benchmarks/pipeline.py --thresholds    # the score table behind process.DEFAULT_THRESHOLDS
+    python benchmarks/pipeline.py --thresholds    # the score table behind qc.thresholds.DEFAULT_THRESHOLDS
 
-Workloads (real sSEM frames of ``/work/shared/data/drosophila_vnc_sstem``; EM-like synthetic
+Workloads (real sSEM frames of ``../shared/data/drosophila_vnc_sstem`` (or ``$EMDEBLUR_SHARED_DATA``); EM-like synthetic
 texture if the data set is absent), written as TIFF into a scratch folder:
 
 * ``--tiles`` (100) tiles of 1024 x 1024 uint8 (flipped/rotated copies of the frames), 2 % of them
@@ -45,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data/drosophila_vnc_sstem")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", SHARED)) / "drosophila_vnc_sstem"
 DOC = ROOT / "docs" / "pipeline.md"
 START, END = "<!-- BENCHMARK:START -->", "<!-- BENCHMARK:END -->"
 
 
 def source_frames() -> tuple[list[np.ndarray], str]:
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.io import load_section
 
     files = sorted(DATA.glob("stack*/*.tif"))
     if files:
@@ -81,7 +82,7 @@ def _mosaic(frames: list[np.ndarray], k: int, side: int) -> np.ndarray:
 def make_workload(folder: Path, n: int, side: int = 1024) -> tuple[list[Path], list[Path], str]:
     from scipy import ndimage
 
-    from napari_emdeblur.core.io import save_image
+    from napari_emdeblur.io import save_image
 
     frames, what = source_frames()
     n_blur = max(1, round(0.02 * n))
@@ -106,8 +107,8 @@ def make_workload(folder: Path, n: int, side: int = 1024) -> tuple[list[Path], l
 
 
 def thresholds_between(files, blurred) -> tuple[float, float]:
-    from napari_emdeblur.core.focus import score_tiles
-    from napari_emdeblur.core.io import load_section
+    from napari_emdeblur.io import load_section
+    from napari_emdeblur.qc.focus import score_tiles
 
     sc = {f: float(np.nanmedian(score_tiles(load_section(f).data, 256))) for f in files}
     sharp = min(v for f, v in sc.items() if f not in blurred)
@@ -117,7 +118,7 @@ def thresholds_between(files, blurred) -> tuple[float, float]:
 
 
 def get_weights(tmp: Path) -> tuple[str, str]:
-    from napari_emdeblur.model.weights import load_model, save_model, shipped_weights_path
+    from napari_emdeblur.deblur.weights import load_model, save_model, shipped_weights_path
 
     try:
         _, card = load_model(None)
@@ -125,7 +126,7 @@ def get_weights(tmp: Path) -> tuple[str, str]:
     except ValueError:
         import torch
 
-        from napari_emdeblur.model.gran import GRAN, GRANConfig
+        from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
 
         torch.manual_seed(0)
         p = tmp / "gran_fresh.pt"
@@ -135,9 +136,9 @@ def get_weights(tmp: Path) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- the modes
 def plain_loop(files, out: Path, th, weights: str | None) -> int:
-    from napari_emdeblur.core import decisions
-    from napari_emdeblur.core.focus import score_tiles
-    from napari_emdeblur.core.io import load_section, save_image
+    from napari_emdeblur.io import load_section, save_image
+    from napari_emdeblur.qc import decisions
+    from napari_emdeblur.qc.focus import score_tiles
 
     model = None
     n_corr = 0
@@ -150,8 +151,8 @@ def plain_loop(files, out: Path, th, weights: str | None) -> int:
         if d == decisions.CORRECT and weights:
             import torch
 
-            from napari_emdeblur.model.infer import InferenceParams, correct_image
-            from napari_emdeblur.model.weights import load_model
+            from napari_emdeblur.deblur.infer import InferenceParams, correct_image
+            from napari_emdeblur.deblur.weights import load_model
 
             if model is None:
                 torch.set_num_threads(1)
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_emdeblur.pipeline.process import PipelineConfig
+    from napari_emdeblur.pipeline.config import PipelineConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="emdeblur-bench-"))
     loads = []
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
                 base = dict(correct_threshold=th[0], retake_threshold=th[1], weights=weights, device="cpu",
                             stable_seconds=0.0)
                 acq = files[0].parent
-                from napari_emdeblur.pipeline.watch import tile_workers
+                from napari_emdeblur.pipeline.session import tile_workers
 
                 auto = tile_workers(PipelineConfig(**base))
                 modes = [(f"watch --once ({auto} tile threads)", 0, True), ("watch --once --threads 1", 1, True)]
@@ -323,7 +324,7 @@ def threshold_table() -> int:
     """Subtile-median autocorr scores of the real frames, sharp and Gaussian-blurred (+ read noise)."""
     from scipy import ndimage
 
-    from napari_emdeblur.core.focus import score_tiles
+    from napari_emdeblur.qc.focus import score_tiles
 
     frames, what = source_frames()
     rng = np.random.default_rng(0)

@@ -58,12 +58,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_emdeblur.core.atomic import atomic_write, atomic_write_text  # noqa: E402
-from napari_emdeblur.core.degrade import Degradation  # noqa: E402
+from napari_emdeblur.deblur import metrics  # noqa: E402
+from napari_emdeblur.deblur.train.degrade import Degradation  # noqa: E402
+from napari_emdeblur.io.atomic import atomic_write, atomic_write_text  # noqa: E402
 
 DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
 
 CROP = 256  # evaluated size
 MARGIN = 32  # context on every side of the evaluated crop
@@ -166,14 +165,13 @@ def centre(a: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- metrics
 def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(x, np.float64) - np.asarray(ref, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    """PSNR of images in [0, 1] (the package's one implementation, ``deblur.metrics``)."""
+    return metrics.psnr(ref, x, 1.0)
 
 
 def ssim(x: np.ndarray, ref: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(np.asarray(x, np.float64), np.asarray(ref, np.float64), data_range=1.0))
+    """SSIM of images in [0, 1] (``deblur.metrics``)."""
+    return metrics.ssim(ref, x, 1.0)
 
 
 # --------------------------------------------------------------------------- classical methods
@@ -253,7 +251,7 @@ def rl_oracle(obs: np.ndarray, psf: np.ndarray, ref: np.ndarray, n_iter: int = R
 # --------------------------------------------------------------------------- models
 def load(path) -> tuple[object, dict, str, str]:
     """(model, card, path, sha256 prefix) via ``model.weights.load_model`` on the CPU."""
-    from napari_emdeblur.model.weights import load_model, sha256_file
+    from napari_emdeblur.deblur.weights import load_model, sha256_file
 
     model, card = load_model(path, device="cpu")
     return model, card, str(path), sha256_file(path)[:12]
@@ -261,7 +259,7 @@ def load(path) -> tuple[object, dict, str, str]:
 
 def run_model(model, win_u8: np.ndarray) -> np.ndarray:
     """Model output for a uint8 window via ``correct_image`` (one window), as float [0, 1]."""
-    from napari_emdeblur.model.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.infer import InferenceParams, correct_image
 
     params = InferenceParams(tile=max(512, max(win_u8.shape)), overlap=32, batch=1, device="cpu")
     return correct_image(win_u8, model, params).astype(np.float64) / 255.0
@@ -389,8 +387,8 @@ def oracle_params(records, conds) -> dict[int, tuple[float, float]]:
 # --------------------------------------------------------------------------- real defocus + speed
 def deepfocus(model, data: Path | None = None) -> list[dict]:
     """GRAN on the three DeepFocus SEM images: focus score median before/after + images."""
-    from napari_emdeblur.core import focus
-    from napari_emdeblur.model.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.infer import InferenceParams, correct_image
+    from napari_emdeblur.qc import focus
 
     folder = (data or DATA) / "deepfocus_sem_defocus"
     names = ["pert5000", "base", "pert-5000"]  # least -> most defocused (PROVENANCE.md)
@@ -413,7 +411,7 @@ def throughput(models: dict, size: int, data: Path | None = None) -> list[dict]:
     """Mpx/s of ``correct_image`` (default InferenceParams, tiling included) on a uint8 image."""
     import torch
 
-    from napari_emdeblur.model.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.infer import InferenceParams, correct_image
 
     base = _read(_files((data or DATA) / HELD_OUT[0])[0])
     img = np.tile(base, (size // base.shape[0] + 1, size // base.shape[1] + 1))[:size, :size].copy()
@@ -450,8 +448,8 @@ def tiling_check(model, size: int = 1024, data: Path | None = None) -> list[dict
 
     The graph units make a window's output depend (weakly) on the whole window, so blended tiles
     are close to, not equal to, the whole-image result."""
-    from napari_emdeblur.core.degrade import Degradation
-    from napari_emdeblur.model.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.infer import InferenceParams, correct_image
+    from napari_emdeblur.deblur.train.degrade import Degradation
 
     sharp8 = _read(_files((data or DATA) / HELD_OUT[0])[0])[:size, :size]
     sharp = sharp8.astype(np.float32) / 255.0  # the held-out data are 8-bit
@@ -764,7 +762,7 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    from napari_emdeblur.model.weights import WeightsError, shipped_weights_path
+    from napari_emdeblur.deblur.weights import WeightsError, shipped_weights_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 crops, 1024 px throughput image (a smoke run)")

@@ -14,7 +14,7 @@ focus. Mild Poisson noise (300 counts at full intensity) is then added to the wh
 Writes ``sample_section.tif`` (blurred + noise, uint8), ``sample_ground_truth.tif`` (the
 original section) - both ImageJ TIFFs with 4.6 nm pixels - and ``sample_tiles.json``.
 
-    python scripts/make_sample.py [--data /work/shared/data] [--out src/napari_emdeblur/data/sample]
+    python scripts/make_sample.py [--data ../shared/data] [--out src/napari_emdeblur/data/sample]
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_emdeblur.core.degrade import Degradation, add_noise, psf_sigma
-from napari_emdeblur.core.io import load_section, save_image
-from napari_emdeblur.core.tiling import TileGrid
+from napari_emdeblur.deblur.train.degrade import Degradation, add_noise, psf_sigma
+from napari_emdeblur.io import load_section, save_image
+from napari_emdeblur.qc.tiling import TileGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "drosophila_vnc_sstem/stack2/17.tif"

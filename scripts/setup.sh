@@ -33,7 +33,8 @@ fi
 # ---------------------------------------------------------------- python
 PY=""
 for cand in python3.13 python3.12 python3.11 python3; do
-  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  # pyenv shims exist for versions that are not installed and print errors when run: stay quiet
+  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
     PY=$cand; break
   fi
 done
@@ -53,6 +54,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VPY" -c 'import napar
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VPY" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+# numpy before torch: a torch imported without numpy warns "Failed to initialize NumPy"
+"$VPY" -c 'import numpy' 2>/dev/null || "$VPY" -m pip install -q "numpy>=1.24" 2>&1 | grep -v "^WARNING: Location" || true
 if ! "$VPY" -c 'import torch' 2>/dev/null; then
   log "installing $TORCH_SPEC (CPU build first)"
   "$VPY" -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true

@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data}
+DATA=${DATA:-${EMDEBLUR_SHARED_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}}
 MINUTES=${MINUTES:-62}
 mkdir -p runs/gran_em_v1 runs/unet_baseline
 
@@ -61,7 +61,7 @@ echo "U-Net pid $!"
 #     --val-seed 2 --threads 2 --checkpoint-every 500 --log-every 50 --val-crops 16 --quiet --model-type gran \
 #     --init-weights src/napari_emdeblur/model/weights/gran_em_v1.pt --grow '{"n_groups": 3}' \
 #     --out runs/gran_em_v2_g3
-#   .venv/bin/python benchmarks/restoration.py --gran runs/gran_em_v2_g3/model_best.pt --out /tmp/restoration_v2.md
+#   .venv/bin/python benchmarks/restoration.py --gran runs/gran_em_v2_g3/model_best.pt --out runs/restoration_v2.md
 #
 # The stage-1 GRAN (equal budget with the U-Net) ships as benchmarks/weights/gran_equal_budget.pt for
 # target (b) of benchmarks/restoration.py.

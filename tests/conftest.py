@@ -1,10 +1,12 @@
-"""Shared pytest fixtures. Keep them generic: several test modules use them."""
+"""Shared pytest fixtures and helpers (the pipeline tests' tiles and tiny weights). Keep them generic:
+several test modules use them; test modules import the helpers with ``from conftest import ...``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +36,88 @@ def sample_files() -> dict[str, Path]:
     from napari_emdeblur._sample_data import sample_paths
 
     return sample_paths()
+
+
+# --------------------------------------------------------------------------- pipeline test data
+
+
+# --------------------------------------------------------------------------- test data
+def _em_image(seed: int = 0) -> np.ndarray:
+    """A 1024x1024 uint8 real sSEM frame when the data set is there, else EM-like texture."""
+    data = shared_data_dir()
+    source = data / "drosophila_vnc_sstem" / "stack1" / "00.tif" if data is not None else None
+    if source is not None and source.is_file():
+        from napari_emdeblur.io import load_section
+
+        return np.asarray(load_section(source).data)
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.normal(size=(1024, 1024)), 3.0)
+    x = np.abs(ndimage.sobel(x, 0)) + np.abs(ndimage.sobel(x, 1))
+    x = 200 - 150 * x / x.max() + rng.normal(0, 6, x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -> dict[str, str]:
+    """Write ``n`` 256x256 tiles (sharp / mildly blurred / very blurred) into section folders.
+
+    Returns ``{relative path: category}`` with category ok | correct | retake.
+    """
+    from scipy import ndimage
+
+    from napari_emdeblur.io import save_image
+
+    img = _em_image(seed)
+    rng = np.random.default_rng(seed)
+    kinds = ["ok", "correct", "ok", "retake", "ok", "ok", "correct", "ok"]
+    out = {}
+    for k in range(n):
+        y, x = rng.integers(0, img.shape[0] - 256), rng.integers(0, img.shape[1] - 256)
+        crop = img[y : y + 256, x : x + 256]
+        kind = kinds[k % len(kinds)]
+        sigma = {"ok": 0.0, "correct": 1.3, "retake": 4.0}[kind]
+        if sigma:
+            crop = np.clip(np.round(ndimage.gaussian_filter(crop.astype(np.float32), sigma)), 0, 255).astype(np.uint8)
+        rel = f"{sections[k % len(sections)]}/tile_{k:03d}.tif"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_image(folder / rel, crop)
+        out[rel] = kind
+    return out
+
+
+def thresholds_for(folder: Path, kinds: dict[str, str]) -> tuple[float, float]:
+    """Absolute thresholds halfway between the measured score groups of the test tiles."""
+    from napari_emdeblur.io import load_section
+    from napari_emdeblur.qc.focus import score_tiles
+
+    s = {k: [] for k in ("ok", "correct", "retake")}
+    for rel, kind in kinds.items():
+        s[kind].append(float(np.nanmedian(score_tiles(load_section(folder / rel).data, 256))))
+    assert min(s["ok"]) > max(s["correct"]) > 0 and min(s["correct"]) > max(s["retake"]), s
+    return (min(s["ok"]) + max(s["correct"])) / 2, (min(s["correct"]) + max(s["retake"])) / 2
+
+
+def tiny_weights(path: Path) -> Path:
+    """A freshly initialised small GRAN saved with its card (the bookkeeping needs a model, not a good one)."""
+    import torch
+
+    from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
+    from napari_emdeblur.deblur.weights import save_model
+
+    torch.manual_seed(0)
+    save_model(GRAN(GRANConfig(width=8, n_groups=1, n_grabs=1)), path)
+    return path
+
+
+def visible_files(outdir: Path) -> dict[str, bytes]:
+    """Every file under OUTDIR except the control folder and the (timing-bearing) index.html."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(outdir):
+        dirnames[:] = [d for d in dirnames if d != ".emdeblur"]
+        for fn in filenames:
+            p = Path(dirpath) / fn
+            rel = p.relative_to(outdir).as_posix()
+            if rel != "index.html":
+                out[rel] = p.read_bytes()
+    return out

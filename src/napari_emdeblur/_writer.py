@@ -38,14 +38,16 @@ def write_single_image(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for ``.tif``/``.tiff``/``.ome.tif``/``.zarr``; returns ``[path]``.
 
     napari's save dialog has already asked before replacing an existing file, so this replaces
-    one, but never the layer's own source file (``metadata['emdeblur_source']``)."""
+    one, but never the layer's own source file (``metadata['emdeblur_source']``).
+    """
     return [str(write_layer(path, data, meta, overwrite=True))]
 
 
 def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False) -> Path:
     """Write one image layer's data with its layer metadata (as from ``layer.as_layer_data_tuple()``):
     dtype, pixel size and z spacing preserved, metadata stored as JSON; atomic; refuses to replace
-    the layer's source file, and any existing file unless ``overwrite``."""
+    the layer's source file, and any existing file unless ``overwrite``.
+    """
     meta = meta or {}
     p = Path(path)
     if suffix_of(p) not in WRITE_SUFFIXES + OME_SUFFIXES:

@@ -108,7 +108,8 @@ class _Runner:
 
 def _is_oom(e: BaseException) -> bool:
     """A GPU out-of-memory error (``torch.cuda.OutOfMemoryError``, or an MPS/CUDA RuntimeError
-    saying so). Host ``MemoryError`` is not retried."""
+    saying so). Host ``MemoryError`` is not retried.
+    """
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(e, oom):
         return True
@@ -155,7 +156,8 @@ def _correct_unit(
     run: _Runner, img: np.ndarray, tile: int, overlap: int, stage: str, out_fn, conv=None
 ) -> Generator[Progress | Notice, None, None]:
     """Blend-tiled model output of ``img``; finished row strips (float, model units) go to
-    ``out_fn(y0, rows)``. ``conv`` maps a window to float [0, 1] (default: none needed)."""
+    ``out_fn(y0, rows)``. ``conv`` maps a window to float [0, 1] (default: none needed).
+    """
     conv = conv or (lambda a: np.asarray(a, np.float32))
     H, W = img.shape
     ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
@@ -193,7 +195,8 @@ def _correct_unit_halving(
 ) -> Generator[Progress | Notice, None, int]:
     """``_correct_unit`` with OOM back-off: when even batch 1 runs out of GPU memory, halve
     the tile (down to ``MIN_TILE``, overlap at most a quarter of it), yield a ``Notice`` and
-    start again. Returns the tile size that succeeded."""
+    start again. Returns the tile size that succeeded.
+    """
     while True:
         try:
             yield from _correct_unit(run, img, tile, overlap, stage, out_fn, conv)
@@ -312,7 +315,7 @@ def iter_correct_tiles(
                         )
                 if outs is None:
                     outs = []
-                    for b, wy0, wx0, u in wins:
+                    for _b, _wy0, _wx0, u in wins:
                         res = np.empty(u.shape, np.float32)
 
                         def put(y, rows, res=res):

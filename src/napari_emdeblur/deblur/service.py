@@ -204,7 +204,8 @@ def iter_correct(
 def _corrected_tiles(section, net, ij, grid: TileGrid, ip, z: int, whole: bool, done: int, total: int,
                      metric: str):
     """Run the model on one section: yields its Notices, Progress in units of QC tiles, and
-    ``((row, col), pixels, score after)`` per corrected tile (as soon as it is done)."""
+    ``((row, col), pixels, score after)`` per corrected tile (as soon as it is done).
+    """
     from .infer import iter_correct_image, iter_correct_tiles
 
     if whole:

@@ -1,5 +1,6 @@
 """Where the shipped GRAN weights live (no torch import: the pipeline client and the widgets
-ask for the path and the card without loading a model)."""
+ask for the path and the card without loading a model).
+"""
 
 from __future__ import annotations
 

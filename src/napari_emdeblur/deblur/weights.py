@@ -79,7 +79,8 @@ def atomic_write_json(obj: dict, path: str | os.PathLike) -> None:
 def save_model(model: nn.Module, path: str | os.PathLike, card: dict | None = None) -> dict:
     """Write ``path`` (.pt state_dict) and its card (.json) atomically; returns the card.
 
-    ``model_type``, ``architecture`` and ``weights_sha256`` are filled in from the model."""
+    ``model_type``, ``architecture`` and ``weights_sha256`` are filled in from the model.
+    """
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"weights file must end in .pt, got {path.name}")
@@ -171,7 +172,8 @@ def load_card_hash(path: str | os.PathLike | None = None) -> str:
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike, **card_updates) -> dict:
     """Copy checked weights ``src`` (+ card) to ``dst`` (e.g. a training run's ``model_best.pt``
     to ``shipped_weights_path()``), re-writing the card with the new file name/sha256 and
-    any ``card_updates``. Returns the new card."""
+    any ``card_updates``. Returns the new card.
+    """
     model, card = load_model(src)
     card.update(card_updates)
     card["exported_from"] = {"path": str(src), "weights_sha256": card["weights_sha256"]}

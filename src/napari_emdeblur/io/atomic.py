@@ -48,7 +48,8 @@ _umask_lock = threading.Lock()
 
 def _current_umask() -> int:
     """The process umask, read without changing it where possible (Linux ``/proc``): the
-    ``os.umask`` round trip briefly sets it to 0 for every thread of the process."""
+    ``os.umask`` round trip briefly sets it to 0 for every thread of the process.
+    """
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
@@ -68,7 +69,7 @@ def umask_mode(mode: int = 0o666) -> int:
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a folder so that a rename/link in it is durable (best effort, no-op on Windows)."""
+    """Fsync a folder so that a rename/link in it is durable (best effort, no-op on Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -122,7 +123,8 @@ def atomic_write(
     ``overwrite=False`` raises ``FileExistsError`` if ``path`` exists when publishing, even if it
     appeared while ``writer`` ran; the existing file is left intact. ``sync_dir`` also fsyncs the
     folder after publishing. The folder must exist (``FileNotFoundError`` otherwise) unless
-    ``makedirs``, which creates it and its parents."""
+    ``makedirs``, which creates it and its parents.
+    """
     path = Path(path)
     folder = path.parent
     if makedirs:

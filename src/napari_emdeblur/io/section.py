@@ -53,7 +53,7 @@ class Section:
 
     @property
     def dtype(self) -> np.dtype:
-        """dtype of the data."""
+        """Dtype of the data."""
         return np.dtype(self.data.dtype)
 
     @property
@@ -68,7 +68,7 @@ class Section:
 
     @property
     def scale(self) -> tuple[float, ...]:
-        """napari ``scale``: pixel size in nm (1 when unknown); z spacing 1 unless known."""
+        """Napari ``scale``: pixel size in nm (1 when unknown); z spacing 1 unless known."""
         yx = tuple(self.pixel_size) if self.pixel_size else (1.0, 1.0)
         if self.axes == "zyx":
             return (float(self.z_spacing or 1.0),) + yx

@@ -172,7 +172,8 @@ def read_tiff(
 ) -> tuple[Any, str, dict, tuple | None, float | None]:
     """Returns (array, tifffile axes, extra metadata, pixel size, z spacing).
 
-    ``content``: the file's bytes, already read (decoded from memory, never lazily)."""
+    ``content``: the file's bytes, already read (decoded from memory, never lazily).
+    """
     import tifffile
 
     if content is not None:

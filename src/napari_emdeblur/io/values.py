@@ -225,7 +225,8 @@ def value_range(image: np.ndarray, mode="auto") -> tuple[float, float]:
 
 def fixed_range(data, mode="auto"):
     """``mode`` resolved to one ``(lo, hi)`` for all of ``data`` when it is an in-memory array
-    (every section of a stack then shares it); a lazy array keeps ``mode`` (resolved per section)."""
+    (every section of a stack then shares it); a lazy array keeps ``mode`` (resolved per section).
+    """
     return value_range(data, mode) if isinstance(data, np.ndarray) else parse_range_mode(mode)
 
 

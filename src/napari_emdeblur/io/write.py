@@ -137,7 +137,7 @@ def save_image(
 
 
 def _remove_tree(path: Path, tries: int = 50) -> None:
-    """rmtree that wins against dask threads still writing chunks after a failed compute."""
+    """Rmtree that wins against dask threads still writing chunks after a failed compute."""
     import time
 
     for _ in range(tries):

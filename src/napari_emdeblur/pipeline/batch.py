@@ -69,7 +69,8 @@ def tune_malloc() -> bool:
     ``mmap`` whose pages fault in on first touch, which made scoring a tile ~4x slower in a
     worker than in a plain process (measured: 55 ms against 12 ms per 8 Mpx tile). Restores a
     32 MiB mmap threshold (glibc's dynamic maximum) and a 256 MiB trim threshold, once per
-    process. Returns whether it did (glibc only)."""
+    process. Returns whether it did (glibc only).
+    """
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
         return True
@@ -101,7 +102,8 @@ def score_task(path: str, cfg_dict: dict, thresholds: tuple, file: str, section:
 
 def score_group_task(items: list[tuple[str, str, str, str]], cfg_dict: dict, thresholds: tuple) -> list[TileRecord]:
     """Dask task: :func:`score_task` for several tiles ``(path, file, section, name)`` (one
-    task per group keeps the scheduler's per-task overhead small against ~10 ms per tile)."""
+    task per group keeps the scheduler's per-task overhead small against ~10 ms per tile).
+    """
     cfg = _worker_cfg(cfg_dict)
     return [
         analyse_tile(path, cfg, thresholds=thresholds, file=file, section=section, name=name, correct=False)
@@ -111,7 +113,8 @@ def score_group_task(items: list[tuple[str, str, str, str]], cfg_dict: dict, thr
 
 def group_size(n_tiles: int, n_workers: int, max_group: int = 16) -> int:
     """Tiles per score task: enough tasks to keep every worker busy (4 per worker), at most
-    ``max_group`` tiles each."""
+    ``max_group`` tiles each.
+    """
     return max(1, min(max_group, -(-n_tiles // max(1, 4 * n_workers))))
 
 

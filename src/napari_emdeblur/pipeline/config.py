@@ -148,7 +148,8 @@ def _weights_path(cfg: PipelineConfig) -> Path:
 
 def model_identity(cfg: PipelineConfig) -> dict | None:
     """What identifies the correcting model in the journal (the card's weights sha256), None if
-    not correcting. Reads only the JSON card, so a ``batch`` client never needs torch."""
+    not correcting. Reads only the JSON card, so a ``batch`` client never needs torch.
+    """
     if not cfg.correct:
         return None
     path = _weights_path(cfg)

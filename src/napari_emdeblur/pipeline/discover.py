@@ -64,7 +64,8 @@ class ScanResult:
 def tile_positions(path: str | os.PathLike) -> dict[str, tuple[float, float]] | None:
     """``{relative tile path (posix): (x, y)}`` from a MultiSEM ``full_image_coordinates.txt``
     (:func:`napari_emdeblur.io.multisem.parse_coordinates`), or None while it cannot be parsed
-    (e.g. being written)."""
+    (e.g. being written).
+    """
     try:
         rows = parse_coordinates(path)
     except (EMReadError, OSError):
@@ -196,7 +197,8 @@ class Scanner:
 
 def candidates_for_inputs(inputs: list[str | os.PathLike], exclude: list | None = None) -> ScanResult:
     """Discovery for ``batch``: folders are scanned like ``watch`` does (every file is taken as
-    complete: a batch runs over finished acquisitions); single files are their folder's tiles."""
+    complete: a batch runs over finished acquisitions); single files are their folder's tiles.
+    """
     total = ScanResult()
     by_root: dict[Path, list[Path]] = {}
     for inp in inputs:

@@ -11,7 +11,8 @@ __all__ = ["ModelLoadError", "classify_error"]
 
 class ModelLoadError(RuntimeError):
     """The correcting model (or its device) cannot be loaded: stops the run instead of failing
-    every tile that needs correcting."""
+    every tile that needs correcting.
+    """
 
 
 def classify_error(exc: BaseException) -> tuple[str, str]:

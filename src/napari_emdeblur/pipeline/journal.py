@@ -1,4 +1,4 @@
-"""SQLite journal of a pipeline output folder: one row per input file, exactly-once processing.
+r"""SQLite journal of a pipeline output folder: one row per input file, exactly-once processing.
 
 The journal lives in ``OUTDIR/.emdeblur/journal.sqlite`` (WAL mode, ``synchronous=NORMAL``: every
 commit survives the death of the process; a power cut may lose the last few commits, which the
@@ -445,7 +445,8 @@ class Journal:
 
     def claim_many(self, row_ids: list[int]) -> list[Row]:
         """:meth:`claim` for several rows in one transaction; returns the rows claimed (in the
-        given order), skipping those that are not ``seen``."""
+        given order), skipping those that are not ``seen``.
+        """
         now = time.time()
         claimed: list[int] = []
         with self.transaction():
@@ -550,7 +551,8 @@ class Journal:
 
     def fail(self, row_id: int, error: str, kind: str = "permanent", result: dict | None = None) -> Row:
         """Mark a ``processing`` row failed. ``kind``: ``permanent`` (retried only when the file
-        changes) or ``transient`` (retried after a back-off)."""
+        changes) or ``transient`` (retried after a back-off).
+        """
         if kind not in ("permanent", "transient"):
             raise ValueError(f"unknown failure kind {kind!r}")
         row = self.get(row_id)

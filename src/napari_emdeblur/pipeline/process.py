@@ -37,7 +37,7 @@ from ..io.write import save_image
 from ..qc import decisions
 from ..qc.focus import score_tiles
 from ..qc.thresholds import calibrated_thresholds
-from .config import PipelineConfig, TileRecord, correction_params, corrected_rel, resolve_thresholds
+from .config import PipelineConfig, TileRecord, corrected_rel, correction_params, resolve_thresholds
 from .errors import ModelLoadError, classify_error
 
 __all__ = ["analyse_tile", "calibrate_thresholds", "correct_recorded", "needs_correction", "process_tile"]
@@ -74,7 +74,8 @@ def _read_image(path: str | os.PathLike) -> np.ndarray:
 
 def _load_hashed(path, want_hash: bool):
     """``(section, sha256 or None)``: with a hash, the file is read once and the digest is of
-    exactly the bytes that are decoded (no window for a writer between hashing and reading)."""
+    exactly the bytes that are decoded (no window for a writer between hashing and reading).
+    """
     if not want_hash:
         return load_section(path), None
     with open(path, "rb") as f:
@@ -169,7 +170,8 @@ def correct_recorded(
     device: str | None = None,
 ) -> TileRecord:
     """Second half of :func:`analyse_tile` for a record scored with ``correct=False``: read the
-    tile again (checking its sha256 when known) and correct it. Never raises for a bad tile."""
+    tile again (checking its sha256 when known) and correct it. Never raises for a bad tile.
+    """
     t0 = time.perf_counter()
     try:
         sec, digest = _load_hashed(path, bool(cfg.hash_inputs and rec.sha256))

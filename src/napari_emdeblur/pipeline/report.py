@@ -144,7 +144,8 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
 
 def _json_one_tile_per_line(doc: dict) -> str:
     """``doc`` as JSON with one tile per line (readable, and encoded by json's C encoder:
-    ``indent`` would switch to the pure-Python one, ~10x slower on big sections)."""
+    ``indent`` would switch to the pure-Python one, ~10x slower on big sections).
+    """
     head = {k: v for k, v in doc.items() if k != "tiles"}
     parts = [json.dumps(head, sort_keys=True)[:-1]]
     tiles = [json.dumps(t, sort_keys=True) for t in doc["tiles"]]

@@ -195,7 +195,8 @@ class Session:
 
     def finish_many(self, group: list[tuple[Row, TileRecord]]) -> list[Row]:
         """Commit (or fail) claimed rows with their records: the outputs are published first,
-        then all successful rows are marked done in one journal transaction."""
+        then all successful rows are marked done in one journal transaction.
+        """
         for row, rec in group:
             self.reports.mark(row.section)  # before the journal changes (see ReportWriter)
             if rec.error is not None:  # reports name inputs relative to their root
@@ -280,7 +281,7 @@ class Session:
                 head = inflight[0][1] if inflight else None
                 if buf and (head is None or not head.done() or len(buf) >= window):
                     done = self.finish_many(buf)
-                    for (row, rec), out in zip(buf, done):
+                    for (_row, rec), out in zip(buf, done):
                         yield out, rec
                     buf = []
                     continue
@@ -327,7 +328,8 @@ class Session:
 
 def tile_workers(cfg: PipelineConfig) -> int:
     """Tiles processed in parallel by one watch/batch process: ``cfg.threads``, or (0) the
-    usable CPU cores, at most 8."""
+    usable CPU cores, at most 8.
+    """
     if cfg.threads:
         return int(cfg.threads)
     try:
@@ -340,7 +342,8 @@ def tile_workers(cfg: PipelineConfig) -> int:
 class _GPULock:
     """Serialises corrections when they run on a GPU, CUDA or Apple MPS (not thread-safe),
     decided at the first correction, so a run that corrects nothing never imports torch; a
-    no-op on the CPU, where each tile thread corrects with its own single torch thread."""
+    no-op on the CPU, where each tile thread corrects with its own single torch thread.
+    """
 
     def __init__(self, device: str):
         self.device = device

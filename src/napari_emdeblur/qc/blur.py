@@ -102,7 +102,8 @@ def estimate_blur_tiles(
     """Gaussian-equivalent blur sigma (px) of every tile of a 2-D image.
 
     Returns a float32 array of shape ``TileGrid(image.shape, tile).grid_shape``; NaN where the
-    tile is flat or thinner than 32 px. Intensity scale and offset do not matter."""
+    tile is flat or thinner than 32 px. Intensity scale and offset do not matter.
+    """
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")

@@ -125,7 +125,8 @@ def _centred(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-tile sum of ``a * b`` over axes 1 and 3 (float32 einsum, which releases the GIL and
-    vectorises; its partial sums keep the relative error near 1e-6 for a 256 px tile)."""
+    vectorises; its partial sums keep the relative error near 1e-6 for a 256 px tile).
+    """
     return np.einsum("ijkl,ijkl->ik", a, b).astype(np.float64)
 
 

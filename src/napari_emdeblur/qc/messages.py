@@ -62,7 +62,8 @@ class Notice:
 def drain(gen, on_yield=None):
     """Run a core generator to the end in this thread: pass every yielded message to
     ``on_yield`` (if given) and return the generator's return value. This is the synchronous
-    path of the napari workers (tests, scripts) and what the CLI uses."""
+    path of the napari workers (tests, scripts) and what the CLI uses.
+    """
     while True:
         try:
             msg = next(gen)

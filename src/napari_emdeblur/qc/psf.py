@@ -51,7 +51,8 @@ class PSFEstimate:
     ``angle``: the major axis in degrees from +x towards +y (image rows), in [0, 180);
     ``noise``: noise standard deviation in the tile's units; ``log_c``, ``alpha``: the fitted
     signal power spectrum ``exp(log_c) |f|^-alpha`` (variance per frequency bin);
-    ``n_bins``: polar bins above the noise (the fit's support)."""
+    ``n_bins``: polar bins above the noise (the fit's support).
+    """
 
     sigma_major: np.ndarray
     sigma_minor: np.ndarray
@@ -67,7 +68,7 @@ class PSFEstimate:
 
     @property
     def ratio(self) -> np.ndarray:
-        """minor / major (1 = isotropic); NaN where the estimate is NaN."""
+        """Minor / major (1 = isotropic); NaN where the estimate is NaN."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.sigma_major > 0, self.sigma_minor / self.sigma_major, 1.0)
 

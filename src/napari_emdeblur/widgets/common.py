@@ -61,7 +61,8 @@ def notify(message: str, level: str = "info") -> None:
 
 def tie_to_viewer(widget, viewer, *, layers_changed=None, mouse_move=None, mouse_drag=None) -> None:
     """Connect a dock widget's callbacks to the viewer, and disconnect them when the widget's Qt
-    object is destroyed (a closed dock must not keep receiving mouse moves or layer events)."""
+    object is destroyed (a closed dock must not keep receiving mouse moves or layer events).
+    """
     if layers_changed is not None:
         viewer.layers.events.inserted.connect(layers_changed)
         viewer.layers.events.removed.connect(layers_changed)

@@ -29,7 +29,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-
 from napari.viewer import Viewer
 
 from ..deblur.reports import CorrectionReport, TileReport
@@ -139,7 +138,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
     def _device_text(choice: str, probe: bool = True) -> str:
         """What ``choice`` resolves to. Without ``probe`` and before torch is loaded, ``auto``
         is described instead of resolved: opening the dock must not cost the torch import
-        (seconds); the run reports the device it got (and this label shows it then)."""
+        (seconds); the run reports the device it got (and this label shows it then).
+        """
         if "torch" not in sys.modules:  # never import torch on the GUI thread
             if choice == "auto":
                 return "-> CUDA, else Apple MPS, else CPU (shown when a run starts)"
@@ -251,7 +251,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
 
     def _create_layers(self) -> None:
         """Create (or reset) the corrected and review layers; called on the worker's first message,
-        i.e. once the model has loaded, so a run that fails to start leaves no layer behind."""
+        i.e. once the model has loaded, so a run that fails to start leaves no layer behind.
+        """
         layer, data, params = self._pending
         self._layers_ready = True
         with_gt = self._with_gt

@@ -23,7 +23,8 @@ class ExportMixin:
     def export(self, path: str | Path | None = None, overwrite: bool = False) -> Path | None:
         """Write the corrected layer (.tif / .ome.tif / .zarr) and, if asked, ``<name>_report.csv``
         and ``.json`` next to it. Every target is checked before anything is written; the input file
-        is never a target; each file is written atomically."""
+        is never a target; each file is written atomically.
+        """
         corrected = self.corrected_layer
         if corrected is None:
             notify("Nothing to export: run a correction first", "warning")

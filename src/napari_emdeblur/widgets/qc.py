@@ -29,7 +29,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-
 from napari.viewer import Viewer
 
 from ..qc import decisions as dec

@@ -59,7 +59,8 @@ class ReviewMixin:
         """Show the corrected layer's focus as "<image> corrected focus": the per-section scores the
         worker computed before correcting, with each corrected (and not reverted) tile's score after
         correction; same grid, placement and contrast limits as the QC heatmap. No re-scoring here:
-        this runs in the GUI thread."""
+        this runs in the GUI thread.
+        """
         if not self.reports:
             return
         qc_heat = next((l for l in self._viewer.layers if l.metadata.get(HEATMAP_KEY, {}).get("source")
@@ -153,7 +154,7 @@ class ReviewMixin:
         yield
 
     def review(self, z: int, i: int, j: int, action: str) -> None:
-        """accept | revert (back to the original pixels) | retake (revert and mark for re-imaging)."""
+        """Accept | revert (back to the original pixels) | retake (revert and mark for re-imaging)."""
         key = (int(z), int(i), int(j))
         rep = self.reports.get(key)
         corrected = self.corrected_layer

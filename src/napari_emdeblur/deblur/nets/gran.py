@@ -36,7 +36,8 @@ from torch import nn
 
 class CardConfig:
     """Mixin for architecture dataclasses: ``to_dict``/``from_dict`` round-trip through the
-    model card, and unknown keys (a card of another architecture) are refused by name."""
+    model card, and unknown keys (a card of another architecture) are refused by name.
+    """
 
     KIND: ClassVar[str] = "model"
 

@@ -79,7 +79,8 @@ class SBGRAN(nn.Module):
     """Semi-blind GRAN; ``forward(x, params=None)``: (N,1,H,W) in [0,1] -> same shape.
 
     ``params`` (N, 6) are the PSF/noise estimates (:func:`estimate_params`); when omitted they are
-    estimated from ``x`` itself (on the CPU, with numpy)."""
+    estimated from ``x`` itself (on the CPU, with numpy).
+    """
 
     model_type = "sbgran"
 

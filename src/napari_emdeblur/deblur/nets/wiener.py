@@ -27,7 +27,8 @@ _NO_BLUR = (0.0, 0.0, 0.0)
 def psf_params(est: PSFEstimate) -> np.ndarray:
     """``(n, 6)`` float32 rows ``[Sxx, Sxy, Syy, noise_var, log_c, alpha]`` from an estimate,
     NaN-free: a tile without an estimate gets a delta PSF, and the signal model is clamped to a
-    sane range (alpha in [1, 4])."""
+    sane range (alpha in [1, 4]).
+    """
     cov = np.nan_to_num(np.asarray(est.cov, np.float64), nan=0.0)
     nv = np.nan_to_num(np.asarray(est.noise, np.float64), nan=0.0) ** 2
     logc = np.nan_to_num(np.asarray(est.log_c, np.float64), nan=-30.0)
@@ -39,7 +40,8 @@ def psf_params(est: PSFEstimate) -> np.ndarray:
 def wiener(x: torch.Tensor, params: torch.Tensor, betas: tuple[float, ...], pad: int = 24) -> torch.Tensor:
     """Wiener deconvolutions of ``x`` (B,1,H,W) for every ``beta``: (B, len(betas), H, W).
 
-    ``params``: (B, 6) from :func:`psf_params`."""
+    ``params``: (B, 6) from :func:`psf_params`.
+    """
     b, _, h, w = x.shape
     p = min(pad, h - 1, w - 1)
     xp = F.pad(x, (p, p, p, p), mode="reflect") if p > 0 else x

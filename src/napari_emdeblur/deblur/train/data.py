@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .degrade import Degradation, DegradationRanges
 from ...io.formats import is_image_file, is_tiff
 from ...io.values import to_grayscale, value_range
+from .degrade import Degradation, DegradationRanges
 
 MARGIN = 24  # context (px) around each crop for the blur; larger than any training PSF radius
 
@@ -28,7 +28,8 @@ MARGIN = 24  # context (px) around each crop for the blur; larger than any train
 def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
     """All image files (png/tif/...) directly inside ``dirs``, sorted; error if none.
 
-    An entry may also be a file, or a glob pattern of files (``sbem/0[1-5]*.png``)."""
+    An entry may also be a file, or a glob pattern of files (``sbem/0[1-5]*.png``).
+    """
     files: list[Path] = []
     for d in dirs:
         if any(ch in str(d) for ch in "*?["):
@@ -51,7 +52,8 @@ def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
 
 def to_float01(a: np.ndarray) -> np.ndarray:
     """Scale an image to float32 [0, 1] as inference does (``io.values.value_range``, mode
-    ``auto``: uint16 by its significant bit depth); floats are taken as they are."""
+    ``auto``: uint16 by its significant bit depth); floats are taken as they are.
+    """
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] in (3, 4):  # colour -> grey as the readers do (io.values)
         a = to_grayscale(a)
@@ -89,7 +91,8 @@ def load_grouped_sections(
     dirs: list[str | os.PathLike],
 ) -> tuple[list[np.ndarray], list[Path], list[int]]:
     """Like :func:`load_sections`, plus the index in ``dirs`` each section came from (so a
-    sampler can weight the folders equally whatever their sizes)."""
+    sampler can weight the folders equally whatever their sizes).
+    """
     secs: list[np.ndarray] = []
     files: list[Path] = []
     groups: list[int] = []
@@ -104,7 +107,8 @@ def load_grouped_sections(
 
 def file_manifest(files: list[Path], root: str | os.PathLike | None = None) -> list[dict]:
     """``[{path, sha256}]`` for the model card; paths relative to ``root`` (the data root) when
-    they lie under it, so a card names no machine path."""
+    they lie under it, so a card names no machine path.
+    """
     out = []
     for f in files:
         name = Path(f)
@@ -208,7 +212,8 @@ class PairSampler:
 
     def batch_context(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(degraded, sharp, degraded with context)``: the third is the crop with its margin,
-        for estimates that need more than the crop (the PSF estimate of a semi-blind model)."""
+        for estimates that need more than the crop (the PSF estimate of a semi-blind model).
+        """
         m, c = self.margin, self.crop
         trip = [self.sample_context(rng)[:2] for _ in range(n)]
         ctx = np.stack([t[0] for t in trip])[:, None].astype(np.float32)
@@ -226,7 +231,8 @@ def make_val_set(
 ) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """A fixed, seeded validation set: ``[(degraded, sharp, degradation dict)]``.
 
-    No contrast augmentation and no unblurred samples; crops spread over the sections."""
+    No contrast augmentation and no unblurred samples; crops spread over the sections.
+    """
     import dataclasses
 
     rng = np.random.default_rng(seed)

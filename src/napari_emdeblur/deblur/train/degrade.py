@@ -22,7 +22,7 @@ noise               Poisson (photon count 20 - 500 per unit intensity) plus
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage, signal
@@ -257,7 +257,8 @@ def calibrate_gaussian_sigma(
 ) -> float:
     """Fit the Gaussian blur sigma (px) that maps the sharp tiles' power spectrum onto the soft
     tiles' one. Matches log power over the band where the soft spectrum is above its noise
-    floor; returns the best sigma on a fine grid."""
+    floor; returns the best sigma on a fine grid.
+    """
     if not soft_tiles or not sharp_tiles:
         raise ValueError("calibration needs at least one soft and one sharp tile")
 

@@ -32,13 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...qc.messages import Notice, Progress
-from .degrade import DegradationRanges
-from .data import Augment, PairSampler, file_manifest, load_grouped_sections, make_val_set
-from ..nets.sbgran import estimate_params
 from ..device import resolve_device
 from ..metrics import psnr, ssim
+from ..nets.sbgran import estimate_params
 from ..weights import atomic_torch_save, build_model, load_model, save_model
-
+from .data import Augment, PairSampler, file_manifest, load_grouped_sections, make_val_set
+from .degrade import DegradationRanges
 
 PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 DESCRIPTIONS = {
@@ -148,7 +147,8 @@ def _set_rng_state(rng: np.random.Generator, s: str) -> None:
 def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
     """Train; yields ``Progress(done=step, total=cfg.steps, stage='train', message=...)``.
 
-    The last message has ``stage='done'`` and the path of ``model_best.pt`` as message."""
+    The last message has ``stage='done'`` and the path of ``model_best.pt`` as message.
+    """
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if not cfg.data:
@@ -187,7 +187,7 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         model, init_card = load_model(cfg.init_weights, device="cpu")
         if init_card["model_type"] != cfg.model_type:
             yield Notice(f"init weights are a {init_card['model_type']} model; training that type", "warning")
-        model_type, arch = init_card["model_type"], init_card["architecture"]
+        model_type, _arch = init_card["model_type"], init_card["architecture"]
         if cfg.grow:
             from ..nets.gran import grow_gran
 
@@ -197,14 +197,14 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
             if unknown:
                 raise ValueError(f"grow takes width and n_groups, not {sorted(unknown)}")
             model = grow_gran(model, seed=cfg.seed, **cfg.grow)
-            arch = model.cfg.to_dict()
+            model.cfg.to_dict()
             yield Notice(f"grew the init weights to {cfg.grow} (same output before training)")
     elif cfg.grow:
         raise ValueError("grow needs init_weights (a trained GRAN to grow)")
     else:
         model_type = cfg.model_type
         model = build_model(model_type, cfg.model)
-        arch = model.cfg.to_dict()
+        model.cfg.to_dict()
     model = model.to(device).train()
     semi_blind = model_type == "sbgran"
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))

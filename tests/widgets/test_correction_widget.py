@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_emdeblur.qc import decisions as dec  # noqa: E402
 from napari_emdeblur import io as emio  # noqa: E402
+from napari_emdeblur.qc import decisions as dec  # noqa: E402
 from napari_emdeblur.qc.focus import score_tiles  # noqa: E402
 from napari_emdeblur.qc.tiling import TileGrid  # noqa: E402
 from napari_emdeblur.widgets.correct import CorrectionWidget  # noqa: E402
@@ -228,7 +228,7 @@ def test_corrected_layer_never_saved_over_the_input(flow, tmp_path):
     cw.run(sync=True)
     corrected = viewer.layers[f"{layer.name} corrected"]
     data, meta, _ = corrected.as_layer_data_tuple()
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         write_single_image(str(src), data, meta)  # File > Save onto the original: refused
     assert cw.export(src) is None
     assert src.read_bytes() == before
@@ -265,6 +265,7 @@ def test_toggle_view_restores_visibility(flow):
     assert after[f"{section.name} corrected"] is True
 
 
+@pytest.mark.slow
 def test_opening_the_docks_does_not_import_torch(tmp_path):
     """The device label describes ``auto`` until a run resolves it: no torch import (seconds)
     when a proofreader opens the docks. Checked in a fresh interpreter (this one has torch)."""

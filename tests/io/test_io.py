@@ -197,7 +197,7 @@ def test_multisem_missing_tiles_listed(tmp_path):
 
 def test_multisem_section_of_mfov_subfolders(tmp_path):
     a, b = _img((32, 40), seed=1), _img((32, 40), seed=2)
-    for k, (mfov, arr, x) in enumerate((("000001", a, 0), ("000002", b, 40))):
+    for _k, (mfov, arr, x) in enumerate((("000001", a, 0), ("000002", b, 40))):
         (tmp_path / mfov).mkdir()
         Image.fromarray(arr).save(tmp_path / mfov / "tile.bmp")
         # absolute paths from the acquisition PC: resolved by their tail under the folder

@@ -94,6 +94,7 @@ def test_correction_report_psnr_uses_the_significant_range():
     assert rep.psnr_after > rep.psnr_before + 1.0
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_value_range(tmp_path):
     src = tmp_path / "in.tif"
     tifffile.imwrite(src, np.zeros((64, 64), np.uint16))

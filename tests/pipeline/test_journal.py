@@ -1,101 +1,18 @@
-"""Journal of the acquisition pipeline: state machine, lock, and kill -9 at random points."""
+"""Journal of the acquisition pipeline: state machine, lock, and kill -9 at several points of a run."""
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import make_tiles, thresholds_for, tiny_weights, visible_files
 
 from napari_emdeblur.pipeline.journal import Journal, JournalLockedError, open_outdir
-
-EM_TILE_SOURCE = Path("/work/shared/data/drosophila_vnc_sstem/stack1/00.tif")
-
-
-# --------------------------------------------------------------------------- test data
-def _em_image(seed: int = 0) -> np.ndarray:
-    """A 1024x1024 uint8 real sSEM frame when the data set is there, else EM-like texture."""
-    if EM_TILE_SOURCE.is_file():
-        from napari_emdeblur.io import load_section
-
-        return np.asarray(load_section(EM_TILE_SOURCE).data)
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    x = ndimage.gaussian_filter(rng.normal(size=(1024, 1024)), 3.0)
-    x = np.abs(ndimage.sobel(x, 0)) + np.abs(ndimage.sobel(x, 1))
-    x = 200 - 150 * x / x.max() + rng.normal(0, 6, x.shape)
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -> dict[str, str]:
-    """Write ``n`` 256x256 tiles (sharp / mildly blurred / very blurred) into section folders.
-
-    Returns ``{relative path: category}`` with category ok | correct | retake.
-    """
-    from scipy import ndimage
-
-    from napari_emdeblur.io import save_image
-
-    img = _em_image(seed)
-    rng = np.random.default_rng(seed)
-    kinds = ["ok", "correct", "ok", "retake", "ok", "ok", "correct", "ok"]
-    out = {}
-    for k in range(n):
-        y, x = rng.integers(0, img.shape[0] - 256), rng.integers(0, img.shape[1] - 256)
-        crop = img[y : y + 256, x : x + 256]
-        kind = kinds[k % len(kinds)]
-        sigma = {"ok": 0.0, "correct": 1.3, "retake": 4.0}[kind]
-        if sigma:
-            crop = np.clip(np.round(ndimage.gaussian_filter(crop.astype(np.float32), sigma)), 0, 255).astype(np.uint8)
-        rel = f"{sections[k % len(sections)]}/tile_{k:03d}.tif"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        save_image(folder / rel, crop)
-        out[rel] = kind
-    return out
-
-
-def thresholds_for(folder: Path, kinds: dict[str, str]) -> tuple[float, float]:
-    """Absolute thresholds halfway between the measured score groups of the test tiles."""
-    from napari_emdeblur.qc.focus import score_tiles
-    from napari_emdeblur.io import load_section
-
-    s = {k: [] for k in ("ok", "correct", "retake")}
-    for rel, kind in kinds.items():
-        s[kind].append(float(np.nanmedian(score_tiles(load_section(folder / rel).data, 256))))
-    assert min(s["ok"]) > max(s["correct"]) > 0 and min(s["correct"]) > max(s["retake"]), s
-    return (min(s["ok"]) + max(s["correct"])) / 2, (min(s["correct"]) + max(s["retake"])) / 2
-
-
-def tiny_weights(path: Path) -> Path:
-    """A freshly initialised small GRAN saved with its card (the bookkeeping needs a model, not a good one)."""
-    import torch
-
-    from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
-    from napari_emdeblur.deblur.weights import save_model
-
-    torch.manual_seed(0)
-    save_model(GRAN(GRANConfig(width=8, n_groups=1, n_grabs=1)), path)
-    return path
-
-
-def visible_files(outdir: Path) -> dict[str, bytes]:
-    """Every file under OUTDIR except the control folder and the (timing-bearing) index.html."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(outdir):
-        dirnames[:] = [d for d in dirnames if d != ".emdeblur"]
-        for fn in filenames:
-            p = Path(dirpath) / fn
-            rel = p.relative_to(outdir).as_posix()
-            if rel != "index.html":
-                out[rel] = p.read_bytes()
-    return out
 
 
 # --------------------------------------------------------------------------- unit tests
@@ -193,6 +110,7 @@ def test_output_names_stay_unique(tmp_path):
         assert outs == ["s/corrected/x-1.tif", "s/corrected/x.tif"]
 
 
+@pytest.mark.slow
 def test_lock_is_exclusive_and_released_by_kill(tmp_path):
     out = tmp_path / "out"
     j = open_outdir(out)
@@ -262,7 +180,8 @@ def _check_done_rows_have_outputs(out: Path) -> None:
         j.con.close()
 
 
-def test_kill9_at_random_points_gives_identical_outputs(tmp_path):
+@pytest.mark.slow
+def test_kill9_at_several_points_gives_identical_outputs(tmp_path):
     indir = tmp_path / "in"
     kinds = make_tiles(indir, 10, seed=3)
     th = thresholds_for(indir, kinds)
@@ -278,20 +197,16 @@ def test_kill9_at_random_points_gives_identical_outputs(tmp_path):
     assert {"secA/report.csv", "secB/report.json", "secA/qc.png"} <= set(expected)
 
     out = tmp_path / "out"
-    rng = random.Random(20240611)
     interrupted = 0
-    for _ in range(4):
-        # kill after a random number of finished tiles plus a random delay: lands anywhere in
-        # processing, committing or report writing of the next tiles
+    for n_lines in (0, 1, 2, 1):
+        # kill as soon as the run has reported n_lines finished tiles (0: once it has started):
+        # lands in the processing, committing or report writing of the next tiles
         p = subprocess.Popen(_watch_cmd(indir, out, weights, th)[:-1], env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        n_lines = rng.randint(0, 2)
-        while n_lines > 0:
+        line = p.stdout.readline()  # "watching ...": the journal is open
+        while n_lines > 0 and line:
             line = p.stdout.readline()
-            if not line:
-                break
             n_lines -= line.startswith("[")
-        time.sleep(rng.uniform(0.0, 0.6))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             interrupted += 1

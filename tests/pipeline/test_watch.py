@@ -13,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pipeline_journal import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
-
-from napari_emdeblur.qc.messages import Progress  # noqa: E402
-from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
 from napari_emdeblur.pipeline.config import PipelineConfig  # noqa: E402
 from napari_emdeblur.pipeline.discover import Scanner  # noqa: E402
+from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
 from napari_emdeblur.pipeline.session import RunSummary  # noqa: E402
 from napari_emdeblur.pipeline.watch import watch  # noqa: E402
+from napari_emdeblur.qc.messages import Progress  # noqa: E402
 
 WRITER = r"""
 import os, sys, time
@@ -61,7 +59,16 @@ def _drain(gen, sink: list) -> None:
         sink.append(msg)
 
 
-def test_tiles_arriving_during_watch_are_processed_exactly_once(tiles, tmp_path):
+@pytest.mark.slow
+def test_tiles_arriving_during_watch_are_processed_exactly_once(tiles, tmp_path, monkeypatch):
+    scans: list[float] = []
+    real_scan = Scanner.scan
+
+    def counting_scan(self, now=None):
+        scans.append(time.monotonic())
+        return real_scan(self, now)
+
+    monkeypatch.setattr(Scanner, "scan", counting_scan)
     src, kinds, th, weights = tiles
     acq = tmp_path / "acq" / "sec01"
     acq.mkdir(parents=True)
@@ -79,7 +86,10 @@ def test_tiles_arriving_during_watch_are_processed_exactly_once(tiles, tmp_path)
         deadline = time.monotonic() + 90
         while sum(isinstance(m, Progress) for m in msgs) < len(kinds) and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.5)  # a few more polls: nothing may be processed twice
+        # a few more scans of the folder: nothing may be processed twice
+        seen = len(scans)
+        while len(scans) < seen + 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         t.join(60)
@@ -107,6 +117,7 @@ def test_tiles_arriving_during_watch_are_processed_exactly_once(tiles, tmp_path)
     assert (out / "index.html").read_text().count("sec01") >= 1
 
 
+@pytest.mark.slow
 def test_once_waits_for_partial_files_and_handles_corrupt_ones(tiles, tmp_path):
     src, kinds, th, weights = tiles
     acq = tmp_path / "acq"
@@ -122,7 +133,9 @@ def test_once_waits_for_partial_files_and_handles_corrupt_ones(tiles, tmp_path):
                              "import sys,time\nd=open(sys.argv[1],'rb').read()\nf=open(sys.argv[2],'wb')\n"
                              "for i in range(5):\n f.write(d[i*len(d)//5:(i+1)*len(d)//5]); f.flush(); time.sleep(0.3)\n",
                              str(src / names[2]), str(acq / "late.tif")])
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while not (acq / "late.tif").exists() and time.monotonic() < deadline:  # the writer has begun
+        time.sleep(0.01)
     out = tmp_path / "out"
     cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], correct=False, stable_seconds=1.0,
                          max_failures=2)
@@ -231,6 +244,7 @@ def test_permission_error_is_reported_and_retried_later(tiles, tmp_path):
     assert f"{names[1]},done" in (out / "acq" / "report.csv").read_text()
 
 
+@pytest.mark.slow
 def test_full_disk_is_reported_and_retried_later(tiles, tmp_path):
     src, kinds, th, weights = tiles
     acq = tmp_path / "acq"
@@ -276,9 +290,9 @@ def test_calibrated_thresholds_are_fixed_for_the_outdir(tiles, tmp_path):
         settings = j.get_meta("settings")
     finally:
         j.con.close()
-    from napari_emdeblur.qc.thresholds import auto_thresholds
-    from napari_emdeblur.qc.focus import score_tiles
     from napari_emdeblur.io import load_section
+    from napari_emdeblur.qc.focus import score_tiles
+    from napari_emdeblur.qc.thresholds import auto_thresholds
 
     scores = np.concatenate([score_tiles(load_section(acq / n).data, 256).ravel() for n in names[:4]])
     assert (settings["correct_threshold"], settings["retake_threshold"]) == pytest.approx(auto_thresholds(scores))
@@ -334,8 +348,9 @@ def test_thread_count_does_not_change_the_outputs(tiles, tmp_path):
     assert got[1].keys() == got[3].keys() and "flat/qc.png" in got[1]
     for k in got[1]:
         assert got[1][k] == got[3][k], k
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     im = Image.open(io.BytesIO(got[3]["flat/qc.png"]))
     assert im.format == "PNG" and im.size[0] > 300 and len(set(im.convert("RGB").getdata())) > 20

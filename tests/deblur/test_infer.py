@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from napari_emdeblur.qc.messages import Notice, Progress, TileResult
-from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
 from napari_emdeblur.deblur.infer import (
     InferenceParams,
     correct_image,
@@ -18,6 +15,8 @@ from napari_emdeblur.deblur.infer import (
     resolve_device,
     tile_starts,
 )
+from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
+from napari_emdeblur.qc.messages import Notice, Progress, TileResult
 
 TINY = GRANConfig(scale=2, width=8, n_groups=1, n_grabs=1, n_trunk=1, n_mask=1)
 CPU = dict(device="cpu")
@@ -233,9 +232,10 @@ def test_gpu_half_precision_close_to_fp32(tiny, precision):
 
 # --------------------------------------------------------------------------- shipped weights
 def test_shipped_weights_raise_psnr_on_held_out_em(shared_data):
+    import tifffile
+
     from napari_emdeblur.deblur.train.degrade import Degradation
     from napari_emdeblur.deblur.weights import load_model, shipped_weights_path
-    import tifffile
 
     if not shipped_weights_path().is_file():
         pytest.skip("shipped weights gran_em_v1.pt not installed yet (training in progress)")
@@ -270,8 +270,8 @@ def _em_like(shape=(512, 512), seed=0) -> np.ndarray:
 
 
 def test_blur_estimate_tracks_gaussian_sigma():
-    from napari_emdeblur.qc.blur import estimate_blur_tiles
     from napari_emdeblur.deblur.train.degrade import Degradation
+    from napari_emdeblur.qc.blur import estimate_blur_tiles
 
     img = _em_like()
     rng = np.random.default_rng(0)
@@ -302,8 +302,8 @@ def test_blur_estimate_on_held_out_real_em(shared_data):
     """Error on held-out real sections (not the calibration set) with synthetic Gaussian blur."""
     import tifffile
 
-    from napari_emdeblur.qc.blur import estimate_blur_tiles
     from napari_emdeblur.deblur.train.degrade import Degradation
+    from napari_emdeblur.qc.blur import estimate_blur_tiles
 
     sharp = tifffile.imread(shared_data / "drosophila_vnc_sstem" / "stack2" / "05.tif").astype(np.float32) / 255
     rng = np.random.default_rng(0)

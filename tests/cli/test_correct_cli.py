@@ -9,9 +9,9 @@ import torch
 from scipy import ndimage
 
 from napari_emdeblur.cli import main
-from napari_emdeblur.qc.focus import score_tiles
 from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
 from napari_emdeblur.deblur.weights import save_model
+from napari_emdeblur.qc.focus import score_tiles
 
 TILE = 128
 

@@ -222,14 +222,8 @@ def test_bad_input_raises():
         focus.anisotropy_tiles(np.zeros(64))
 
 
-def test_default_metric_is_listed_and_fast_enough():
-    import time
-
+def test_default_metric_is_listed_and_scores_a_large_image():
     assert focus.DEFAULT_METRIC in focus.METRICS
     img = np.tile(_to_u8(_texture((512, 512))), (4, 4))  # 2048 x 2048
-    focus.score_tiles(img)
-    t0 = time.perf_counter()
-    focus.score_tiles(img)
-    dt = time.perf_counter() - t0
-    # >= 20 Mpx/s even on a loaded 2-core CI runner (benchmark: several hundred Mpx/s)
-    assert img.size / dt / 1e6 > 20, dt
+    s = focus.score_tiles(img)  # speed is measured by benchmarks/focus_metrics.py, not here
+    assert s.shape == (8, 8) and np.isfinite(s).all()

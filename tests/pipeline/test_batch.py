@@ -12,14 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pipeline_journal import make_tiles, thresholds_for, tiny_weights, visible_files  # noqa: E402
-
-from napari_emdeblur.qc.messages import Progress  # noqa: E402
 from napari_emdeblur.pipeline.batch import batch  # noqa: E402
-from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
 from napari_emdeblur.pipeline.config import PipelineConfig  # noqa: E402
+from napari_emdeblur.pipeline.journal import Journal  # noqa: E402
 from napari_emdeblur.pipeline.session import RunSummary  # noqa: E402
 
 distributed = pytest.importorskip("distributed")
@@ -57,6 +54,7 @@ def _journal_rows(out: Path):
         j.con.close()
 
 
+@pytest.mark.slow
 def test_local_cluster_gives_the_serial_outputs(data, client, tmp_path):
     indir, kinds, cfg, serial = data
     out = tmp_path / "dask"
@@ -81,6 +79,7 @@ def test_local_cluster_gives_the_serial_outputs(data, client, tmp_path):
     assert visible_files(out) == got
 
 
+@pytest.mark.slow
 def test_killed_worker_task_is_rerun_and_journal_stays_right(data, client, tmp_path):
     indir, kinds, cfg, serial = data
     out = tmp_path / "crash"
@@ -100,7 +99,7 @@ def test_killed_worker_task_is_rerun_and_journal_stays_right(data, client, tmp_p
                 os.kill(pid, signal.SIGKILL)
                 killed.append(busy[pick])
                 return
-            time.sleep(0.005)
+            stop.wait(0.01)
 
     th = threading.Thread(target=killer)
     th.start()
@@ -119,6 +118,7 @@ def test_killed_worker_task_is_rerun_and_journal_stays_right(data, client, tmp_p
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
+@pytest.mark.slow
 def test_cli_serial_batch_and_rerun(data, tmp_path):
     indir, kinds, cfg, serial = data
     out = tmp_path / "cli"

@@ -184,7 +184,7 @@ def test_make_sample_script_reproduces_bundled_files(shared_data, tmp_path):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_sample.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_sample.py"
     spec = importlib.util.spec_from_file_location("make_sample", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
