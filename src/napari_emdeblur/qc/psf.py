@@ -18,7 +18,7 @@ tiles: one FFT call, three medians, two matrix products and one batched 5x5 solv
 The result is the *total* Gaussian-equivalent blur of the tile (the acquisition's own resolution
 included) as a major/minor standard deviation and an angle, plus the noise standard deviation
 and the fitted signal spectrum ``(log C, alpha)`` that a Wiener filter needs. Tiles with fewer
-than ``MIN_BINS`` bins above twice the noise (flat, pure noise) give NaN.
+than ``MIN_BINS`` bins significantly above twice the noise (flat, pure noise) give NaN.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ NA = 8  # angular sectors over 180 degrees
 F_MIN = 0.03
 F_NOISE = 0.40
 SNR_MIN = 2.0
-MIN_BINS = 6
+SIGNIFICANCE = 4.0  # a bin must also exceed the noise by this many of its standard errors
+MIN_BINS = 8
 ALPHA_PRIOR = 2.0
 ALPHA_WEIGHT = 10.0
 ISO_WEIGHT = 0.03
-MIN_SIDE = 32
+MIN_SIDE = 96
 #: noise floor of data quantised to 8 bits, in [0, 1] units (uniform quantisation: q^2 / 12)
 QUANT_8BIT = 1.0 / 255.0
 
@@ -112,7 +113,10 @@ def _setup(h: int, w: int):
     )
     rows_hi = np.abs(fy1) > F_NOISE
     cols_hi = fx1 > F_NOISE
-    return win, wnorm, B.astype(np.float32), X, cnt > 0, rows_hi, cols_hi
+    # a bin's power of pure noise scatters by ~N / sqrt(independent samples); the Hann window
+    # correlates neighbouring frequencies, about 4 samples per independent one
+    z = np.where(cnt > 0, SIGNIFICANCE / np.sqrt(np.maximum(cnt / 4.0, 1.0)), 1e6)
+    return win, wnorm, B.astype(np.float32), X, z, rows_hi, cols_hi
 
 
 def _nan_estimate(n: int) -> PSFEstimate:
@@ -142,7 +146,7 @@ def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstim
     n, h, w = tiles.shape
     if n == 0 or min(h, w) < MIN_SIDE:
         return _nan_estimate(n)
-    win, wnorm, B, X, good_bin, rows_hi, cols_hi = _setup(h, w)
+    win, wnorm, B, X, z, rows_hi, cols_hi = _setup(h, w)
     t = tiles.astype(np.float32, copy=True)
     t -= t.mean(axis=(1, 2), keepdims=True)
     t *= win
@@ -160,7 +164,7 @@ def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstim
     Nb = (Ny[:, :, None] * Nx[:, None, :]).reshape(n, -1) @ B
     Nb /= Nc[:, None]
     S = Pb - Nb
-    valid = good_bin[None] & (S > SNR_MIN * Nb)
+    valid = S > (SNR_MIN + z[None]) * Nb  # above the noise, and not by chance
     Sp = np.where(valid, S, 1.0).astype(np.float64)
     wgt = np.where(valid, Sp / (Sp + Nb), 0.0)
     y = np.log(Sp)
