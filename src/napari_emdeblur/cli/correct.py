@@ -48,6 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--value-range", default="auto", metavar="auto|dtype|LO,HI",
                    help="how values map onto the model's [0, 1]: auto (uint16 by its significant bit "
                         "depth, default), dtype (/65535) or an explicit LO,HI")
+    p.add_argument("--ensemble", action="store_true",
+                   help="quality mode: average the model over the 8 flips/rotations of each window (8x slower)")
     p.add_argument("--no-fidelity", action="store_true",
                    help="skip the per-tile blur estimate and fidelity check (faster; the report then lacks them)")
     p.add_argument("--no-report", action="store_true", help="do not write OUTPUT_report.csv / .json")
@@ -112,7 +114,7 @@ def run(args) -> int:
     params = CorrectionParams(
         weights=args.weights, device=args.device, precision=args.precision, tile=args.infer_tile,
         overlap=args.overlap, batch=args.batch, qc_tile=args.tile_size, metric=metric,
-        fidelity=not args.no_fidelity, value_range=args.value_range,
+        fidelity=not args.no_fidelity, value_range=args.value_range, ensemble=args.ensemble,
     )
     params.validate()  # a bad --value-range: ValueError -> one-line message
 

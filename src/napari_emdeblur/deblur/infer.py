@@ -46,6 +46,7 @@ class InferenceParams:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on CUDA only)
     value_range: str | tuple[float, float] = "auto"  # auto | dtype | (lo, hi): see io.values
+    ensemble: bool = False  # average the model over the 8 flips/rotations of each window (8x the time)
 
     def validate(self) -> None:
         parse_range_mode(self.value_range)
@@ -93,13 +94,24 @@ class _Runner:
         self.batch = params.batch
         self.dtype = PRECISIONS[params.precision]
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
+        self.ensemble = params.ensemble
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         with torch.autocast("cuda", dtype=self.dtype, enabled=self.autocast):
-            y = self.model(t)
-        return y.float().cpu().numpy()
+            if not self.ensemble:
+                return self.model(t).float().cpu().numpy()
+            # geometric self-ensemble: each of the 8 flips/rotations, mapped back, averaged
+            acc = torch.zeros(t.shape, dtype=torch.float32, device=t.device)
+            for k in range(4):
+                for flip in (False, True):
+                    v = torch.rot90(t, k, (-2, -1))
+                    v = torch.flip(v, (-1,)) if flip else v
+                    y = self.model(v).float()
+                    y = torch.flip(y, (-1,)) if flip else y
+                    acc += torch.rot90(y, -k, (-2, -1))
+        return (acc / 8).cpu().numpy()
 
     def empty_cache(self) -> None:
         if self.device.type == "cuda":

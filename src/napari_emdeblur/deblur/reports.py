@@ -36,7 +36,10 @@ class TileReport:
     corrected: bool = False
     accepted: bool | None = None  # None = not reviewed, True accepted, False rejected
     retake: bool = False
-    blur_sigma: float = math.nan
+    blur_major: float = math.nan  # estimated blur of the original (qc.psf), px along the major axis
+    blur_minor: float = math.nan  # px along the minor axis
+    blur_angle: float = math.nan  # major axis, degrees from +x towards +y
+    noise: float = math.nan  # noise sigma of the original, [0, 1] units of the value range
     fidelity_ratio: float = math.nan
     check_by_eye: bool = False
     psnr_before: float = math.nan

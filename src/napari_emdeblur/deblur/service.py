@@ -31,11 +31,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..io.values import fixed_range, parse_range_mode, value_range
-from ..qc.blur import estimate_blur_tiles
 from ..qc.focus import DEFAULT_METRIC, MIN_IMAGE_SIDE, score_tiles
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
+from ..qc.psf import quant_step
 from ..qc.tiling import TileGrid
-from .fidelity import FIDELITY_RATIO_LIMIT, fidelity_ratio
+from .fidelity import FIDELITY_RATIO_LIMIT, check_fidelity
 from .metrics import psnr_ssim
 from .reports import CorrectionReport, TileReport
 from .selection import Selection
@@ -56,6 +56,7 @@ class CorrectionParams:
     qc_tile: int = 256  # the QC grid the tiles and reports refer to
     metric: str | None = None  # focus metric for before/after scores (None = default)
     fidelity: bool = True  # estimate each tile's blur and check the correction against it
+    ensemble: bool = False  # quality mode: average the 8 flips/rotations (8x the inference time)
     fidelity_limit: float = FIDELITY_RATIO_LIMIT
     # how values map onto the model's [0, 1] and the PSNR peak: auto | dtype | (lo, hi) (io.values)
     value_range: str | tuple[float, float] = "auto"
@@ -149,7 +150,7 @@ def iter_correct(
     stack_range = fixed_range(image, params.value_range)  # one (lo, hi) for an in-memory stack
     meta = {
         "device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch,
-        "overlap": params.overlap, "qc_tile": params.qc_tile, "metric": metric,
+        "overlap": params.overlap, "qc_tile": params.qc_tile, "metric": metric, "ensemble": params.ensemble,
         "selection": "whole image" if selection.whole else f"{len(selection)} tiles",
         "weights": params.weights or "shipped", "weights_sha256": card.get("weights_sha256"),
         "model_type": card.get("model_type"), "fidelity_limit": params.fidelity_limit if params.fidelity else None,
@@ -167,10 +168,10 @@ def iter_correct(
             gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
             lo, hi = value_range(section, stack_range)
             ip = InferenceParams(tile=tile, overlap=params.overlap, batch=batch, device=str(device),
-                                 precision=params.precision, value_range=(lo, hi))
+                                 precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble)
             before = score_tiles(section, params.qc_tile, metric)
             yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
-            sigmas = estimate_blur_tiles(section, params.qc_tile) if params.fidelity else None
+            quant = quant_step(section.dtype, lo, hi)
             for item in _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric):
                 if isinstance(item, (Notice, Progress)):
                     yield item
@@ -181,10 +182,11 @@ def iter_correct(
                                  score_before=float(before[i, j]), score_after=after, decision="correct",
                                  corrected=True)
                 orig = section[y0 : y0 + h, x0 : x0 + w]
-                if sigmas is not None:
-                    rep.blur_sigma = float(sigmas[i, j])
-                    rep.fidelity_ratio = fidelity_ratio(orig, pixels, rep.blur_sigma)
-                    rep.check_by_eye = bool(rep.fidelity_ratio > params.fidelity_limit)
+                if params.fidelity:
+                    fid = check_fidelity(orig, pixels, lo, hi, quant)
+                    rep.blur_major, rep.blur_minor, rep.blur_angle = fid.blur_major, fid.blur_minor, fid.blur_angle
+                    rep.noise, rep.fidelity_ratio = fid.noise, fid.ratio
+                    rep.check_by_eye = bool(fid.ratio > params.fidelity_limit)
                 if gt is not None:
                     ref = gt[y0 : y0 + h, x0 : x0 + w]
                     rep.psnr_before, rep.ssim_before = psnr_ssim(ref, orig, hi - lo)

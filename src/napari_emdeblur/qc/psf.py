@@ -29,6 +29,9 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft as sfft
 
+from ..io.values import value_range
+from .tiling import TileGrid
+
 NR = 20  # radial bins between F_MIN and F_NOISE cycles/px
 NA = 8  # angular sectors over 180 degrees
 F_MIN = 0.03
@@ -119,6 +122,36 @@ def _setup(h: int, w: int):
     return win, wnorm, B.astype(np.float32), X, z, rows_hi, cols_hi
 
 
+def power_spectra(tiles: np.ndarray) -> np.ndarray:
+    """Hann-windowed power spectra ``(n, h, w // 2 + 1)`` (real FFT) of mean-removed tiles, in
+    variance units (white noise of variance ``s^2`` reads ``s^2`` at every frequency).
+    """
+    n, h, w = tiles.shape
+    win, wnorm = _setup(h, w)[:2]
+    t = tiles.astype(np.float32, copy=True)
+    t -= t.mean(axis=(1, 2), keepdims=True)
+    t *= win
+    P = np.abs(sfft.rfft2(t, workers=-1))  # float32 magnitude
+    P *= P
+    P *= np.float32(1.0 / wnorm)
+    return P
+
+
+def noise_model(P: np.ndarray, w: int, quant: float = QUANT_8BIT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The separable noise model ``N(fy, fx) = Nx(fx) Ny(fy) / Nc`` of power spectra ``P`` of tiles
+    ``w`` px wide (:func:`power_spectra`), measured where the signal is weakest.
+
+    Returns ``(Nx (n, w//2+1), Ny (n, h), Nc (n,))``, each at least the quantisation floor.
+    """
+    n, h, _ = P.shape
+    rows_hi, cols_hi = _setup(h, w)[5:7]
+    floor = np.float32(quant * quant / 12.0)
+    Nx = np.maximum(np.median(P[:, rows_hi, :], axis=1), floor)  # noise vs fx
+    Ny = np.maximum(np.median(P[:, :, cols_hi], axis=2), floor)  # noise vs fy
+    Nc = np.maximum(np.median(P[:, rows_hi][:, :, cols_hi].reshape(n, -1), axis=1), floor)
+    return Nx, Ny, Nc
+
+
 def _nan_estimate(n: int) -> PSFEstimate:
     nan = np.full(n, np.nan, np.float32)
     return PSFEstimate(nan, nan, nan, nan, nan, nan, np.full((n, 2, 2), np.nan, np.float32), np.zeros(n, np.int32))
@@ -146,18 +179,9 @@ def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstim
     n, h, w = tiles.shape
     if n == 0 or min(h, w) < MIN_SIDE:
         return _nan_estimate(n)
-    win, wnorm, B, X, z, rows_hi, cols_hi = _setup(h, w)
-    t = tiles.astype(np.float32, copy=True)
-    t -= t.mean(axis=(1, 2), keepdims=True)
-    t *= win
-    F = sfft.rfft2(t, workers=-1)
-    P = np.abs(F)  # float32 magnitude
-    P *= P
-    P *= np.float32(1.0 / wnorm)  # variance units: white noise of variance s^2 reads s^2
-    floor = np.float32(quant * quant / 12.0)
-    Nx = np.maximum(np.median(P[:, rows_hi, :], axis=1), floor)  # (n, wr): noise vs fx
-    Ny = np.maximum(np.median(P[:, :, cols_hi], axis=2), floor)  # (n, h): noise vs fy
-    Nc = np.maximum(np.median(P[:, rows_hi][:, :, cols_hi].reshape(n, -1), axis=1), floor)
+    _, _, B, X, z, _, _ = _setup(h, w)
+    P = power_spectra(tiles)
+    Nx, Ny, Nc = noise_model(P, w, quant)
     Pf = P.reshape(n, -1)
     Pb = Pf @ B
     # binned separable noise: sum_k Nx[fx_k] Ny[fy_k] B[k, b] / Nc
@@ -203,3 +227,60 @@ def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstim
         cov=cov,
         n_bins=nb,
     )
+
+
+def quant_step(dtype: np.dtype, lo: float, hi: float) -> float:
+    """Quantisation step of ``dtype`` data mapped from ``[lo, hi]`` onto [0, 1] (8 bits for floats)."""
+    if np.dtype(dtype).kind in "iub" and hi > lo:
+        return 1.0 / float(hi - lo)
+    return QUANT_8BIT
+
+
+def estimate_psf_grid(
+    image: np.ndarray, tile: int = 256, value_range_mode: str | tuple[float, float] = "auto"
+) -> PSFEstimate:
+    """PSF and noise of every tile of the ``tile`` px grid over a 2-D image.
+
+    Parameters
+    ----------
+    image : ndarray
+        A 2-D section, any real dtype (mapped onto [0, 1] by ``io.values.value_range``).
+    tile : int
+        Grid tile size in px (``qc.tiling.TileGrid``); edge tiles keep their true size.
+    value_range_mode : str or (lo, hi)
+        How values map onto [0, 1]: the noise comes out in those units.
+
+    Returns
+    -------
+    PSFEstimate
+        Arrays of the grid's shape ``(rows, cols)`` (``cov``: ``(rows, cols, 2, 2)``); NaN for
+        tiles under ``MIN_SIDE`` px or without signal.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    grid = TileGrid(img.shape, tile)
+    lo, hi = value_range(img, value_range_mode)
+    scale = 1.0 / (hi - lo) if hi > lo else 1.0
+    quant = quant_step(img.dtype, lo, hi)
+    n = grid.n_tiles
+    out = _nan_estimate(n)
+    fields = {f: np.array(getattr(out, f)) for f in PSFEstimate.__dataclass_fields__}
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (i, j) in enumerate(grid):
+        _, _, h, w = grid.bounds(i, j)
+        groups.setdefault((h, w), []).append(k)
+    coords = list(grid)
+    for (h, w), ks in groups.items():
+        if min(h, w) < MIN_SIDE:
+            continue
+        for c in range(0, len(ks), 64):  # bounded memory
+            chunk = ks[c : c + 64]
+            stack = np.stack([img[grid.slices(*coords[k])] for k in chunk]).astype(np.float32)
+            stack -= np.float32(lo)
+            stack *= np.float32(scale)
+            est = estimate_psf_tiles(stack, quant=quant)
+            for f in fields:
+                fields[f][chunk] = getattr(est, f)
+    rows, cols = grid.grid_shape
+    return PSFEstimate(**{f: v.reshape((rows, cols) + v.shape[1:]) for f, v in fields.items()})

@@ -76,6 +76,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.precision_combo = ComboBox(label="precision", choices=("fp32", "bf16", "fp16"), value="fp32")
         self.tile_spin = SpinBox(label="inference tile (0=auto)", value=0, min=0, max=4096, step=64)
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
+        self.ensemble_check = CheckBox(label="quality mode (8 flips/rotations, 8x slower)", value=False)
         self.run_btn = PushButton(text="Correct tiles")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
@@ -94,7 +95,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.extend([
             self.layer_combo, self.tiles_combo, self.shapes_combo, self.gt_combo, self.qc_tile_spin,
             self.weights_edit, self.device_combo, self.device_label, self.precision_combo, self.tile_spin,
-            self.batch_spin, self.run_btn, self.cancel_btn, self.progress, self.status, self.view_btn,
+            self.batch_spin, self.ensemble_check, self.run_btn, self.cancel_btn, self.progress, self.status, self.view_btn,
             self.sel_z, self.sel_row, self.sel_col, self.accept_btn, self.revert_btn, self.retake_btn,
             self.tile_label, self.export_path, self.export_report, self.export_btn,
         ])
@@ -168,7 +169,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             weights=w if w not in ("", ".") and Path(w).is_file() else None,
             device=str(self.device_combo.value), precision=str(self.precision_combo.value),
             tile=int(self.tile_spin.value), batch=int(self.batch_spin.value),
-            qc_tile=int(self.qc_tile_spin.value), metric=self._qc_metric,
+            qc_tile=int(self.qc_tile_spin.value), metric=self._qc_metric, ensemble=bool(self.ensemble_check.value),
         )
 
     @property

@@ -135,7 +135,7 @@ class ReviewMixin:
     def _show_selected(self, *_):
         r = self.reports.get(self._selected())
         self.tile_label.value = "" if r is None else (
-            f"score {r.score_before:.3g} -> {r.score_after:.3g}; blur {r.blur_sigma:.2f} px; "
+            f"score {r.score_before:.3g} -> {r.score_after:.3g}; blur {r.blur_major:.2f} x {r.blur_minor:.2f} px; "
             f"fidelity {r.fidelity_ratio:.2f}{' CHECK' if r.check_by_eye else ''}"
             + (f"; PSNR {r.psnr_before:.1f} -> {r.psnr_after:.1f} dB" if np.isfinite(r.psnr_after) else ""))
 
