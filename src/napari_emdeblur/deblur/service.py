@@ -26,7 +26,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Generator
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from .metrics import psnr_ssim
 from .reports import CorrectionReport, TileReport
 from .selection import Selection
 
-__all__ = ["CorrectionParams", "auto_tile_batch", "correct", "iter_correct"]
+__all__ = ["CorrectionParams", "TimeLeft", "auto_tile_batch", "correct", "iter_correct"]
 
 
 @dataclass
@@ -112,7 +112,7 @@ def iter_correct(
     *,
     ground_truth: Any | None = None,
     model: tuple | None = None,
-) -> Iterator[Notice | Progress | SectionScores | TileResult | CorrectionReport]:
+) -> Generator[Notice | Progress | SectionScores | TileResult | CorrectionReport, None, CorrectionReport]:
     """Correct ``selection`` of ``image`` (2-D, or ``(z, y, x)``; numpy or dask); see the module doc.
 
     Parameters
@@ -160,7 +160,8 @@ def iter_correct(
     yield Notice(f"Correcting {total} tiles on {meta['device']} ({params.precision}, tile {tile}, batch {batch})",
                  info={k: meta[k] for k in ("device", "precision", "tile", "batch")})
     reports: list[TileReport] = []
-    done, t0 = 0, time.perf_counter()
+    done = 0
+    left = TimeLeft(batch)
     try:
         yield Progress(0, total, "correct")
         for z, ij in sorted(work.items()):
@@ -172,6 +173,7 @@ def iter_correct(
             before = score_tiles(section, params.qc_tile, metric)
             yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
             quant = quant_step(section.dtype, lo, hi)
+            left.start()  # reading the section and model loading never count as tile time
             for item in _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric):
                 if isinstance(item, (Notice, Progress)):
                     yield item
@@ -194,13 +196,46 @@ def iter_correct(
                 reports.append(rep)
                 done += 1
                 yield TileResult(z, i, j, y0, x0, pixels, asdict(rep))
-                el = time.perf_counter() - t0
-                yield Progress(done, total, "correct", eta_s=el / done * (total - done))
+                yield Progress(done, total, "correct", eta_s=left.tile_done(done, total))
     finally:
         release_memory(device)
     report = CorrectionReport(tiles=reports, meta=meta)
     yield report
     return report
+
+
+class TimeLeft:
+    """Time-left estimate from measured tile times (never from model loading or section reading).
+
+    Until a full batch after the first tile is done, the mean time per tile since inference
+    started (so the first tile's warm-up counts); after that the mean time per tile after the
+    first tile (``batch`` tiles finish together, so fewer would be a burst, not a rate).
+    """
+
+    def __init__(self, batch: int = 1):
+        self.batch = max(1, int(batch))
+        self._t_start: float | None = None
+        self._t_first: float | None = None
+        self._n_first = 0
+
+    def start(self) -> None:
+        """Inference is about to start (called once per run)."""
+        if self._t_start is None:
+            self._t_start = time.perf_counter()
+
+    def tile_done(self, done: int, total: int) -> float:
+        """Seconds left after ``done`` of ``total`` tiles."""
+        now = time.perf_counter()
+        if self._t_start is None:
+            self._t_start = now
+        if self._t_first is None:
+            self._t_first, self._n_first = now, done
+        after = done - self._n_first
+        if after >= self.batch:
+            rate = (now - self._t_first) / after
+        else:
+            rate = (now - self._t_start) / max(1, done)
+        return rate * (total - done)
 
 
 def _corrected_tiles(section, net, ij, grid: TileGrid, ip, z: int, whole: bool, done: int, total: int,

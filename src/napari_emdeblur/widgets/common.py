@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HEATMAP_KEY = "emdeblur_heatmap"  # layer.metadata key marking our heatmap layers
 DECISIONS_KEY = "emdeblur_decisions"  # layer.metadata key marking the flagged-tiles layer
+# the flag colours (RGB) of both docks and the legend: 1 = correct (deblur), 2 = retake (re-image)
+FLAG_COLORS = {1: (0.0, 0.9, 1.0), 2: (1.0, 0.1, 0.1)}
 
 
 def image_layers(viewer: "napari.Viewer", exclude_ours: bool = True) -> list:
@@ -56,7 +58,38 @@ def grayscale_data(layer) -> Any:
 
 
 def notify(message: str, level: str = "info") -> None:
+    """A napari notification. Put the essential words first and keep it short (a pop-up shows
+    about the first 80 characters): "Already exists: out.tif", not "/long/path/out.tif already exists".
+    """
     {"info": show_info, "warning": show_warning, "error": show_error}.get(level, show_info)(message)
+
+
+def compact(label: Any) -> Any:
+    """Let a magicgui ``Label`` wrap instead of widening its dock (long device names, statuses)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    native = label.native
+    native.setWordWrap(True)
+    native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    native.setMinimumWidth(40)
+    return label
+
+
+def preselect(combo: Any, viewer: "napari.Viewer") -> None:
+    """Choose an image in an empty ``combo``: the active layer if it is a visible choice, else the
+    first visible choice, else the first choice.
+    """
+    if combo.value is not None:
+        return
+    names = [c for c in combo.choices if c is not None]
+    if not names:
+        return
+    visible = [n for n in names if n in viewer.layers and viewer.layers[n].visible]
+    active = viewer.layers.selection.active
+    if active is not None and active.name in visible:
+        combo.value = active.name
+    else:
+        combo.value = (visible or names)[0]
 
 
 def tie_to_viewer(widget, viewer, *, layers_changed=None, mouse_move=None, mouse_drag=None) -> None:

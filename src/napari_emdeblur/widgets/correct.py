@@ -1,14 +1,19 @@
-"""GRAN correction dock widget: correct tiles in a worker through the correction service.
+"""GRAN correction dock widget: correct tiles through the correction service without freezing the viewer.
 
 Flow: choose the image layer and which tiles (:mod:`.selection`: flagged by the Focus QC widget's
 "<image> flagged" layer, the whole image, or those under a rectangle of a Shapes layer); Run
 starts :func:`napari_emdeblur.deblur.service.iter_correct` (the same generator as ``emdeblur
-correct`` and the pipeline) through the shared :class:`~.runner.WorkerRunner`, creates "<image>
-corrected" (a copy of the original) on its first message and fills it tile by tile as results
-come; the original layer is never modified. Review (:mod:`.review`) and export (:mod:`.export`)
-are mixins of the dock, one module per role.
+correct`` and the pipeline) through the shared :class:`~.runner.WorkerRunner`. Threaded runs
+put the service in a spawned child process (:class:`~napari_emdeblur.deblur.remote.ProcessCorrection`):
+importing torch and loading the model would otherwise stall the GUI thread for seconds, even
+from a worker thread. ``run(sync=True)`` drains the same generator in the calling thread.
 
-torch is imported only inside the worker (through the service), never on the GUI thread.
+"<image> corrected" is made on the first message as a :class:`~.corrected.CorrectedStore` over the
+original's data (multiscale when the original is): no copy, no whole-section read. The worker
+thread turns each corrected tile into per-level patches; the GUI thread inserts them and asks a
+:class:`~.corrected.ThrottledRefresh` to redraw. The original layer is never modified. Review
+(:mod:`.review`) and export (:mod:`.export`) are mixins of the dock; :mod:`.view` arranges what
+the proofreader sees.
 """
 
 from __future__ import annotations
@@ -31,23 +36,53 @@ from magicgui.widgets import (
 )
 from napari.viewer import Viewer
 
+from ..deblur.remote import ProcessCorrection
 from ..deblur.reports import CorrectionReport, TileReport
 from ..deblur.service import CorrectionParams, iter_correct
 from ..deblur.shipped import shipped_weights_path
 from ..io.atomic import sha256_file
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
 from ..qc.tiling import TileGrid, heatmap_transform
-from .common import DECISIONS_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
+from .common import (
+    DECISIONS_KEY,
+    compact,
+    grayscale_data,
+    image_layers,
+    layer_by_name,
+    notify,
+    preselect,
+    tie_to_viewer,
+)
+from .corrected import CorrectedStore, PreparedTile, ThrottledRefresh
 from .export import ExportMixin
-from .review import REVIEW_CHECK, REVIEW_COLORS, ReviewMixin
+from .review import REVIEW_CHECK, REVIEW_COLORS, REVIEW_LEGEND, ReviewMixin
 from .runner import WorkerRunner
 from .selection import TILE_MODES, choose_tiles
+from .view import read_only, review_view
 
-MAX_LAZY_BYTES = 1 << 30  # lazy (dask) layers above this are left to `emdeblur correct`
+
+def with_patches(gen: Any, store: CorrectedStore) -> Any:
+    """The service's messages, each ``TileResult`` turned into a :class:`~.corrected.PreparedTile`
+    (its per-level patches are made here, in the worker thread). Returns the service's value.
+    """
+    try:
+        while True:
+            try:
+                msg = next(gen)
+            except StopIteration as end:
+                return end.value
+            if isinstance(msg, TileResult):
+                msg = PreparedTile(msg, store.prepare((msg.z, msg.row, msg.col), msg.y0, msg.x0, msg.data))
+            yield msg
+    finally:
+        gen.close()
 
 
 class CorrectionWidget(ReviewMixin, ExportMixin, Container):
     """Dock widget: image, tiles, model and device; Run / Cancel; review; export."""
+
+    use_process = True  # threaded runs: the service in a child process (False: in the worker thread)
+    refresh_interval_ms = 250.0  # the corrected layer is redrawn at most this often
 
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
@@ -59,8 +94,11 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.grid: TileGrid | None = None
         self._layers_ready = False
         self._linked: set[tuple[int, int]] = set()
-        self._saved_visibility: dict[str, bool] | None = None
-        self._corrected_pixels: dict[tuple[int, int, int], np.ndarray] = {}
+        self._store: CorrectedStore | None = None
+        self._patches: dict = {}  # (z, row, col) -> TilePatch, kept for accept after a revert
+        self.job: ProcessCorrection | None = None
+        self.eta_log: list[tuple[float, int, int, float | None]] = []  # (t, done, total, eta_s)
+        self._refresh = ThrottledRefresh(lambda: self.corrected_layer, self.refresh_interval_ms, parent=self.native)
         self._before: dict[int, np.ndarray] = {}
         self._qc_metric: str | None = None
         self._meta: dict = {}
@@ -72,7 +110,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.qc_tile_spin = SpinBox(label="QC tile (px)", value=256, min=16, max=16384, step=16)
         self.weights_edit = FileEdit(label="weights (.pt)", mode="r", filter="*.pt", value="")
         self.device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"), value="auto")
-        self.device_label = Label(label="", value=self._device_text("auto", probe=False))
+        self.device_label = compact(Label(label="", value=self._device_text("auto", probe=False)))
         self.precision_combo = ComboBox(label="precision", choices=("fp32", "bf16", "fp16"), value="fp32")
         self.tile_spin = SpinBox(label="inference tile (0=auto)", value=0, min=0, max=4096, step=64)
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
@@ -80,7 +118,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.run_btn = PushButton(text="Correct tiles")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
-        self.status = Label(label="status", value="")
+        self.status = compact(Label(label="status", value=""))
         self.view_btn = PushButton(text="Toggle grid / overlay")
         self.sel_z = SpinBox(label="section", value=0, min=0, max=100000)
         self.sel_row = SpinBox(label="tile row", value=0, min=0, max=100000)
@@ -88,7 +126,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.accept_btn = PushButton(text="Accept tile")
         self.revert_btn = PushButton(text="Revert tile")
         self.retake_btn = PushButton(text="Mark retake")
-        self.tile_label = Label(label="tile", value="")
+        self.tile_label = compact(Label(label="tile", value=""))
         self.export_path = FileEdit(label="export to", mode="w", filter="*.tif *.ome.tif *.zarr", value="")
         self.export_report = CheckBox(label="with report (CSV+JSON)", value=True)
         self.export_btn = PushButton(text="Export")
@@ -131,9 +169,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             combo.reset_choices()
             if cur in combo.choices:
                 combo.value = cur
-        names = [c for c in self.layer_combo.choices if c is not None]
-        if self.layer_combo.value is None and names:
-            self.layer_combo.value = names[0]
+        preselect(self.layer_combo, self._viewer)
 
     @staticmethod
     def _device_text(choice: str, probe: bool = True) -> str:
@@ -189,14 +225,11 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self._qc_metric = None
         try:
             data = grayscale_data(layer)
-            if not isinstance(data, np.ndarray) and data.nbytes > MAX_LAZY_BYTES:
-                raise ValueError(f"layer '{layer.name}' is a lazy {data.nbytes / 2**30:.1f} GiB array; correct it "
-                                 "headless with `emdeblur correct` (the widget keeps the corrected copy in memory)")
             if np.dtype(data.dtype).kind == "f":
-                raise ValueError(f"layer '{layer.name}' is floating point; GRAN corrects 8- or 16-bit EM images")
+                raise ValueError(f"Floating-point image: GRAN corrects 8- or 16-bit EM (layer '{layer.name}')")
             w = str(self.weights_edit.value)
             if w not in ("", ".") and not Path(w).is_file():
-                raise ValueError(f"weights file {w} does not exist")
+                raise ValueError(f"Weights file not found: {w}")
             choice = choose_tiles(self._viewer, layer, data, str(self.tiles_combo.value),
                                   int(self.qc_tile_spin.value), self.shapes_combo.value)
             self.qc_tile_spin.value, self._qc_metric = choice.qc_tile, choice.metric
@@ -205,8 +238,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             if gt_layer is not None:
                 gt = grayscale_data(gt_layer)
                 if tuple(gt.shape) != tuple(data.shape):
-                    raise ValueError(f"ground truth '{gt_layer.name}' has shape {tuple(gt.shape)}, "
-                                     f"the image {tuple(data.shape)}")
+                    raise ValueError(f"Ground truth shape {tuple(gt.shape)} differs from the image's "
+                                     f"{tuple(data.shape)} ('{gt_layer.name}')")
         except ValueError as e:
             notify(str(e), "error")
             return
@@ -216,7 +249,16 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         params = self.params()
         n_tiles = (data.shape[0] if data.ndim == 3 else 1) * TileGrid(tuple(data.shape[-2:]), params.qc_tile).n_tiles
         self._prepare(layer, data, params, n_tiles if choice.selection.whole else len(choice.selection), gt is not None)
-        self._runner.start(iter_correct(data, choice.selection, params, ground_truth=gt), sync=sync)
+        stop = None
+        if sync or not self.use_process:
+            gen = iter_correct(data, choice.selection, params, ground_truth=gt)
+            self.job = None
+        else:
+            self.job = ProcessCorrection(data, choice.selection, params, ground_truth=gt)
+            gen, stop = self.job.messages(), self.job.stop
+            self.status.value = "starting the model (first run: several seconds)..."
+        assert self._store is not None
+        self._runner.start(with_patches(gen, self._store), sync=sync, stop=stop)
 
     def cancel(self) -> None:
         """Stop a running correction after the current batch."""
@@ -232,7 +274,10 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.source_name = layer.name
         self.grid = TileGrid(tuple(data.shape[-2:]), params.qc_tile)
         self.reports = {}
-        self._corrected_pixels = {}
+        self._patches = {}
+        self.eta_log = []
+        self._refresh.stop()
+        self._store = CorrectedStore(list(layer.data) if layer.multiscale else [data])
         self._before = {}
         self._is_stack = data.ndim == 3
         self._data = data
@@ -257,15 +302,21 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         layer, data, params = self._pending
         self._layers_ready = True
         with_gt = self._with_gt
+        store = self._store
+        assert store is not None
+        shown = store.levels if layer.multiscale else store.levels[0]
         corrected = self.corrected_layer
-        copy = np.array(data, copy=True)  # the original layer is never touched
+        if corrected is not None and (corrected.multiscale != layer.multiscale
+                                      or tuple(corrected.level_shapes[0]) != tuple(store.levels[0].shape)):
+            self._viewer.layers.remove(corrected)
+            corrected = None
         if corrected is None:
             corrected = self._viewer.add_image(
-                copy, name=f"{layer.name} corrected", scale=layer.scale, translate=layer.translate,
-                colormap=layer.colormap, contrast_limits=layer.contrast_limits,
+                shown, name=f"{layer.name} corrected", scale=layer.scale, translate=layer.translate,
+                colormap=layer.colormap, contrast_limits=layer.contrast_limits, multiscale=layer.multiscale,
             )
         else:
-            corrected.data = copy
+            corrected.data = shown
         corrected.metadata["emdeblur_correction"] = dict(self._meta, corrected_tiles=[])
         # the writer refuses to write over the layer's emdeblur_source: the original's file
         for key in ("emdeblur_source", "pixel_size", "z_spacing"):
@@ -291,11 +342,15 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             review = self._viewer.add_labels(disp, name=f"{layer.name} review", scale=scale, translate=translate,
                                              metadata={"emdeblur_review": {"tile": params.qc_tile}})
             review.colormap = DirectLabelColormap(color_dict=REVIEW_COLORS)
-            review.editable = False
         else:
             review.data = disp
+        read_only(review)
         self._psnr = np.full(shape, np.nan, np.float32) if with_gt else None
         self._heat_xform = (scale, translate)
+        view = review_view(self._viewer)
+        view.legend("2 review", REVIEW_LEGEND)
+        if not self._viewer.canvas.grid.enabled:
+            view.overlay_order(layer.name, self.gt_combo.value)
 
     def _qc_thresholds(self, name: str) -> dict:
         for l in self._viewer.layers:
@@ -310,17 +365,14 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             self._meta["device"] = msg.info["device"]
         if not self._layers_ready:
             self._create_layers()
-        if isinstance(msg, TileResult):
+        if isinstance(msg, PreparedTile):
             corrected = self.corrected_layer
-            if corrected is None:
+            if corrected is None or self._store is None:
                 return
-            h, w = msg.data.shape
-            if self._is_stack:
-                corrected.data[msg.z, msg.y0 : msg.y0 + h, msg.x0 : msg.x0 + w] = msg.data
-            else:
-                corrected.data[msg.y0 : msg.y0 + h, msg.x0 : msg.x0 + w] = msg.data
-            corrected.refresh()
-            self._corrected_pixels[(msg.z, msg.row, msg.col)] = msg.data
+            patch, msg = msg.patch, msg.result
+            self._store.put(patch)  # a dict insert: the pixels were prepared in the worker
+            self._patches[patch.key] = patch
+            self._refresh.request(patch.box)
             rep = TileReport.from_dict(msg.info)
             key = (msg.z, msg.row, msg.col)
             self.reports[key] = rep
@@ -335,7 +387,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         elif isinstance(msg, Progress):
             self.progress.max = max(1, msg.total)
             self.progress.value = msg.done
-            eta = f", {msg.eta_s:.0f} s left" if msg.eta_s is not None else ""
+            self.eta_log.append((time.perf_counter(), msg.done, msg.total, msg.eta_s))
+            eta = f", about {_duration(msg.eta_s)} left" if msg.eta_s is not None and msg.done < msg.total else ""
             self.status.value = f"{msg.done} / {msg.total} tiles{eta}"
         elif isinstance(msg, Notice):
             self.status.value = msg.message
@@ -347,10 +400,12 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                 corrected.metadata["emdeblur_correction"].update(run)
 
     def _on_error(self, exc: BaseException) -> None:
+        self._refresh.flush()
         notify(f"Correction failed: {exc}", "error")
         self.status.value = f"failed: {exc}"
 
     def _on_finished(self) -> None:
+        self._refresh.flush()
         if not self._layers_ready:
             return
         n = len(self.reports)
@@ -363,3 +418,12 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         if self._psnr is not None and n:
             self._show_psnr()
         self._update_qc_after()
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -38,17 +38,18 @@ class ExportMixin:
         protected = {str(p) for p in (getattr(getattr(src, "source", None), "path", None),
                                       corrected.metadata.get("emdeblur_source")) if p}
         if any(Path(p).resolve() == t.resolve() for p in protected for t in targets):
-            notify("Refusing to write over the input file; choose another name", "error")
+            notify("Not written: that is the input file; choose another name", "error")
             return None
         existing = [t for t in targets if t.exists()]
         if existing and not overwrite:
-            notify(f"{existing[0]} already exists; choose another name", "error")
+            notify(f"Already exists, not overwritten: {existing[0].name} (in {existing[0].parent})", "error")
             return None
         _, meta, _ = corrected.as_layer_data_tuple()
         meta = dict(meta, metadata=dict(meta.get("metadata") or {}))
         meta["metadata"]["reports"] = len(self.reports)
         try:
-            write_layer(path, np.asarray(corrected.data), meta, overwrite=overwrite)
+            data = self._store.levels[0] if self._store is not None else corrected.data
+            write_layer(path, np.asarray(data), meta, overwrite=overwrite)
             if self.export_report.value:
                 write_reports(path, list(self.reports.values()),
                               corrected.metadata.get("emdeblur_correction", {}), overwrite=overwrite)

@@ -37,14 +37,26 @@ from ..qc.messages import Progress, SectionScores
 from ..qc.scoring import ScoreParams, iter_score_stack
 from ..qc.thresholds import auto_thresholds
 from ..qc.tiling import TileGrid, heatmap_transform
-from .common import DECISIONS_KEY, HEATMAP_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
+from .common import (
+    DECISIONS_KEY,
+    FLAG_COLORS,
+    HEATMAP_KEY,
+    compact,
+    grayscale_data,
+    image_layers,
+    layer_by_name,
+    notify,
+    preselect,
+    tie_to_viewer,
+)
 from .runner import WorkerRunner
+from .view import review_view
 
 DECISION_COLORS = {
     None: (0.0, 0.0, 0.0, 0.0),
     0: (0.0, 0.0, 0.0, 0.0),
-    dec.CORRECT: (0.0, 0.9, 1.0, 0.5),
-    dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
+    dec.CORRECT: (*FLAG_COLORS[dec.CORRECT], 0.5),
+    dec.RETAKE: (*FLAG_COLORS[dec.RETAKE], 0.65),
 }
 
 
@@ -95,7 +107,7 @@ class QCWidget(Container):
         self.retake_spin = FloatSpinBox(label="", min=-1e9, max=1e9, step=0.01, value=0)
         self.auto_btn = PushButton(text="Suggest thresholds")
         self.count_label = Label(label="flagged", value="score a layer first")
-        self.hover_label = Label(label="tile", value="")
+        self.hover_label = compact(Label(label="tile", value=""))
         self.csv_path = FileEdit(label="report", mode="w", filter="*.csv", value="")
         self.export_btn = PushButton(text="Export CSV")
         for w in (self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
@@ -127,12 +139,9 @@ class QCWidget(Container):
     def _refresh_layers(self, *_: Any) -> None:
         current = self.layer_combo.value
         self.layer_combo.reset_choices()
-        if current in self.layer_combo.choices:
+        if current is not None and current in self.layer_combo.choices:
             self.layer_combo.value = current
-        elif self.layer_combo.value is None:
-            names = [c for c in self.layer_combo.choices if c is not None]
-            if names:
-                self.layer_combo.value = names[0]
+        preselect(self.layer_combo, self._viewer)
 
     @property
     def heatmap_layer(self):
@@ -228,6 +237,7 @@ class QCWidget(Container):
             labels.data = self._display_decisions()
             labels.scale, labels.translate = scale, translate
             labels.metadata[DECISIONS_KEY] = dmeta
+        review_view(self._viewer).qc_layers(heat, labels)  # colour bar, read-only, outlines, legend, tint
 
     def _display_scores(self) -> np.ndarray:
         s = self.result.scores

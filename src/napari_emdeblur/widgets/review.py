@@ -2,9 +2,11 @@
 
 A mixin of :class:`~.correct.CorrectionWidget` (one role per module: this one changes what the
 reviewer sees and decides, never runs a model). It keeps the "<image> review" labels layer
-(accepted, retake, check by eye), the "<image> corrected focus" heatmap (focus after correction,
-on the QC heatmap's colour scale) and the "<image> PSNR gain" layer, and flips between napari's
-grid view (original | corrected | ground truth) and an overlay.
+(accepted, retake, check by eye; read-only), the "<image> corrected focus" heatmap (focus after
+correction, on the QC heatmap's colour scale) and the "<image> PSNR gain" layer (both with a
+colour bar), and flips between napari's grid view (labelled panels original | corrected | ground
+truth, left to right) and an overlay through the viewer's :class:`~.view.ReviewView`. Accept and
+revert only put or remove a tile's patch in the corrected layer's store: no pixel copy.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import numpy as np
 
 from ..qc.focus import DEFAULT_METRIC
 from .common import HEATMAP_KEY, layer_by_name, notify
+from .view import read_only, review_view
 
 REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
 REVIEW_COLORS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), REVIEW_ACCEPTED: (0.1, 0.9, 0.3, 0.5),
                  REVIEW_RETAKE: (1.0, 0.1, 0.1, 0.65), REVIEW_CHECK: (0.2, 0.6, 1.0, 0.6)}
+REVIEW_LEGEND = "review marks: green = accepted, blue = check by eye, red = retake"
 
-__all__ = ["REVIEW_ACCEPTED", "REVIEW_CHECK", "REVIEW_COLORS", "REVIEW_RETAKE", "ReviewMixin"]
+__all__ = ["REVIEW_ACCEPTED", "REVIEW_CHECK", "REVIEW_COLORS", "REVIEW_LEGEND", "REVIEW_RETAKE", "ReviewMixin"]
 
 
 class ReviewMixin:
@@ -42,6 +46,7 @@ class ReviewMixin:
         review = self.review_layer
         if review is not None:
             review.data = self._review if self._is_stack else self._review[0]
+            read_only(review)
 
     def _show_psnr(self) -> None:
         name = f"{self.source_name} PSNR gain"
@@ -49,11 +54,18 @@ class ReviewMixin:
         layer = layer_by_name(self._viewer, name)
         scale, translate = self._heat_xform
         if layer is None:
-            self._viewer.add_image(disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
-                                   interpolation2d="nearest", scale=scale, translate=translate,
-                                   metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}})
+            layer = self._viewer.add_image(disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
+                                           interpolation2d="nearest", scale=scale, translate=translate,
+                                           metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}})
+            self._arrange()
         else:
             layer.data = disp
+        review_view(self._viewer).colorbar(layer)
+
+    def _arrange(self) -> None:
+        """Overlay order after adding a layer (the grid keeps its own until toggled back)."""
+        if not self._viewer.canvas.grid.enabled and self.source_name:
+            review_view(self._viewer).overlay_order(self.source_name, self.gt_combo.value)
 
     def _update_qc_after(self) -> None:
         """Show the corrected layer's focus as "<image> corrected focus": the per-section scores the
@@ -92,6 +104,8 @@ class ReviewMixin:
             layer = self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
                                            interpolation2d="nearest", scale=scale, translate=translate,
                                            visible=False, metadata={HEATMAP_KEY: meta})
+            review_view(self._viewer).colorbar(layer)
+            self._arrange()
         else:
             layer.data = disp
             layer.metadata[HEATMAP_KEY] = meta
@@ -100,34 +114,16 @@ class ReviewMixin:
             qc_heat.metadata[HEATMAP_KEY]["after_correction"] = before_after
 
     def toggle_view(self) -> None:
-        """Flip between napari's grid (original | corrected | ground truth) and an overlay."""
-        names = [self.source_name, f"{self.source_name} corrected", self.gt_combo.value]
-        layers = [layer_by_name(self._viewer, n) for n in names if n]
-        layers = [l for l in layers if l is not None]
-        if not layers:
+        """Flip between napari's grid (labelled panels original | corrected | ground truth, left to
+        right, zoom linked) and the overlay (marks above the corrected image).
+        """
+        if not self.source_name or layer_by_name(self._viewer, self.source_name) is None:
             return
-        grid = self._viewer.grid
-        if not grid.enabled:
-            self._saved_visibility = {l.name: l.visible for l in self._viewer.layers}
-            for l in self._viewer.layers:
-                l.visible = l in layers
-            # put them on top in the order original, corrected, ground truth: the grid then shows
-            # them left to right in that order (checked on a screenshot)
-            for l in layers:
-                self._viewer.layers.move(self._viewer.layers.index(l), len(self._viewer.layers))
-            grid.stride = 1
-            grid.shape = (1, len(layers))
-            grid.enabled = True
+        view = review_view(self._viewer)
+        if self._viewer.canvas.grid.enabled:
+            view.show_overlay(self.source_name, self.gt_combo.value)
         else:
-            grid.enabled = False
-            saved = self._saved_visibility or {}
-            for l in self._viewer.layers:
-                l.visible = saved.get(l.name, l.visible)
-            # overlay: the corrected layer shown over the original; toggle its eye to flip
-            corrected = self.corrected_layer
-            if corrected is not None:
-                corrected.visible = True
-            self._saved_visibility = None
+            view.show_grid(self.source_name, self.gt_combo.value)
 
     def _selected(self) -> tuple[int, int, int]:
         return int(self.sel_z.value), int(self.sel_row.value), int(self.sel_col.value)
@@ -162,19 +158,15 @@ class ReviewMixin:
             notify(f"tile {key} was not corrected", "warning")
             return
         y0, x0, h, w = self.grid.bounds(i, j)
-        target = corrected.data[z] if self._is_stack else corrected.data
         tiles = corrected.metadata["emdeblur_correction"]["corrected_tiles"]
         if action == "accept":
-            target[y0 : y0 + h, x0 : x0 + w] = self._corrected_pixels[key]  # back in, if it was reverted
-            corrected.refresh()
+            self._store.put(self._patches[key])  # back in, if it was reverted
             rep.accepted, rep.retake, rep.decision = True, False, "correct"
             self._review[key] = REVIEW_ACCEPTED
             if list(key) not in tiles:
                 tiles.append(list(key))
         elif action in ("revert", "retake"):
-            src = self._data[z] if self._is_stack else self._data
-            target[y0 : y0 + h, x0 : x0 + w] = np.asarray(src[y0 : y0 + h, x0 : x0 + w])
-            corrected.refresh()
+            self._store.remove(key)  # the original's pixels show again
             rep.accepted = False
             rep.retake = action == "retake"
             rep.decision = "retake" if rep.retake else "rejected"
@@ -183,6 +175,8 @@ class ReviewMixin:
                 tiles.remove(list(key))
         else:
             raise ValueError(f"unknown review action {action!r}")
+        self._refresh.request((y0, x0, h, w))
+        self._refresh.flush()
         self._refresh_review()
         self._update_qc_after()
         self._show_selected()

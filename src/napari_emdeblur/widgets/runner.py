@@ -43,6 +43,7 @@ class WorkerRunner:
         self._on_busy = on_busy or (lambda busy: None)
         self._worker: Any = None
         self._gen: Generator | None = None
+        self._stop: Callable[[], None] | None = None
         self._errored = False
         self._closed = False
         widget.native.destroyed.connect(self.close)
@@ -57,11 +58,15 @@ class WorkerRunner:
         """True while a threaded run is going on."""
         return self._worker is not None
 
-    def start(self, gen: Generator, sync: bool = False) -> None:
-        """Run ``gen``: in a worker thread, or to its end in this thread with ``sync=True``."""
+    def start(self, gen: Generator, sync: bool = False, stop: Callable[[], None] | None = None) -> None:
+        """Run ``gen``: in a worker thread, or to its end in this thread with ``sync=True``.
+
+        ``stop``, if given, is called (from the GUI thread, must not block) by :meth:`quit`: it
+        reaches work the generator waits on, e.g. a child process, before its next message.
+        """
         if self.running:
             raise RuntimeError("a run is already going on")
-        self._gen, self._errored = gen, False
+        self._gen, self._errored, self._stop = gen, False, stop
         if sync:
             try:
                 drain(gen, self._on_yield)
@@ -86,6 +91,8 @@ class WorkerRunner:
         """Ask a running worker to stop at its next message (the generator then cleans up)."""
         if self._worker is not None:
             self._worker.quit()
+            if self._stop is not None:
+                self._stop()
 
     def close(self, *_: Any) -> None:
         """The dock is gone: stop the worker and drop the callbacks."""
@@ -112,6 +119,7 @@ class WorkerRunner:
             self._on_finished()
 
     def _end(self) -> None:
+        self._stop = None
         if self._gen is not None:
             self._gen.close()
             self._gen = None

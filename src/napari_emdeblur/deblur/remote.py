@@ -1,0 +1,256 @@
+"""The correction service in a spawned child process: :class:`ProcessCorrection`.
+
+Importing torch (its C extension initialises holding the GIL) and the first model load stall
+every other thread of the process for up to seconds, the GUI thread included, even when they
+happen in a worker thread. A GUI therefore runs :func:`~.service.iter_correct` (the one
+correction flow, unchanged) in a spawned child and relays its messages: the same Notice,
+Progress, SectionScores, TileResult and CorrectionReport objects, in the same order, with the
+same return value. torch is imported only in the child.
+
+How the image reaches the child, decided in the calling thread (a worker thread, never the GUI
+thread): a numpy array is copied once into shared memory (numpy copies without holding the GIL)
+and read there without another copy; a lazy array (dask, zarr, ...) whose pickle is small (a
+graph of file reads) is pickled and read by the child itself; any other array is materialised
+band by band into shared memory.
+
+Stopping: :meth:`ProcessCorrection.stop` (any thread, non-blocking) asks the child to stop after
+its current message; it closes the service generator (GPU memory released) and ends. Closing the
+:meth:`~ProcessCorrection.messages` generator stops the child too; a reaper thread then waits for
+it, terminates it if it does not end in time, and frees the shared memory. Nothing here blocks
+the caller for long.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Generator
+
+import numpy as np
+
+__all__ = ["ProcessCorrection", "SharedArray", "share_array"]
+
+PICKLE_LIMIT = 16 << 20  # a lazy array pickled larger than this is materialised instead
+BAND_BYTES = 64 << 20  # materialise lazy arrays in bands of about this size
+
+
+@dataclass
+class SharedArray:
+    """A picklable handle on an array in shared memory (or a pickled lazy array)."""
+
+    kind: str  # "shm" | "pickle"
+    shape: tuple[int, ...] = ()
+    dtype: str = "uint8"
+    name: str = ""
+    payload: bytes = b""
+
+    def open(self) -> tuple[Any, Any]:
+        """In the child: ``(array, handle to keep alive)``."""
+        if self.kind == "pickle":
+            return pickle.loads(self.payload), None
+        from multiprocessing import shared_memory
+
+        shm = shared_memory.SharedMemory(name=self.name)
+        return np.ndarray(self.shape, np.dtype(self.dtype), buffer=shm.buf), shm
+
+
+def _copy_bands(src: Any, dst: np.ndarray) -> None:
+    if isinstance(src, np.ndarray):
+        np.copyto(dst, src)  # numpy releases the GIL while copying
+        return
+    if dst.ndim == 3:
+        for z in range(dst.shape[0]):
+            _copy_bands(src[z], dst[z])
+        return
+    row = max(1, dst.shape[1] * dst.dtype.itemsize)
+    step = max(1, BAND_BYTES // row)
+    for y in range(0, dst.shape[0], step):
+        dst[y : y + step] = np.asarray(src[y : y + step])
+
+
+def share_array(a: Any) -> tuple[SharedArray, Any]:
+    """``(handle for the child, shared memory to free afterwards or None)``; see the module doc."""
+    if not isinstance(a, np.ndarray):
+        try:
+            payload = pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - not picklable: materialise it
+            payload = b""
+        if payload and len(payload) <= PICKLE_LIMIT:
+            return SharedArray("pickle", payload=payload), None
+    from multiprocessing import shared_memory
+
+    shape = tuple(int(s) for s in a.shape)
+    dtype = np.dtype(a.dtype)
+    shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
+    try:
+        _copy_bands(a, np.ndarray(shape, dtype, buffer=shm.buf))
+    except BaseException:
+        shm.close()
+        shm.unlink()
+        raise
+    return SharedArray("shm", shape, dtype.str, shm.name), shm
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, params: Any, out: Any,
+                stop: Any, nice: int) -> None:
+    """The child process: run the service, put ("msg", m) per message, then ("end", value) or
+    ("error", exception).
+    """
+    handles = []
+    try:
+        if nice and hasattr(os, "nice"):
+            try:
+                os.nice(nice)
+            except OSError:
+                pass
+        from .service import iter_correct
+
+        img, h1 = image.open()
+        handles.append(h1)
+        ref = None
+        if gt is not None:
+            ref, h2 = gt.open()
+            handles.append(h2)
+        gen = iter_correct(img, selection, params, ground_truth=ref)
+        value = None
+        try:
+            while not stop.is_set():
+                try:
+                    msg = next(gen)
+                except StopIteration as end:
+                    value = end.value
+                    break
+                out.put(("msg", msg))
+        finally:
+            gen.close()  # releases GPU memory also after a stop
+        del img, ref
+        out.put(("end", value))
+    except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
+        e.__traceback__ = None
+        out.put(("error", _portable(e), traceback.format_exc(limit=20)))
+    finally:
+        for h in handles:
+            if h is not None:
+                try:
+                    h.close()
+                except BufferError:  # a view still alive: the OS frees it at exit
+                    pass
+
+
+class ProcessCorrection:
+    """:func:`~.service.iter_correct` run in a spawned child process (see the module doc).
+
+    Parameters
+    ----------
+    image, selection, params, ground_truth
+        As for :func:`~.service.iter_correct`.
+    nice : int
+        Added to the child's niceness (POSIX), so that the GUI keeps the CPU when both want it.
+    join_timeout_s : float
+        How long the reaper waits for a stopped child before terminating it.
+    """
+
+    def __init__(self, image: Any, selection: Any, params: Any, *, ground_truth: Any = None, nice: int = 5,
+                 join_timeout_s: float = 60.0):
+        self.image, self.selection, self.params, self.ground_truth = image, selection, params, ground_truth
+        self.nice = nice
+        self.join_timeout_s = join_timeout_s
+        self.process: Any = None
+        self.finished = threading.Event()  # set once the child has ended and everything is freed
+        self._stop: Any = None
+        self._stop_requested = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the child to stop after its current message (thread-safe, returns at once)."""
+        self._stop_requested.set()
+        if self._stop is not None:
+            self._stop.set()
+
+    def messages(self) -> Generator[Any, None, Any]:
+        """The service's messages, relayed from the child (run it in a worker thread)."""
+        import multiprocessing as mp
+
+        shms: list[Any] = []
+        out = proc = None
+        try:
+            img, shm = share_array(self.image)
+            shms.append(shm)
+            gt = None
+            if self.ground_truth is not None:
+                gt, shm2 = share_array(self.ground_truth)
+                shms.append(shm2)
+            if self._stop_requested.is_set():
+                return None
+            ctx = mp.get_context("spawn")
+            out, self._stop = ctx.Queue(), ctx.Event()
+            proc = ctx.Process(target=_child_main, name="emdeblur-correction", daemon=True,
+                               args=(img, gt, self.selection, self.params, out, self._stop, self.nice))
+            proc.start()
+            self.process = proc
+            while True:
+                try:
+                    item = out.get(timeout=0.1)
+                except queue.Empty:
+                    if not proc.is_alive():
+                        try:
+                            item = out.get(timeout=1.0)  # the last message may still be in the pipe
+                        except queue.Empty:
+                            raise RuntimeError(f"the correction process ended unexpectedly "
+                                               f"(exit code {proc.exitcode})") from None
+                    else:
+                        continue
+                if item[0] == "msg":
+                    yield item[1]
+                elif item[0] == "end":
+                    return item[1]
+                else:
+                    raise item[1]
+        finally:
+            self.stop()
+            threading.Thread(target=self._reap, args=(proc, out, shms), name="emdeblur-reaper", daemon=True).start()
+
+    def _reap(self, proc: Any, out: Any, shms: list[Any]) -> None:
+        import time
+
+        deadline = time.monotonic() + self.join_timeout_s
+        try:
+            if proc is not None:
+                # drain so that the child's queue feeder can flush and the child can exit
+                while proc.is_alive() and time.monotonic() < deadline:
+                    proc.join(timeout=0.2)
+                    try:
+                        while True:
+                            out.get_nowait()
+                    except (queue.Empty, OSError, ValueError):
+                        pass
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            if out is not None:
+                out.close()
+                out.cancel_join_thread()
+        finally:
+            for shm in shms:
+                if shm is not None:
+                    try:
+                        shm.close()
+                        shm.unlink()
+                    except (FileNotFoundError, BufferError):
+                        pass
+            self.finished.set()

@@ -1,0 +1,349 @@
+"""What a proofreader sees: one display policy for the plugin's layers in a viewer.
+
+:func:`review_view` gives the viewer's one :class:`ReviewView`, shared by the Focus QC and the
+GRAN correction docks. It keeps, with napari's own overlays and public API only:
+
+* **a legend** of the flag and review colours: one canvas ``TextOverlay`` (bottom left) whose
+  lines each dock registers (:meth:`ReviewView.legend`);
+* **colour bars** on the focus heatmaps and the PSNR-gain layer (``layer.colorbar``; its ticks
+  are the contrast limits);
+* **the heatmap tint by zoom**: zoomed out (a screen pixel covers more than ``ZOOMED_OUT`` image
+  pixels) the focus heatmap tints the section and the flagged tiles are filled; closer in, the
+  heatmap is hidden and the flagged tiles are outlined (a read-only "<image> flagged outline"
+  labels layer) so the EM stays readable. Switched when the zoom crosses the limit, so a
+  proofreader's own eye toggles hold until the next crossing;
+* **layer order**: overlay mode stacks original < corrected < ground truth < tints < flags and
+  outlines < review marks, so marks are never under the opaque corrected image; the grid mode
+  shows labelled panels original | corrected | ground truth, left to right, each with its marks,
+  one shared camera (zoom and pan linked); both are re-applied on every toggle;
+* **read-only mark layers** (:func:`read_only`: no paint controls, also after a data change,
+  which makes napari set ``editable`` again).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterable
+
+import numpy as np
+
+from .common import DECISIONS_KEY, FLAG_COLORS, HEATMAP_KEY, layer_by_name
+
+__all__ = ["OUTLINE_KEY", "ZOOMED_OUT", "ReviewView", "outline_raster", "read_only", "review_view"]
+
+OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
+LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
+ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
+OUTLINE_MAX_SIDE = 2048  # longest side of an outline raster
+GRID_SPACING = 8  # px between grid panels
+
+_VIEWS: "weakref.WeakKeyDictionary[Any, ReviewView]" = weakref.WeakKeyDictionary()
+
+
+def review_view(viewer: Any) -> "ReviewView":
+    """The viewer's :class:`ReviewView` (made on first use)."""
+    view = _VIEWS.get(viewer)
+    if view is None:
+        view = _VIEWS[viewer] = ReviewView(viewer)
+    return view
+
+
+_READ_ONLY: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def read_only(layer: Any) -> None:
+    """No paint controls on ``layer``, now and after any later data change."""
+    layer.editable = False
+    if layer in _READ_ONLY:
+        return
+    ref = weakref.ref(layer)
+
+    def _keep(*_: Any) -> None:
+        lyr = ref()
+        if lyr is not None and lyr.editable:
+            lyr.editable = False
+
+    layer.events.editable.connect(_keep)
+    _READ_ONLY.add(layer)
+
+
+def outline_raster(decisions: np.ndarray, factor: int) -> np.ndarray:
+    """Per-cell outlines of a ``(..., rows, cols)`` decision raster: each cell becomes
+    ``factor x factor`` pixels whose border ring carries the cell's value (0 inside).
+    """
+    d = np.asarray(decisions)
+    up = np.repeat(np.repeat(d, factor, axis=-2), factor, axis=-1)
+    ring = np.zeros((factor, factor), bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
+    mask = np.tile(ring, d.shape[-2:])
+    return np.where(mask, up, 0).astype(np.uint8)
+
+
+def _outline_factor(shape: tuple[int, ...]) -> int:
+    rows, cols = shape[-2:]
+    nz = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    f = min(32, OUTLINE_MAX_SIDE // max(1, rows, cols))
+    while f > 4 and nz * rows * cols * f * f > 64 << 20:
+        f //= 2
+    return max(4, f)
+
+
+class ReviewView:
+    """The display policy of one viewer (see the module doc); get it with :func:`review_view`."""
+
+    def __init__(self, viewer: Any):
+        self._viewer_ref = weakref.ref(viewer)
+        self._legend_parts: dict[str, str] = {}
+        self._zoomed_out: bool | None = None
+        self._saved_visibility: dict[str, bool] | None = None
+        self._grid_panels: list[str] = []
+        viewer.scene.camera.events.zoom.connect(self._on_zoom)
+
+    @property
+    def viewer(self) -> Any:
+        return self._viewer_ref()
+
+    # ------------------------------------------------------------------ legend, colour bars
+    def legend(self, part: str, text: str | None) -> Any:
+        """Set (or with None remove) one line of the shared legend; returns the overlay."""
+        from napari.components.overlays import TextOverlay
+
+        if text:
+            self._legend_parts[part] = text
+        else:
+            self._legend_parts.pop(part, None)
+        overlays = self.viewer.canvas.overlays
+        ov = overlays[LEGEND_KEY] if LEGEND_KEY in overlays else None
+        body = "\n".join(self._legend_parts[k] for k in sorted(self._legend_parts))
+        if ov is None:
+            ov = TextOverlay(text=body, position="bottom_left", visible=bool(body), font_size=10, box=True,
+                             color="white")
+            overlays[LEGEND_KEY] = ov
+        else:
+            ov.text = body
+            ov.visible = bool(body)
+        return ov
+
+    @staticmethod
+    def colorbar(layer: Any) -> None:
+        """Show ``layer``'s colour bar (Image layers)."""
+        cb = getattr(layer, "colorbar", None)
+        if cb is not None:
+            cb.visible = True
+
+    # ------------------------------------------------------------------ QC layers
+    def qc_layers(self, heat: Any, flags: Any) -> None:
+        """The Focus QC dock's heatmap and flagged layers: colour bar, read-only flags, the flagged
+        tiles' outline layer, the legend, and the tint for the current zoom.
+        """
+        if heat is not None:
+            self.colorbar(heat)
+        if flags is not None:
+            read_only(flags)
+            outline = self._outline_for(flags)
+            flags.events.set_data.connect(self._flags_changed)
+            self._update_outline(flags, outline)
+        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image); "
+                               "focus heatmap: dark = soft, bright = sharp")
+        self._zoomed_out = None
+        self.apply_zoom()
+
+    def _outline_for(self, flags: Any) -> Any:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        name = f"{flags.name} outline"
+        layer = layer_by_name(self.viewer, name)
+        if layer is None:
+            colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **{k: (*rgb, 1.0) for k, rgb in FLAG_COLORS.items()}}
+            layer = self.viewer.add_labels(np.zeros((1,) * flags.ndim, np.uint8), name=name, opacity=1.0,
+                                           visible=False, metadata={OUTLINE_KEY: {"source": flags.name}})
+            layer.colormap = DirectLabelColormap(color_dict=colors)
+            read_only(layer)
+        return layer
+
+    def _flags_changed(self, event: Any) -> None:
+        flags = getattr(event, "source", None)
+        if flags is None or DECISIONS_KEY not in getattr(flags, "metadata", {}):
+            return
+        outline = layer_by_name(self.viewer, f"{flags.name} outline")
+        if outline is not None and (outline.visible or self._stale(outline)):
+            self._update_outline(flags, outline)
+        elif outline is not None:
+            outline.metadata[OUTLINE_KEY]["stale"] = True
+
+    @staticmethod
+    def _stale(outline: Any) -> bool:
+        return bool(outline.metadata[OUTLINE_KEY].get("stale"))
+
+    def _update_outline(self, flags: Any, outline: Any) -> None:
+        d = np.asarray(flags.data)
+        f = _outline_factor(d.shape)
+        scale = np.asarray(flags.scale, float)
+        translate = np.asarray(flags.translate, float)
+        fine_scale, fine_tr = scale.copy(), translate.copy()
+        fine_scale[-2:] = scale[-2:] / f
+        fine_tr[-2:] = translate[-2:] - scale[-2:] / 2 + fine_scale[-2:] / 2
+        outline.data = outline_raster(d, f)
+        outline.scale, outline.translate = fine_scale, fine_tr
+        outline.metadata[OUTLINE_KEY].update(source=flags.name, factor=f, stale=False)
+        read_only(outline)
+
+    # ------------------------------------------------------------------ tint by zoom
+    def _image_px_per_screen_px(self) -> float | None:
+        v = self.viewer
+        zoom = float(v.scene.camera.zoom)
+        for layer in v.layers:
+            meta = layer.metadata.get(HEATMAP_KEY)
+            if meta and meta.get("tile"):
+                px = float(layer.scale[-1]) / float(meta["tile"])  # world units per image pixel
+                return 1.0 / max(zoom * px, 1e-12)
+        return None
+
+    def _on_zoom(self, *_: Any) -> None:
+        self.apply_zoom()
+
+    def apply_zoom(self, force: bool = False) -> None:
+        """Tint (heatmaps shown, flags filled) zoomed out, outlines closer in; only on a crossing
+        of the limit (or ``force``), never in the grid view.
+        """
+        v = self.viewer
+        if v is None or v.canvas.grid.enabled:
+            return
+        ratio = self._image_px_per_screen_px()
+        if ratio is None:
+            return
+        out = ratio > ZOOMED_OUT
+        if out == self._zoomed_out and not force:
+            return
+        self._zoomed_out = out
+        for layer in v.layers:
+            heat = layer.metadata.get(HEATMAP_KEY)
+            if heat is not None and heat.get("kind") is None and "metric" in heat and \
+                    not str(heat.get("source", "")).endswith(" corrected"):
+                layer.visible = out
+            elif DECISIONS_KEY in layer.metadata:
+                layer.visible = out
+            elif OUTLINE_KEY in layer.metadata:
+                if not out and self._stale(layer):
+                    src = layer_by_name(v, layer.metadata[OUTLINE_KEY]["source"])
+                    if src is not None:
+                        self._update_outline(src, layer)
+                layer.visible = not out
+
+    @property
+    def zoomed_out(self) -> bool | None:
+        """True when the tint is on, False when outlines show, None before any QC layer."""
+        return self._zoomed_out
+
+    # ------------------------------------------------------------------ order, grid
+    def _names(self, source: str, gt: str | None) -> dict[str, list[str]]:
+        return {
+            "images": [source, f"{source} corrected"] + ([gt] if gt else []),
+            "tints": [f"{source} focus", f"{source} corrected focus", f"{source} PSNR gain"],
+            "marks": [f"{source} flagged", f"{source} flagged outline", f"{source} review"],
+        }
+
+    def _reorder(self, wanted: list[Any]) -> None:
+        """Put ``wanted`` (bottom to top) as one block where the lowest of them is now; other layers
+        keep their order below and above it.
+        """
+        layers = self.viewer.layers
+        current = list(layers)
+        ids = {id(x) for x in wanted}
+        first = min((current.index(x) for x in wanted), default=0)
+        below = [x for x in current[:first] if id(x) not in ids]
+        above = [x for x in current[first:] if id(x) not in ids]
+        for pos, layer in enumerate(below + wanted + above):
+            cur = layers.index(layer)
+            if cur != pos:
+                layers.move(cur, pos)
+
+    def overlay_order(self, source: str, gt: str | None = None) -> list[str]:
+        """Stack the plugin's layers of ``source`` for the overlay view; returns the order (bottom first)."""
+        names = self._names(source, gt)
+        wanted = [layer_by_name(self.viewer, n) for n in names["images"] + names["tints"] + names["marks"]]
+        present = [x for x in wanted if x is not None]
+        if present:
+            self._reorder(present)
+        return [x.name for x in present]
+
+    def show_grid(self, source: str, gt: str | None = None) -> list[str]:
+        """Side by side: labelled panels original | corrected | ground truth, left to right, each
+        with its marks (flag outlines on the original, review marks on the corrected, PSNR gain on
+        the ground truth). Returns the panel names.
+        """
+        v = self.viewer
+        names = self._names(source, gt)
+        panels = []
+        for img, extra in zip(names["images"], ([f"{source} flagged outline"], [f"{source} review"],
+                                                 [f"{source} PSNR gain"])):
+            layer = layer_by_name(v, img)
+            if layer is not None:
+                panels.append((layer, [x for x in (layer_by_name(v, n) for n in extra) if x is not None]))
+        if not panels:
+            return []
+        if self._saved_visibility is None:
+            self._saved_visibility = {x.name: x.visible for x in v.layers}
+        in_panels = {id(x) for img, ovs in panels for x in [img, *ovs]}
+        rest = [x for x in v.layers if id(x) not in in_panels]
+        stride = max(1 + len(ovs) for _, ovs in panels)
+        pads_needed = sum(stride - 1 - len(ovs) for _, ovs in panels)
+        if pads_needed > len(rest):  # not enough hidden layers to keep the groups aligned: images only
+            rest += [x for _, ovs in panels for x in ovs]
+            panels = [(img, []) for img, _ in panels]
+            stride = 1
+        order: list[Any] = []
+        spare = list(rest)
+        for img, ovs in panels:
+            group = [img, *ovs]
+            while len(group) < stride:
+                group.append(spare.pop())
+            order.extend(group)
+        order.extend(spare)
+        for x in v.layers:
+            x.visible = False
+        for img, ovs in panels:
+            for x in [img, *ovs]:
+                x.visible = True
+        self._reorder(order)
+        for x in v.layers:
+            overlay = getattr(x, "name_overlay", None)
+            if overlay is not None:
+                overlay.visible = any(x is img for img, _ in panels)
+        grid = v.canvas.grid
+        grid.stride = stride
+        grid.shape = (1, len(panels))
+        grid.spacing = GRID_SPACING
+        grid.enabled = True
+        v.reset_view()
+        self._grid_panels = [img.name for img, _ in panels]
+        return list(self._grid_panels)
+
+    def show_overlay(self, source: str, gt: str | None = None) -> list[str]:
+        """Back from the grid: name labels off, visibility as before the grid (corrected shown),
+        the overlay order, the tint for the zoom. Returns the order (bottom first).
+        """
+        v = self.viewer
+        v.canvas.grid.enabled = False
+        for x in v.layers:
+            overlay = getattr(x, "name_overlay", None)
+            if overlay is not None and x.name in self._grid_panels:
+                overlay.visible = False
+        saved = self._saved_visibility or {}
+        for x in v.layers:
+            if x.name in saved:
+                x.visible = saved[x.name]
+        corrected = layer_by_name(v, f"{source} corrected")
+        if corrected is not None:
+            corrected.visible = True
+        self._saved_visibility = None
+        self._grid_panels = []
+        order = self.overlay_order(source, gt)
+        self.apply_zoom(force=self._zoomed_out is not None)
+        return order
+
+    def grid_positions(self, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Grid panel ``(row, col)`` of each named layer ((-1, -1) when hidden)."""
+        v = self.viewer
+        layers = list(v.layers)
+        return {n: v.canvas.grid.position(layers.index(v.layers[n]), layers) for n in names if n in v.layers}

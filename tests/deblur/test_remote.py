@@ -1,0 +1,107 @@
+"""The correction service run in a spawned child process: same messages, stop, errors, cleanup."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_emdeblur.deblur.remote import ProcessCorrection, share_array  # noqa: E402
+from napari_emdeblur.deblur.reports import CorrectionReport  # noqa: E402
+from napari_emdeblur.deblur.selection import Selection  # noqa: E402
+from napari_emdeblur.deblur.service import CorrectionParams, iter_correct  # noqa: E402
+from napari_emdeblur.qc.messages import Progress, TileResult, drain  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def section():
+    from napari_emdeblur._sample_data import make_sample_data
+
+    (data, _, _), (gt, _, _) = make_sample_data()[:2]
+    return np.asarray(data)[:512, :512], np.asarray(gt)[:512, :512]
+
+
+def test_share_array_kinds():
+    da = pytest.importorskip("dask.array")
+    a = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    h, shm = share_array(a)
+    try:
+        assert h.kind == "shm"
+        back, handle = pickle.loads(pickle.dumps(h)).open()
+        np.testing.assert_array_equal(back, a)
+        del back
+        handle.close()
+    finally:
+        shm.close()
+        shm.unlink()
+    lazy = da.from_array(a, chunks=16)
+    h, shm = share_array(lazy)
+    assert h.kind == "pickle" and shm is None  # a small graph: the child reads it itself
+    np.testing.assert_array_equal(np.asarray(h.open()[0]), a)
+    local = []
+    unpicklable = lazy.map_blocks(lambda b: (local.append(1), b)[1], dtype=a.dtype)
+    h, shm = share_array(unpicklable)
+    try:
+        assert h.kind == "shm"  # materialised band by band instead
+        np.testing.assert_array_equal(np.ndarray(h.shape, h.dtype, buffer=shm.buf), a)
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def test_same_messages_as_in_process(section):
+    img, gt = section
+    sel = Selection.of_tiles([(0, 0, 0), (0, 1, 1)])
+    params = CorrectionParams(device="cpu", qc_tile=256)
+    here = [m for m in iter_correct(img, sel, params, ground_truth=gt)]
+    job = ProcessCorrection(img, sel, params, ground_truth=gt)
+    got: list = []
+    report = drain(job.messages(), got.append)
+    assert [type(m) for m in got] == [type(m) for m in here]
+    tiles_here = [m for m in here if isinstance(m, TileResult)]
+    tiles_got = [m for m in got if isinstance(m, TileResult)]
+    for a, b in zip(tiles_here, tiles_got):
+        assert (a.z, a.row, a.col, a.y0, a.x0) == (b.z, b.row, b.col, b.y0, b.x0)
+        assert np.abs(a.data.astype(int) - b.data.astype(int)).max() <= 1
+    assert isinstance(report, CorrectionReport) and len(report.tiles) == 2
+    assert np.isfinite(report.tiles[0].psnr_after)
+    assert job.finished.wait(60) and job.process.exitcode == 0
+
+
+def test_stop_ends_the_child_and_frees_memory(section):
+    img, _ = section
+    job = ProcessCorrection(img, Selection.whole_image(), CorrectionParams(device="cpu", qc_tile=128, batch=1))
+    gen = job.messages()
+    first = next(gen)  # the child is up once its first message arrives
+    assert first is not None
+    job.stop()
+    rest = list(gen)  # ends after the child's current step, without the whole image
+    assert not any(isinstance(m, CorrectionReport) for m in rest)
+    assert sum(isinstance(m, Progress) for m in rest) < 20
+    assert job.finished.wait(60) and not job.process.is_alive()
+
+
+def test_closing_the_generator_ends_the_child(section):
+    img, _ = section
+    job = ProcessCorrection(img, Selection.whole_image(), CorrectionParams(device="cpu", qc_tile=128, batch=1))
+    gen = job.messages()
+    next(gen)
+    gen.close()  # what the worker runner does after a cancel or when the dock closes
+    assert job.finished.wait(60) and not job.process.is_alive()
+
+
+def test_errors_come_back_as_the_same_exception(section, tmp_path):
+    from napari_emdeblur.deblur.weights import WeightsError
+
+    img, _ = section
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    job = ProcessCorrection(img, Selection.whole_image(), CorrectionParams(device="cpu", weights=str(bad)))
+    with pytest.raises(WeightsError):
+        drain(job.messages())
+    assert job.finished.wait(60)

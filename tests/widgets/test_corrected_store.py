@@ -1,0 +1,120 @@
+"""The corrected layer's store: the original with corrected tiles overlaid, at every pyramid level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_emdeblur.widgets.corrected import CorrectedStore, ThrottledRefresh
+
+
+def _pyramid(img: np.ndarray, n: int = 3) -> list[np.ndarray]:
+    """Area-averaged levels (factor 2 each, odd sizes rounded up: partial cells averaged)."""
+    levels = [img]
+    for _ in range(1, n):
+        a = levels[-1].astype(np.float64)
+        h, w = a.shape[-2:]
+        pad = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)], mode="edge")
+        pad = pad.reshape(*a.shape[:-2], pad.shape[-2] // 2, 2, pad.shape[-1] // 2, 2)
+        levels.append(np.rint(pad.mean(axis=(-3, -1))).astype(img.dtype))
+    return levels
+
+
+def _reference_level(orig0, corrected0, k):
+    """Level k of the corrected image made the store's way: the original's level k plus the
+    area average of the difference (cells clipped to the image)."""
+    f = 2**k
+    diff = corrected0.astype(np.float64) - orig0.astype(np.float64)
+    h, w = orig0.shape
+    hk, wk = -(-h // f), -(-w // f)
+    out = np.zeros((hk, wk))
+    for a in range(hk):
+        for b in range(wk):
+            out[a, b] = diff[a * f : (a + 1) * f, b * f : (b + 1) * f].mean()
+    return out
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(3)
+    return rng.integers(20, 230, (301, 263), dtype=np.uint8)
+
+
+def test_level0_reads_paste_corrected_tiles_and_never_touch_the_original(image):
+    original = image.copy()
+    store = CorrectedStore([image])
+    lvl = store.levels[0]
+    assert lvl.shape == image.shape and lvl.dtype == image.dtype and lvl.ndim == 2
+    np.testing.assert_array_equal(np.asarray(lvl), image)
+    tile = np.full((64, 48), 7, np.uint8)
+    store.put(store.prepare((0, 1, 2), 64, 96, tile))
+    ref = image.copy()
+    ref[64:128, 96:144] = 7
+    np.testing.assert_array_equal(np.asarray(lvl), ref)
+    np.testing.assert_array_equal(image, original)  # the original buffer is never written
+    # any basic slice: steps, negative ends, ints
+    for key in [(slice(50, 140, 3), slice(None, None, 5)), (slice(-250, -160), 100), (70, slice(90, 150)),
+                (Ellipsis, slice(95, 97)), 100]:
+        np.testing.assert_array_equal(lvl[key], ref[key])
+    assert store.nbytes == tile.nbytes
+    assert store.remove((0, 1, 2)) is not None
+    np.testing.assert_array_equal(np.asarray(lvl), image)
+
+
+def test_multiscale_levels_follow_the_original_pyramid(image):
+    levels = _pyramid(image)
+    store = CorrectedStore(levels)
+    assert [lv.shape for lv in store.levels] == [a.shape for a in levels]
+    assert store.factors == [(1, 1), (2, 2), (4, 4)]
+    corrected0 = image.copy()
+    rng = np.random.default_rng(0)
+    # an unaligned tile and an edge tile (partial cells at the image border)
+    for key, (y0, x0, h, w) in {(0, 0, 0): (13, 21, 40, 33), (0, 1, 1): (270, 230, 31, 33)}.items():
+        pix = rng.integers(0, 255, (h, w), dtype=np.uint8)
+        corrected0[y0 : y0 + h, x0 : x0 + w] = pix
+        store.put(store.prepare(key, y0, x0, pix))
+    np.testing.assert_array_equal(np.asarray(store.levels[0]), corrected0)
+    for k in (1, 2):
+        expect = levels[k].astype(np.float64) + _reference_level(image, corrected0, k)
+        expect = np.clip(np.rint(expect), 0, 255)
+        np.testing.assert_array_equal(np.asarray(store.levels[k]), expect.astype(np.uint8))
+    # cells away from the tiles are the original pyramid's own
+    np.testing.assert_array_equal(store.levels[2][30:, :40], levels[2][30:, :40])
+
+
+def test_stack_and_lazy_base():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 255, (3, 96, 80), dtype=np.uint8)
+    lazy = da.from_array(stack, chunks=(1, 32, 32))
+    store = CorrectedStore([lazy])
+    pix = np.zeros((32, 32), np.uint8)
+    store.put(store.prepare((1, 0, 1), 0, 32, pix))
+    ref = stack.copy()
+    ref[1, :32, 32:64] = 0
+    np.testing.assert_array_equal(np.asarray(store.levels[0]), ref)
+    np.testing.assert_array_equal(store.levels[0][1], ref[1])
+    np.testing.assert_array_equal(store.levels[0][0, 10:40, 20:70], stack[0, 10:40, 20:70])
+    np.testing.assert_array_equal(store.levels[0][0:3, 5, 30:40], ref[0:3, 5, 30:40])
+    assert isinstance(store.levels[0][1, :4, :4], np.ndarray)
+
+
+def test_throttled_refresh_coalesces(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((64, 64), np.uint8))
+    calls = []
+    layer.events.set_data.connect(lambda e: calls.append(1))
+    refresh = ThrottledRefresh(lambda: layer, min_interval_ms=200)
+    for _ in range(50):
+        refresh.request((0, 0, 8, 8))
+    assert refresh.pending and refresh.count == 0  # nothing happens synchronously
+    qtbot.waitUntil(lambda: refresh.count == 1, timeout=5_000)
+    assert len(calls) >= 1
+    refresh.request(None)
+    refresh.flush()
+    assert refresh.count == 2 and not refresh.pending
+    layer.visible = False
+    refresh.request(None)
+    refresh.flush()
+    assert refresh.count == 2 and refresh.skipped == 1  # a hidden layer is not refreshed
+    assert refresh.interval_ms >= 200
