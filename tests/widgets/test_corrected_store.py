@@ -99,12 +99,12 @@ def test_stack_and_lazy_base():
     assert isinstance(store.levels[0][1, :4, :4], np.ndarray)
 
 
-def test_throttled_refresh_coalesces(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
+def test_throttled_refresh_coalesces_and_skips_what_is_out_of_view(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
     layer = viewer.add_image(np.zeros((64, 64), np.uint8))
     calls = []
     layer.events.set_data.connect(lambda e: calls.append(1))
-    refresh = ThrottledRefresh(lambda: layer, min_interval_ms=200)
+    refresh = ThrottledRefresh(lambda: layer, min_interval_ms=200, camera=viewer.scene.camera)
     for _ in range(50):
         refresh.request((0, 0, 8, 8))
     assert refresh.pending and refresh.count == 0  # nothing happens synchronously
@@ -118,3 +118,13 @@ def test_throttled_refresh_coalesces(make_napari_viewer, qtbot):
     refresh.flush()
     assert refresh.count == 2 and refresh.skipped == 1  # a hidden layer is not refreshed
     assert refresh.interval_ms >= 200
+    layer.visible = True
+    viewer.scene.camera.center = (8, 8)
+    viewer.scene.camera.zoom = 50.0  # a few pixels around (8, 8) on screen
+    qtbot.waitUntil(lambda: layer.corner_pixels[1][-1] < 40, timeout=5_000)
+    refresh.request((50.0, 50.0, 60.0, 60.0))  # a change out of view: kept, not drawn
+    qtbot.waitUntil(lambda: not refresh.pending, timeout=5_000)
+    assert refresh.count == 2 and refresh.out_of_view == 1
+    viewer.scene.camera.center = (55, 55)  # brought into view: drawn
+    qtbot.waitUntil(lambda: refresh.count == 3, timeout=5_000)
+    assert refresh.out_of_view == 0

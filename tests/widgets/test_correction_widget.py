@@ -96,9 +96,9 @@ def test_end_to_end_correct_review_export(flow, tmp_path):
 
     # grid view and back
     cw.toggle_view()
-    assert viewer.grid.enabled
+    assert viewer.canvas.grid.enabled
     cw.toggle_view()
-    assert not viewer.grid.enabled
+    assert not viewer.canvas.grid.enabled
 
     # export and read back equal, with the report
     out = tmp_path / "corrected.ome.tif"
@@ -127,6 +127,8 @@ def test_cancel_leaves_layers_consistent(flow, qtbot):
     qtbot.waitUntil(lambda: len(cw.reports) >= 1, timeout=120_000)
     cw.cancel()
     qtbot.waitUntil(lambda: cw.worker is None, timeout=120_000)
+    assert cw.job is not None and cw.job.finished.wait(60)  # the correction process ended too
+    assert not cw.job.process.is_alive()
     n = len(cw.reports)
     total = TileGrid(original.shape, cw.grid.tile).n_tiles
     assert 1 <= n < total  # stopped early
@@ -301,3 +303,139 @@ def test_closed_docks_untie_their_viewer_callbacks(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: len(inserted.callbacks) == n_ins, timeout=10_000)
     assert len(viewer.mouse_move_callbacks) == n_move and len(viewer.mouse_drag_callbacks) == n_drag
     viewer.add_image(np.zeros((32, 32), np.uint8))  # no callback into a deleted widget
+
+
+def test_closing_the_dock_stops_the_correction_process(flow, qtbot):
+    viewer, qc, cw, section, gt = flow
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "all"
+    cw.device_combo.value = "cpu"
+    cw.batch_spin.value = 1
+    cw.run()
+    qtbot.waitUntil(lambda: cw.job is not None and cw.job.process is not None, timeout=120_000)
+    job, worker = cw.job, cw.worker
+    viewer.window.remove_dock_widget(cw.native)  # the dock goes away mid-run
+    cw.native.deleteLater()
+    assert job.finished.wait(180)
+    assert not job.process.is_alive()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=120_000)
+
+
+def test_time_left_is_sane_after_a_few_tiles(flow):
+    """The estimate after the first tiles, against the time the rest really took (both from the
+    run's own messages; nothing is asserted about speed)."""
+    viewer, qc, cw, section, gt = flow
+    ps = float(section.scale[-1])
+    viewer.add_shapes([np.array([[0, 0], [500, 700]]) * ps], shape_type="rectangle", name="roi")
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "roi"
+    cw.device_combo.value = "cpu"
+    cw.batch_spin.value = 1
+    cw.run(sync=True)
+    log = [(t, done, total, eta) for t, done, total, eta in cw.eta_log if done > 0]
+    total = log[-1][2]
+    assert total == len(cw.reports) >= 6
+    t_end = log[-1][0]
+    for t, done, _, eta in log:
+        if 2 <= done <= total - 3:
+            truth = t_end - t
+            assert truth / 3 <= eta <= truth * 3, (done, eta, truth)
+
+
+class _Recorded:
+    """An array-like pyramid level that records every read: (level, on the GUI thread, pixels)."""
+
+    def __init__(self, a, level, log):
+        self.a, self.level, self.log = a, level, log
+        self.shape, self.dtype, self.ndim, self.size = a.shape, a.dtype, a.ndim, a.size
+
+    def __getitem__(self, key):
+        import threading
+
+        out = np.asarray(self.a[key])
+        self.log.append((self.level, threading.current_thread() is threading.main_thread(), out.size))
+        return out
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __reduce__(self):  # not picklable: the correction gets it through shared memory
+        raise TypeError("not picklable")
+
+
+def test_lazy_multiscale_layer_is_never_read_whole_on_the_ui_thread(make_napari_viewer, qtbot):
+    """A pyramid whose every read is recorded with its thread: correcting two tiles reads, on the
+    GUI thread, only what is on screen; the corrected layer is a store of patches, not a copy."""
+    from napari_emdeblur._sample_data import make_sample_data
+    from napari_emdeblur.widgets.corrected import CorrectedLevel
+
+    base = np.asarray(make_sample_data()[0][0])
+    big = np.tile(base, (2, 2))  # 2048 x 2048
+    reads: list[tuple[int, bool, int]] = []
+    levels = [big, big.reshape(1024, 2, 1024, 2).mean((1, 3)).astype(np.uint8),
+              big.reshape(512, 4, 512, 4).mean((1, 3)).astype(np.uint8)]
+    viewer = make_napari_viewer(show=True)  # drawn: napari picks the level and the region on screen
+    layer = viewer.add_image([_Recorded(a, k, reads) for k, a in enumerate(levels)], multiscale=True,
+                             name="lazy", contrast_limits=(0, 255))
+    cw = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(cw)
+    viewer.add_shapes([np.array([[1030, 1030], [1500, 1260]])], shape_type="rectangle", name="roi")
+    cw.layer_combo.value = layer.name
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "roi"
+    cw.device_combo.value = "cpu"
+    viewer.scene.camera.center = (1280, 1150)  # 1:1 over the tiles being corrected
+    viewer.scene.camera.zoom = 1.0
+    qtbot.waitUntil(lambda: layer.data_level == 0, timeout=10_000)
+    reads.clear()
+    cw.run()
+    qtbot.waitUntil(lambda: cw.worker is None, timeout=300_000)
+    assert sorted(cw.reports) == [(0, 4, 4), (0, 5, 4)]
+    corrected = viewer.layers["lazy corrected"]
+    assert corrected.multiscale and all(isinstance(lv, CorrectedLevel) for lv in corrected.data)
+    assert corrected.data_level == 0 and cw._refresh.count >= 1  # shown, and refreshed, at 1:1
+    ui = [n for level, main, n in reads if main and level == 0]
+    assert ui, "the corrected layer on screen reads the original's visible region"
+    assert max(ui) < big.size // 4 and sum(ui) < big.size // 2, (max(ui), sum(ui))  # never the whole level
+    assert not any(main and n >= big.size for _, main, n in reads)
+    assert cw._store.nbytes <= 2 * 256 * 256 * 2  # two tiles (all levels), not a copy of the section
+    sl = (slice(1024, 1280), slice(1024, 1280))
+    assert not np.array_equal(np.asarray(corrected.data[0][sl]), big[sl])  # corrected where asked
+    np.testing.assert_array_equal(np.asarray(corrected.data[0][:1024, :1024]), big[:1024, :1024])
+
+
+def test_long_device_names_do_not_widen_the_dock(make_napari_viewer):
+    viewer = make_napari_viewer()
+    cw = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(cw)
+    narrow = cw.native.minimumSizeHint().width()
+    cw.device_label.value = "-> cuda:0 (" + "NVIDIA H200 with a very long marketing name " * 6 + ")"
+    cw.status.value = "Correcting 133 tiles on " + "a very long device description " * 8
+    assert cw.native.minimumSizeHint().width() <= max(narrow, 420)
+
+
+def test_error_messages_lead_with_the_key_words(flow, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    viewer, qc, cw, section, gt = flow
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    viewer.add_shapes([np.array([[0, 0], [200, 200]]) * float(section.scale[-1])], shape_type="rectangle",
+                      name="roi")
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "roi"
+    cw.device_combo.value = "cpu"
+    cw.run(sync=True)
+    deep = tmp_path / ("a_rather_long_folder_name_" * 4) / "another_level_of_folders"
+    deep.mkdir(parents=True)
+    out = deep / "corrected_section_export.ome.tif"
+    out.write_bytes(b"keep")
+    seen.clear()
+    assert cw.export(out) is None
+    assert seen and seen[-1].startswith("Already exists") and len(seen[-1].split(":")[0]) < 40
+    cw.weights_edit.value = str(deep / "missing_weights_with_a_long_name.pt")
+    seen.clear()
+    cw.run(sync=True)
+    assert seen and seen[-1].startswith("Weights file not found")

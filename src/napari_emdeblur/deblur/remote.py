@@ -8,10 +8,11 @@ Progress, SectionScores, TileResult and CorrectionReport objects, in the same or
 same return value. torch is imported only in the child.
 
 How the image reaches the child, decided in the calling thread (a worker thread, never the GUI
-thread): a numpy array is copied once into shared memory (numpy copies without holding the GIL)
-and read there without another copy; a lazy array (dask, zarr, ...) whose pickle is small (a
-graph of file reads) is pickled and read by the child itself; any other array is materialised
-band by band into shared memory.
+thread): a lazy array (dask, zarr, ...) whose pickle is small (a graph of file reads) is pickled
+and read by the child itself; a numpy array, or any other array, is copied once (band by band)
+into a memory-mapped scratch file (in ``/dev/shm`` where there is one, i.e. in RAM) that the child
+maps read-only without another copy. The file is unlinked as soon as the child has mapped it (or
+when the run ends), so nothing is left behind.
 
 Stopping: :meth:`ProcessCorrection.stop` (any thread, non-blocking) asks the child to stop after
 its current message; it closes the service generator (GPU memory released) and ends. Closing the
@@ -40,28 +41,36 @@ BAND_BYTES = 64 << 20  # materialise lazy arrays in bands of about this size
 
 @dataclass
 class SharedArray:
-    """A picklable handle on an array in shared memory (or a pickled lazy array)."""
+    """A picklable handle on an array for the child: a memory-mapped scratch file or a pickle."""
 
-    kind: str  # "shm" | "pickle"
+    kind: str  # "file" | "pickle"
     shape: tuple[int, ...] = ()
     dtype: str = "uint8"
-    name: str = ""
+    path: str = ""
     payload: bytes = b""
 
-    def open(self) -> tuple[Any, Any]:
-        """In the child: ``(array, handle to keep alive)``."""
+    def open(self) -> Any:
+        """In the child: the array (read-only for a file)."""
         if self.kind == "pickle":
-            return pickle.loads(self.payload), None
-        from multiprocessing import shared_memory
+            return pickle.loads(self.payload)
+        return np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", shape=self.shape)
 
-        shm = shared_memory.SharedMemory(name=self.name)
-        return np.ndarray(self.shape, np.dtype(self.dtype), buffer=shm.buf), shm
+
+def _scratch_dir(nbytes: int) -> str:
+    """``/dev/shm`` when it has room, else the temporary folder; a full file system would kill
+    the writer (SIGBUS on a memory map), so the room is checked first.
+    """
+    import shutil
+    import tempfile
+
+    for d in ("/dev/shm", tempfile.gettempdir()):
+        if os.path.isdir(d) and os.access(d, os.W_OK) and shutil.disk_usage(d).free > nbytes * 1.1 + (64 << 20):
+            return d
+    raise OSError(f"No room for a {nbytes / 2**30:.1f} GiB scratch copy of the image (in /dev/shm or "
+                  f"{tempfile.gettempdir()})")
 
 
 def _copy_bands(src: Any, dst: np.ndarray) -> None:
-    if isinstance(src, np.ndarray):
-        np.copyto(dst, src)  # numpy releases the GIL while copying
-        return
     if dst.ndim == 3:
         for z in range(dst.shape[0]):
             _copy_bands(src[z], dst[z])
@@ -72,8 +81,8 @@ def _copy_bands(src: Any, dst: np.ndarray) -> None:
         dst[y : y + step] = np.asarray(src[y : y + step])
 
 
-def share_array(a: Any) -> tuple[SharedArray, Any]:
-    """``(handle for the child, shared memory to free afterwards or None)``; see the module doc."""
+def share_array(a: Any) -> tuple[SharedArray, str | None]:
+    """``(handle for the child, scratch file to delete afterwards or None)``; see the module doc."""
     if not isinstance(a, np.ndarray):
         try:
             payload = pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)
@@ -81,18 +90,22 @@ def share_array(a: Any) -> tuple[SharedArray, Any]:
             payload = b""
         if payload and len(payload) <= PICKLE_LIMIT:
             return SharedArray("pickle", payload=payload), None
-    from multiprocessing import shared_memory
+    import tempfile
 
     shape = tuple(int(s) for s in a.shape)
     dtype = np.dtype(a.dtype)
-    shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    fd, path = tempfile.mkstemp(prefix="emdeblur-", suffix=".raw", dir=_scratch_dir(nbytes))
+    os.close(fd)
     try:
-        _copy_bands(a, np.ndarray(shape, dtype, buffer=shm.buf))
+        dst = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+        _copy_bands(a, dst)
+        dst.flush()
+        del dst
     except BaseException:
-        shm.close()
-        shm.unlink()
+        os.unlink(path)
         raise
-    return SharedArray("shm", shape, dtype.str, shm.name), shm
+    return SharedArray("file", shape, dtype.str, path), path
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -105,11 +118,10 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, params: Any, out: Any,
-                stop: Any, nice: int) -> None:
+                stop: Any, nice: int, threads: int) -> None:
     """The child process: run the service, put ("msg", m) per message, then ("end", value) or
     ("error", exception).
     """
-    handles = []
     try:
         if nice and hasattr(os, "nice"):
             try:
@@ -118,12 +130,13 @@ def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, para
                 pass
         from .service import iter_correct
 
-        img, h1 = image.open()
-        handles.append(h1)
-        ref = None
-        if gt is not None:
-            ref, h2 = gt.open()
-            handles.append(h2)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+        img = image.open()
+        ref = gt.open() if gt is not None else None
+        out.put(("opened", None))  # the parent may delete the scratch files now
         gen = iter_correct(img, selection, params, ground_truth=ref)
         value = None
         try:
@@ -141,13 +154,6 @@ def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, para
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
         e.__traceback__ = None
         out.put(("error", _portable(e), traceback.format_exc(limit=20)))
-    finally:
-        for h in handles:
-            if h is not None:
-                try:
-                    h.close()
-                except BufferError:  # a view still alive: the OS frees it at exit
-                    pass
 
 
 class ProcessCorrection:
@@ -159,17 +165,22 @@ class ProcessCorrection:
         As for :func:`~.service.iter_correct`.
     nice : int
         Added to the child's niceness (POSIX), so that the GUI keeps the CPU when both want it.
+    threads : int
+        CPU threads of the child's torch; default: all cores but one (left to the GUI), at least 1;
+        0 = torch's own default.
     join_timeout_s : float
         How long the reaper waits for a stopped child before terminating it.
     """
 
     def __init__(self, image: Any, selection: Any, params: Any, *, ground_truth: Any = None, nice: int = 5,
-                 join_timeout_s: float = 60.0):
+                 threads: int | None = None, join_timeout_s: float = 60.0):
         self.image, self.selection, self.params, self.ground_truth = image, selection, params, ground_truth
         self.nice = nice
+        self.threads = max(1, (os.cpu_count() or 2) - 1) if threads is None else int(threads)
         self.join_timeout_s = join_timeout_s
         self.process: Any = None
         self.finished = threading.Event()  # set once the child has ended and everything is freed
+        self.scratch: list[str] = []  # scratch files made for the child (deleted by then)
         self._stop: Any = None
         self._stop_requested = threading.Event()
 
@@ -183,21 +194,23 @@ class ProcessCorrection:
         """The service's messages, relayed from the child (run it in a worker thread)."""
         import multiprocessing as mp
 
-        shms: list[Any] = []
+        files: list[str] = []
         out = proc = None
         try:
-            img, shm = share_array(self.image)
-            shms.append(shm)
+            img, f1 = share_array(self.image)
+            files += [f1] if f1 else []
             gt = None
             if self.ground_truth is not None:
-                gt, shm2 = share_array(self.ground_truth)
-                shms.append(shm2)
+                gt, f2 = share_array(self.ground_truth)
+                files += [f2] if f2 else []
+            self.scratch = list(files)
             if self._stop_requested.is_set():
                 return None
             ctx = mp.get_context("spawn")
             out, self._stop = ctx.Queue(), ctx.Event()
             proc = ctx.Process(target=_child_main, name="emdeblur-correction", daemon=True,
-                               args=(img, gt, self.selection, self.params, out, self._stop, self.nice))
+                               args=(img, gt, self.selection, self.params, out, self._stop, self.nice,
+                                     self.threads))
             proc.start()
             self.process = proc
             while True:
@@ -214,15 +227,17 @@ class ProcessCorrection:
                         continue
                 if item[0] == "msg":
                     yield item[1]
+                elif item[0] == "opened":
+                    _remove(files)  # mapped by the child: the data stays until it unmaps it
                 elif item[0] == "end":
                     return item[1]
                 else:
                     raise item[1]
         finally:
             self.stop()
-            threading.Thread(target=self._reap, args=(proc, out, shms), name="emdeblur-reaper", daemon=True).start()
+            threading.Thread(target=self._reap, args=(proc, out, files), name="emdeblur-reaper", daemon=True).start()
 
-    def _reap(self, proc: Any, out: Any, shms: list[Any]) -> None:
+    def _reap(self, proc: Any, out: Any, files: list[str]) -> None:
         import time
 
         deadline = time.monotonic() + self.join_timeout_s
@@ -246,11 +261,17 @@ class ProcessCorrection:
                 out.close()
                 out.cancel_join_thread()
         finally:
-            for shm in shms:
-                if shm is not None:
-                    try:
-                        shm.close()
-                        shm.unlink()
-                    except (FileNotFoundError, BufferError):
-                        pass
+            _remove(files)
             self.finished.set()
+
+
+def _remove(files: list[str]) -> None:
+    """Delete scratch files (those already gone, or still open on Windows, are left to the end)."""
+    for f in list(files):
+        try:
+            os.unlink(f)
+            files.remove(f)
+        except FileNotFoundError:
+            files.remove(f)
+        except OSError:
+            pass

@@ -98,7 +98,20 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self._patches: dict = {}  # (z, row, col) -> TilePatch, kept for accept after a revert
         self.job: ProcessCorrection | None = None
         self.eta_log: list[tuple[float, int, int, float | None]] = []  # (t, done, total, eta_s)
-        self._refresh = ThrottledRefresh(lambda: self.corrected_layer, self.refresh_interval_ms, parent=self.native)
+        # redraws: throttled, only what is in view, the status line in the same repaint
+        cam = viewer.scene.camera
+        self._refresh = ThrottledRefresh(lambda: self.corrected_layer, self.refresh_interval_ms, parent=self.native,
+                                         camera=cam, on_refresh=self._after_refresh)
+        self._refresh_marks = ThrottledRefresh(lambda: self.review_layer, self.refresh_interval_ms,
+                                               parent=self.native, camera=cam, update=self._apply_marks)
+        self._pending_marks: dict[tuple[int, int, int], int] = {}
+        from qtpy.QtCore import QTimer
+
+        self._progress_timer = QTimer(self.native)  # the status line when nothing is redrawn
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(1000)
+        self._progress_timer.timeout.connect(self._show_progress)
+        self._progress_msg: Progress | None = None
         self._before: dict[int, np.ndarray] = {}
         self._qc_metric: str | None = None
         self._meta: dict = {}
@@ -277,6 +290,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self._patches = {}
         self.eta_log = []
         self._refresh.stop()
+        self._refresh_marks.stop()
+        self._pending_marks = {}
+        self._progress_msg = None
         self._store = CorrectedStore(list(layer.data) if layer.multiscale else [data])
         self._before = {}
         self._is_stack = data.ndim == 3
@@ -359,6 +375,54 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                 return {k: m.get(k) for k in ("correct_threshold", "retake_threshold", "metric", "tile")}
         return {}
 
+    def _show_progress(self) -> None:
+        msg = self._progress_msg
+        if msg is None:
+            return
+        self._progress_timer.stop()
+        bar = self.progress.native
+        bar.setUpdatesEnabled(False)  # QProgressBar repaints synchronously; this way it joins the next paint
+        try:
+            self.progress.max = max(1, msg.total)
+            self.progress.value = msg.done
+        finally:
+            bar.setUpdatesEnabled(True)
+        eta = f", about {_duration(msg.eta_s)} left" if msg.eta_s is not None and msg.done < msg.total else ""
+        self.status.value = f"{msg.done} / {msg.total} tiles{eta}"
+
+    def _apply_marks(self, review: Any, full: bool) -> None:
+        """Pending review marks into the review layer: a partial texture update (``data_setitem``)."""
+        marks, self._pending_marks = self._pending_marks, {}
+        if marks:
+            keys = np.array(list(marks), int)
+            idx = tuple(keys.T) if self._is_stack else (keys[:, 1], keys[:, 2])
+            review.data_setitem(idx, np.array(list(marks.values()), np.uint8))
+        if full:
+            review.refresh()
+
+    def _after_refresh(self) -> None:
+        """Right after the corrected layer's refresh: the marks and the status line join its repaint."""
+        self._refresh_marks.flush(everything=False)
+        self._show_progress()
+
+    def _world_box(self, box: tuple[int, int, int, int]) -> tuple[float, float, float, float] | None:
+        """A tile ``(y0, x0, h, w)`` of the source image in world coordinates."""
+        src = layer_by_name(self._viewer, self.source_name)
+        if src is None:
+            return None
+        y0, x0, h, w = box
+        scale = np.asarray(src.scale, float)[-2:]
+        tr = np.asarray(src.translate, float)[-2:]
+        return (tr[0] + (y0 - 0.5) * scale[0], tr[1] + (x0 - 0.5) * scale[1],
+                tr[0] + (y0 + h - 0.5) * scale[0], tr[1] + (x0 + w - 0.5) * scale[1])
+
+    def _flush_ui(self) -> None:
+        """Apply what is pending now (end of a run)."""
+        self._refresh.flush()
+        self._refresh_marks.flush()
+        self._progress_timer.stop()
+        self._show_progress()
+
     def _on_yield(self, msg: Any) -> None:
         if isinstance(msg, Notice) and msg.info and "device" in msg.info:
             self.device_label.value = f"-> {msg.info['device']}"
@@ -372,27 +436,28 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             patch, msg = msg.patch, msg.result
             self._store.put(patch)  # a dict insert: the pixels were prepared in the worker
             self._patches[patch.key] = patch
-            self._refresh.request(patch.box)
+            box = self._world_box(patch.box)
+            self._refresh.request(box)
             rep = TileReport.from_dict(msg.info)
             key = (msg.z, msg.row, msg.col)
             self.reports[key] = rep
             corrected.metadata["emdeblur_correction"]["corrected_tiles"].append(list(key))
             if rep.check_by_eye:
-                self._review[key] = REVIEW_CHECK
-                self._refresh_review()
+                self._pending_marks[key] = REVIEW_CHECK  # drawn with the next refresh, as a partial update
+                self._refresh_marks.request(box)
             if self._psnr is not None and np.isfinite(rep.psnr_after):
                 self._psnr[key] = rep.psnr_after - rep.psnr_before
         elif isinstance(msg, SectionScores):
             self._before[msg.z] = msg.scores
         elif isinstance(msg, Progress):
-            self.progress.max = max(1, msg.total)
-            self.progress.value = msg.done
             self.eta_log.append((time.perf_counter(), msg.done, msg.total, msg.eta_s))
-            eta = f", about {_duration(msg.eta_s)} left" if msg.eta_s is not None and msg.done < msg.total else ""
-            self.status.value = f"{msg.done} / {msg.total} tiles{eta}"
+            self._progress_msg = msg
+            if not self._progress_timer.isActive():
+                self._progress_timer.start()
         elif isinstance(msg, Notice):
             self.status.value = msg.message
-            notify(msg.message, msg.level)
+            if msg.level != "info":  # warnings pop up; the start notice stays in the status line
+                notify(msg.message, msg.level)
         elif isinstance(msg, CorrectionReport):
             corrected = self.corrected_layer
             if corrected is not None:
@@ -400,12 +465,12 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                 corrected.metadata["emdeblur_correction"].update(run)
 
     def _on_error(self, exc: BaseException) -> None:
-        self._refresh.flush()
+        self._flush_ui()
         notify(f"Correction failed: {exc}", "error")
         self.status.value = f"failed: {exc}"
 
     def _on_finished(self) -> None:
-        self._refresh.flush()
+        self._flush_ui()
         if not self._layers_ready:
             return
         n = len(self.reports)

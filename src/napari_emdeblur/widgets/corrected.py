@@ -245,6 +245,10 @@ class CorrectedStore:
 class ThrottledRefresh:
     """Coalescing ``layer.refresh()`` on the GUI thread (see the module doc).
 
+    Changes are reported as world-coordinate boxes ``(y0, x0, y1, x1)`` (or None: anywhere). A
+    change out of view is kept and refreshed once the camera brings it into view (or on
+    :meth:`flush`), so nothing is redrawn that no one sees.
+
     Parameters
     ----------
     get_layer : callable
@@ -255,24 +259,38 @@ class ThrottledRefresh:
         Never refresh more often than this many times the last refresh's cost.
     parent : QObject, optional
         The timer's parent (the dock): it dies with it, so no refresh fires after the dock closed.
+    camera : napari camera, optional
+        Watched for changes that bring kept changes into view.
+    on_refresh : callable, optional
+        Called right after each refresh (e.g. to update a status line in the same repaint).
+    update : callable, optional
+        ``update(layer, full)`` instead of ``layer.refresh()`` (e.g. a partial texture update);
+        ``full`` is True on :meth:`flush` with ``everything``.
     """
 
     def __init__(self, get_layer: Callable[[], Any], min_interval_ms: float = 250.0, cost_factor: float = 3.0,
-                 parent: Any = None):
+                 parent: Any = None, camera: Any = None, on_refresh: Callable[[], None] | None = None,
+                 update: Callable[[Any, bool], None] | None = None):
         from qtpy.QtCore import QTimer
 
         self.get_layer = get_layer
+        self.update = update
         self.min_interval_ms = float(min_interval_ms)
         self.cost_factor = float(cost_factor)
+        self.on_refresh = on_refresh
         self.count = 0  # refreshes done
-        self.skipped = 0  # requests dropped (layer hidden or changes out of view)
+        self.skipped = 0  # timer firings without a refresh (layer hidden or changes out of view)
         self.costs_ms: list[float] = []
         self.last_cost_ms = 0.0
-        self._boxes: list[tuple[int, int, int, int] | None] = []
+        self._boxes: list[tuple[float, float, float, float] | None] = []
+        self._out_of_view: list[tuple[float, float, float, float]] = []
         self._last = -1e9
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._fire)
+        if camera is not None:
+            camera.events.center.connect(self._camera_moved)
+            camera.events.zoom.connect(self._camera_moved)
 
     @property
     def interval_ms(self) -> float:
@@ -284,53 +302,96 @@ class ThrottledRefresh:
         """True while a refresh is scheduled."""
         return self._timer.isActive()
 
-    def request(self, box: tuple[int, int, int, int] | None = None) -> None:
-        """Ask for a refresh; ``box`` = the changed ``(y0, x0, h, w)`` in level-0 pixels."""
+    @property
+    def out_of_view(self) -> int:
+        """Changes kept until they come into view."""
+        return len(self._out_of_view)
+
+    def request(self, box: tuple[float, float, float, float] | None = None) -> None:
+        """Ask for a refresh; ``box`` = the changed ``(y0, x0, y1, x1)`` in world coordinates."""
         self._boxes.append(box)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._timer.isActive():
             return
         wait = self.interval_ms - (time.perf_counter() - self._last) * 1000.0
         self._timer.start(max(0, int(wait)))
 
-    def flush(self) -> None:
-        """Refresh now if a refresh is pending."""
-        if self._timer.isActive():
-            self._timer.stop()
-            self._fire()
+    def _camera_moved(self, *_: Any) -> None:
+        if self._out_of_view and not self._timer.isActive():
+            self._boxes.extend(self._out_of_view)
+            self._out_of_view = []
+            self._schedule()
+
+    def flush(self, everything: bool = True) -> None:
+        """Refresh now what is pending; with ``everything``, also changes out of view (and the
+        layer's thumbnail), e.g. at the end of a run.
+        """
+        if everything and self._out_of_view:
+            self._boxes.extend(self._out_of_view)
+            self._out_of_view = []
+        elif not self._timer.isActive():
+            return
+        self._timer.stop()
+        self._fire(timed_to_paint=False, force=everything)
 
     def stop(self) -> None:
-        """Drop what is pending."""
+        """Drop what is pending and forget the last cost (a new run measures afresh)."""
         self._boxes.clear()
+        self._out_of_view.clear()
+        self.last_cost_ms = 0.0
         try:
             self._timer.stop()
         except RuntimeError:  # the parent (and the timer) are already gone
             pass
 
-    def _in_view(self, layer: Any, boxes: list) -> bool:
-        if not getattr(layer, "multiscale", False) or any(b is None for b in boxes):
-            return True  # a single-level layer holds the whole plane: any change shows
+    @staticmethod
+    def _view_box(layer: Any) -> tuple[float, float, float, float] | None:
+        """The part of ``layer`` on screen, in world coordinates (None if unknown)."""
         try:
-            f = np.asarray(layer.downsample_factors[layer.data_level], float)[-2:]
-            (y0, x0), (y1, x1) = np.asarray(layer.corner_pixels, float)[:, -2:] * f
-        except (AttributeError, IndexError, ValueError):
-            return True
-        return any(by <= y1 and by + bh > y0 and bx <= x1 and bx + bw > x0 for by, bx, bh, bw in boxes)
+            corners = np.asarray(layer.corner_pixels, float)[:, -2:]
+            if getattr(layer, "multiscale", False):
+                corners = corners * np.asarray(layer.downsample_factors[layer.data_level], float)[-2:]
+            scale = np.asarray(layer.scale, float)[-2:]
+            translate = np.asarray(layer.translate, float)[-2:]
+        except (AttributeError, IndexError, ValueError, TypeError):
+            return None
+        lo = translate + (corners[0] - 0.5) * scale
+        hi = translate + (corners[1] + 1.5) * scale
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
-    def _fire(self) -> None:
+    def _fire(self, timed_to_paint: bool = True, force: bool = False) -> None:
         from qtpy.QtCore import QTimer
 
         boxes, self._boxes = self._boxes, []
         self._last = time.perf_counter()
         layer = self.get_layer()
-        if layer is None or not layer.visible or not self._in_view(layer, boxes):
+        if layer is None or not layer.visible:
             self.skipped += 1
             return
+        view = self._view_box(layer)
+        if not force and view is not None and None not in boxes:
+            vy0, vx0, vy1, vx1 = view
+            seen = [b for b in boxes if b is not None and b[0] < vy1 and b[2] > vy0 and b[1] < vx1 and b[3] > vx0]
+            self._out_of_view.extend(b for b in boxes if b is not None and b not in seen)
+            if not seen:
+                self.skipped += 1
+                return
         t0 = time.perf_counter()
-        layer.refresh()
+        if self.update is not None:
+            self.update(layer, force)
+        else:  # the thumbnail is redone at the end (flush): per tile it would only repaint the layer list
+            layer.refresh(thumbnail=force)
+        if self.on_refresh is not None:
+            self.on_refresh()
         self.count += 1
         self.last_cost_ms = (time.perf_counter() - t0) * 1000.0
+        if not timed_to_paint:  # called from other work: its time is not the refresh's
+            self.costs_ms.append(round(self.last_cost_ms, 1))
+            return
 
-        def _after_paint() -> None:  # the refresh plus the repaint it caused
+        def _after_paint() -> None:  # the refresh plus what it caused up to the next loop turn
             self.last_cost_ms = max(self.last_cost_ms, (time.perf_counter() - t0) * 1000.0)
             self.costs_ms.append(round(self.last_cost_ms, 1))
 

@@ -338,6 +338,7 @@ class QCWidget(Container):
         if labels is not None:
             labels.refresh()
             labels.metadata[DECISIONS_KEY].update(correct_threshold=c, retake_threshold=t)
+            review_view(self._viewer).flags_changed(labels)  # the outline follows (coalesced)
         self._updating = True
         try:
             for w, v in ((self.correct_slider, c), (self.correct_spin, c), (self.retake_slider, t),

@@ -158,6 +158,7 @@ class ReviewMixin:
             notify(f"tile {key} was not corrected", "warning")
             return
         y0, x0, h, w = self.grid.bounds(i, j)
+        self._pending_marks.pop(key, None)  # the reviewer's decision wins over a mark not drawn yet
         tiles = corrected.metadata["emdeblur_correction"]["corrected_tiles"]
         if action == "accept":
             self._store.put(self._patches[key])  # back in, if it was reverted
@@ -175,7 +176,7 @@ class ReviewMixin:
                 tiles.remove(list(key))
         else:
             raise ValueError(f"unknown review action {action!r}")
-        self._refresh.request((y0, x0, h, w))
+        self._refresh.request(self._world_box((y0, x0, h, w)))
         self._refresh.flush()
         self._refresh_review()
         self._update_qc_after()

@@ -97,6 +97,13 @@ class ReviewView:
         self._zoomed_out: bool | None = None
         self._saved_visibility: dict[str, bool] | None = None
         self._grid_panels: list[str] = []
+        self._pending_flags: set[str] = set()
+        from qtpy.QtCore import QTimer
+
+        self._outline_timer = QTimer()
+        self._outline_timer.setSingleShot(True)
+        self._outline_timer.setInterval(100)
+        self._outline_timer.timeout.connect(self._redraw_outlines)
         viewer.scene.camera.events.zoom.connect(self._on_zoom)
 
     @property
@@ -141,7 +148,6 @@ class ReviewView:
         if flags is not None:
             read_only(flags)
             outline = self._outline_for(flags)
-            flags.events.set_data.connect(self._flags_changed)
             self._update_outline(flags, outline)
         self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image); "
                                "focus heatmap: dark = soft, bright = sharp")
@@ -161,15 +167,32 @@ class ReviewView:
             read_only(layer)
         return layer
 
-    def _flags_changed(self, event: Any) -> None:
-        flags = getattr(event, "source", None)
-        if flags is None or DECISIONS_KEY not in getattr(flags, "metadata", {}):
-            return
+    def flags_changed(self, flags: Any) -> None:
+        """The QC dock changed ``flags`` in place (thresholds moved): redraw its outline soon if it
+        is shown (coalesced, off the slider's path), else when it is next shown.
+        """
         outline = layer_by_name(self.viewer, f"{flags.name} outline")
-        if outline is not None and (outline.visible or self._stale(outline)):
-            self._update_outline(flags, outline)
-        elif outline is not None:
-            outline.metadata[OUTLINE_KEY]["stale"] = True
+        if outline is None:
+            return
+        outline.metadata[OUTLINE_KEY]["stale"] = True
+        if outline.visible:
+            self._pending_flags.add(flags.name)
+            if not self._outline_timer.isActive():
+                self._outline_timer.start()
+
+    def _redraw_outlines(self) -> None:
+        names, self._pending_flags = self._pending_flags, set()
+        for name in names:
+            flags = layer_by_name(self.viewer, name)
+            outline = layer_by_name(self.viewer, f"{name} outline")
+            if flags is not None and outline is not None:
+                self._update_outline(flags, outline)
+
+    def flush(self) -> None:
+        """Redraw pending outlines now."""
+        if self._outline_timer.isActive():
+            self._outline_timer.stop()
+        self._redraw_outlines()
 
     @staticmethod
     def _stale(outline: Any) -> bool:
