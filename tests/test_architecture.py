@@ -32,7 +32,7 @@ ALLOWED = {
 }
 GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy")
 # modules of the torch layer that the GUI thread may import: they must not import torch at import time
-TORCH_FREE = {"deblur", "deblur.service", "deblur.selection", "deblur.reports", "deblur.metrics",
+TORCH_FREE = {"deblur", "deblur.service", "deblur.remote", "deblur.selection", "deblur.reports", "deblur.metrics",
               "deblur.fidelity", "deblur.shipped", "deblur.nets", "deblur.train", "deblur.train.degrade"}
 
 

@@ -91,3 +91,20 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     assert not heat.visible and outline.visible
     np.testing.assert_array_equal(outline.data, outline_raster(np.asarray(flags.data), f))  # redrawn when shown
     assert int((outline.data > 0).sum()) == 4 * f - 4
+
+
+def test_outline_layer_is_made_on_the_first_zoom_in(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = QCWidget(viewer)
+    viewer.add_image(_texture(), name="sec")
+    viewer.scene.camera.zoom = 1.0 / (ZOOMED_OUT * 3)  # a whole-section overview
+    w.layer_combo.value = "sec"
+    w.tile_spin.value = 128
+    w.run(sync=True)
+    assert "sec flagged outline" not in viewer.layers  # nothing to outline at this zoom: not made
+    assert viewer.layers["sec focus"].visible and viewer.layers["sec flagged"].visible
+    viewer.scene.camera.zoom = 1.0
+    outline = viewer.layers["sec flagged outline"]
+    assert outline.visible and not outline.editable and not viewer.layers["sec focus"].visible
+    np.testing.assert_array_equal(outline.data, outline_raster(np.asarray(viewer.layers["sec flagged"].data),
+                                                               outline.metadata["emdeblur_outline"]["factor"]))

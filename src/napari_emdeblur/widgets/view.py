@@ -10,7 +10,7 @@ GRAN correction docks. It keeps, with napari's own overlays and public API only:
 * **the heatmap tint by zoom**: zoomed out (a screen pixel covers more than ``ZOOMED_OUT`` image
   pixels) the focus heatmap tints the section and the flagged tiles are filled; closer in, the
   heatmap is hidden and the flagged tiles are outlined (a read-only "<image> flagged outline"
-  labels layer) so the EM stays readable. Switched when the zoom crosses the limit, so a
+  labels layer, made on the first zoom in) so the EM stays readable. Switched when the zoom crosses the limit, so a
   proofreader's own eye toggles hold until the next crossing;
 * **layer order**: overlay mode stacks original < corrected < ground truth < tints < flags and
   outlines < review marks, so marks are never under the opaque corrected image; the grid mode
@@ -147,8 +147,9 @@ class ReviewView:
             self.colorbar(heat)
         if flags is not None:
             read_only(flags)
-            outline = self._outline_for(flags)
-            self._update_outline(flags, outline)
+            outline = layer_by_name(self.viewer, f"{flags.name} outline")
+            if outline is not None or self._zoomed_in_now():  # else made on the first zoom in
+                self._update_outline(flags, outline or self._outline_for(flags))
         self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image); "
                                "focus heatmap: dark = soft, bright = sharp")
         self._zoomed_out = None
@@ -222,6 +223,10 @@ class ReviewView:
                 return 1.0 / max(zoom * px, 1e-12)
         return None
 
+    def _zoomed_in_now(self) -> bool:
+        ratio = self._image_px_per_screen_px()
+        return ratio is not None and ratio <= ZOOMED_OUT
+
     def _on_zoom(self, *_: Any) -> None:
         self.apply_zoom()
 
@@ -239,7 +244,11 @@ class ReviewView:
         if out == self._zoomed_out and not force:
             return
         self._zoomed_out = out
-        for layer in v.layers:
+        if not out:  # outlines of flagged layers that have none yet (made on the first zoom in)
+            for flags in [x for x in v.layers if DECISIONS_KEY in x.metadata]:
+                if layer_by_name(v, f"{flags.name} outline") is None:
+                    self._update_outline(flags, self._outline_for(flags))
+        for layer in list(v.layers):
             heat = layer.metadata.get(HEATMAP_KEY)
             if heat is not None and heat.get("kind") is None and "metric" in heat and \
                     not str(heat.get("source", "")).endswith(" corrected"):
@@ -276,7 +285,10 @@ class ReviewView:
         first = min((current.index(x) for x in wanted), default=0)
         below = [x for x in current[:first] if id(x) not in ids]
         above = [x for x in current[first:] if id(x) not in ids]
-        for pos, layer in enumerate(below + wanted + above):
+        new = below + wanted + above
+        if [id(x) for x in new] == [id(x) for x in current]:
+            return
+        for pos, layer in enumerate(new):
             cur = layers.index(layer)
             if cur != pos:
                 layers.move(cur, pos)
