@@ -58,7 +58,7 @@ def test_evaluate_summarise_and_render(bench, windows, tmp_path, shared_data):
     all_conds = bench.conditions()
     conds = [all_conds[1], all_conds[4], all_conds[-2], all_conds[-1]]  # Gaussian 2, astig, sharp, clean
     wins = {d: windows[d] for d in ("ssTEM", "FIB-SEM")}
-    records, examples = bench.evaluate(wins, conds, models, seed=3, ensemble=False, log=lambda *_: None)
+    records, examples = bench.evaluate(wins, conds, models, seed=3, ensemble=0, log=lambda *_: None)
     get = {(r["domain"], r["cond"], r["method"]): r for r in records}
     for d in wins:
         # the true-PSF oracles and the estimated-PSF Wiener beat the blurred input on a moderate Gaussian blur
