@@ -21,6 +21,18 @@ def shared_data_dir() -> Path | None:
     return cand if cand.is_dir() else None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Pyramid sidecars and other caches go to a temporary folder, never the user's cache."""
+    old = os.environ.get("EMDEBLUR_CACHE")
+    os.environ["EMDEBLUR_CACHE"] = str(tmp_path_factory.mktemp("emdeblur-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EMDEBLUR_CACHE", None)
+    else:
+        os.environ["EMDEBLUR_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of the shared real-EM data folder; skips the test when it is not available."""
