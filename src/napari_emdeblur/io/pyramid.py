@@ -76,7 +76,9 @@ __all__ = [
     "Pyramid",
     "PyramidLevel",
     "Tile",
+    "TileIndex",
     "area_levels",
+    "index_ranges",
     "block_tiles",
     "cache_root",
     "level_shapes",
@@ -369,7 +371,7 @@ class Pyramid:
         self._overview_started = False
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._index = _TileIndex(self.tiles)
+        self._index = TileIndex(self.tiles)
         self.levels: list[Any] = [level0] + [PyramidLevel(self, k) for k in range(1, self.n_levels)]
         if not self.overview:
             self.overview_done[:] = True
@@ -676,10 +678,14 @@ def _builder(ref: "weakref.ref[Pyramid]", cv: threading.Condition) -> None:
         del pyr
 
 
-class _TileIndex:
-    """Buckets of tiles per plane for quick 'which tiles overlap this rectangle' queries."""
+class TileIndex:
+    """Buckets of tiles per plane for quick 'which tiles overlap this rectangle' queries.
 
-    def __init__(self, tiles: Sequence[Tile], bucket: int = 2048):
+    ``tiles``: anything with ``z``, ``y0``, ``x0``, ``height`` and ``width`` (a :class:`Tile`,
+    an ``io.AcqTile``).
+    """
+
+    def __init__(self, tiles: Sequence[Any], bucket: int = 2048):
         self.tiles = tiles
         self.bucket = bucket
         self.buckets: dict[tuple[int, int, int], list[int]] = {}
@@ -689,6 +695,7 @@ class _TileIndex:
                     self.buckets.setdefault((t.z, by, bx), []).append(i)
 
     def query(self, z: int, y0: float, y1: float, x0: float, x1: float) -> list[int]:
+        """Tiles of plane ``z`` overlapping rows ``[y0, y1)`` x columns ``[x0, x1)``, in their order."""
         b = self.bucket
         out: set[int] = set()
         for by in range(max(int(y0), 0) // b, max(int(np.ceil(y1)) - 1, 0) // b + 1):
@@ -700,7 +707,7 @@ class _TileIndex:
         return sorted(out)
 
 
-def _norm_key(key: Any, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], list[bool]]:
+def index_ranges(key: Any, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], list[bool]]:
     """A numpy-style key (ints, step-1 slices, Ellipsis) -> ``[(start, stop)]`` per axis and
     which axes were indexed by an integer (dropped from the result).
     """
@@ -757,7 +764,7 @@ class PyramidLevel:
         return a.astype(dtype) if dtype is not None else a
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        ranges, drop = _norm_key(key, self.shape)
+        ranges, drop = index_ranges(key, self.shape)
         if self.ndim == 3:
             (z0, z1), (y0, y1), (x0, x1) = ranges
         else:
