@@ -205,12 +205,15 @@ class AcquisitionQC:
                            worst_score=f"{float(f.sub_scores[a, b]):.6g}")
             out.append(row)
             if subtiles:
+                c, r = self.thresholds.get(f.z, (math.nan, math.nan))
+                sub_dec = dec.classify(f.sub_scores, c, r) if math.isfinite(c) and math.isfinite(r) else None
                 for (a, b), v in np.ndenumerate(f.sub_scores):
                     fin = bool(np.isfinite(v))
+                    name = dec.DECISION_NAMES[int(sub_dec[a, b])] if fin and sub_dec is not None else ""
                     out.append({"file": f.path, "section": f.z, "level": "subtile", "row": a, "col": b,
                                 "y0": f.y0 + a * st, "x0": f.x0 + b * st, "height": min(st, f.height - a * st),
                                 "width": min(st, f.width - b * st), "score": f"{float(v):.6g}" if fin else "",
-                                "decision": "" if fin else dec.UNSCORED})
+                                "decision": name if fin else dec.UNSCORED})
         return out
 
 
