@@ -50,6 +50,43 @@ def sample_files() -> dict[str, Path]:
     return sample_paths()
 
 
+# --------------------------------------------------------------------------- MultiSEM test data
+def msem_generator():
+    """``benchmarks/msem_section.py`` as a module (the synthetic MultiSEM section generator)."""
+    import importlib.util
+    import sys
+
+    name = "emdeblur_msem_section"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "msem_section.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def make_msem(folder: Path, **kw) -> dict:
+    """A small MultiSEM section folder from real EM (EM-like texture without the data set):
+    2 mFOVs of 19 beams, tiles of 512 x 576 overlapping by 8 %, thumbnails (1/8), the centre beam
+    of mFOV 1 missing (a gap inside the mosaic) and beam 3 of mFOV 1 (next to the gap) blurred
+    (sigma 2 px). Keyword arguments go to ``build``. Returns the manifest."""
+    gen = msem_generator()
+    data = shared_data_dir()
+    opts = dict(n_mfovs=2, tile=(512, 576), radius=2, workers=1, blur=[(1, 3, 2.0)], missing=[(1, 1)],
+                log=lambda *a: None)
+    if data is not None:
+        opts["data"] = data
+    opts.update(kw)
+    return gen.build(folder, **opts)
+
+
+@pytest.fixture(scope="session")
+def msem_section(tmp_path_factory) -> tuple[Path, dict]:
+    """A small MultiSEM section folder (see :func:`make_msem`), made once per test session; read only."""
+    folder = tmp_path_factory.mktemp("msem") / "section"
+    return folder, make_msem(folder)
+
+
 # --------------------------------------------------------------------------- pipeline test data
 
 

@@ -13,7 +13,7 @@ napari places pixel ``i`` of level ``k`` over the level-0 pixels ``[i d, (i + 1)
 holds exactly the **area mean** of those level-0 pixels, through a cumulative integral, so the
 levels are aligned with level 0 at any ``d`` (also when the shape is not a multiple of
 ``2**k``); where a pixel is only partly covered by the data (a mosaic's gaps, a tile's edge) it
-is the mean of the covered part. Mosaics pad their level 0 to a multiple of ``2**(n-1)`` so that
+is the mean of the covered part (where two tiles share a pixel, the later tile's part). Mosaics pad their level 0 to a multiple of ``2**(n-1)`` so that
 ``d`` is exactly ``2**k`` (:func:`padded_extent`).
 
 Tiles and the builder
