@@ -63,28 +63,60 @@ class TileFootprints:
         assert self.tile is not None
         return -(-self.shape[-2] // self.tile), -(-self.shape[-1] // self.tile)
 
-    def owners(self, z: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Owner id (int64, -1 = none) at level-0 pixel positions ``ys`` x ``xs`` (pixel-centre
-        coordinates, increasing) of plane ``z``.
-        """
+    def _grid_index(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid row / column (-1 outside the image) of level-0 positions (pixel-centre coordinates)."""
+        assert self.tile is not None
         h, w = self.shape[-2:]
         py = np.floor(np.asarray(ys, np.float64) + 0.5).astype(np.int64)
         px = np.floor(np.asarray(xs, np.float64) + 0.5).astype(np.int64)
-        if self.tile is not None:
-            cols = self.grid_shape[1]
-            r = np.where((py >= 0) & (py < h), py // self.tile, -1)
-            c = np.where((px >= 0) & (px < w), px // self.tile, -1)
-            out = r[:, None] * cols + c[None, :]
-            out[(r < 0)[:, None] | (c < 0)[None, :]] = -1
-            return out
-        out = np.full((len(py), len(px)), -1, np.int64)
-        if len(py) == 0 or len(px) == 0 or self._index is None or self.boxes is None:
-            return out
+        r = np.where((py >= 0) & (py < h), py // self.tile, -1)
+        c = np.where((px >= 0) & (px < w), px // self.tile, -1)
+        return r, c
+
+    def _box_runs(self, z: int, ys: np.ndarray, xs: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+        """``(box, row_a, row_b, col_a, col_b)`` of every box over the positions, in file order."""
+        if self._index is None or self.boxes is None or len(ys) == 0 or len(xs) == 0:
+            return []
+        py = np.floor(np.asarray(ys, np.float64) + 0.5).astype(np.int64)
+        px = np.floor(np.asarray(xs, np.float64) + 0.5).astype(np.int64)
+        out = []
         for i in self._index.query(z, py[0], py[-1] + 1, px[0], px[-1] + 1):
             _, y0, x0, bh, bw = self.boxes[i]
             ra, rb = np.searchsorted(py, [y0, y0 + bh])
             ca, cb = np.searchsorted(px, [x0, x0 + bw])
+            if ra < rb and ca < cb:
+                out.append((int(i), int(ra), int(rb), int(ca), int(cb)))
+        return out
+
+    def owners(self, z: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Owner id (int64, -1 = none) at level-0 pixel positions ``ys`` x ``xs`` (pixel-centre
+        coordinates, increasing) of plane ``z``."""
+        if self.tile is not None:
+            r, c = self._grid_index(ys, xs)
+            out = r[:, None] * self.grid_shape[1] + c[None, :]
+            out[(r < 0)[:, None] | (c < 0)[None, :]] = -1
+            return out
+        out = np.full((len(ys), len(xs)), -1, np.int64)
+        for i, ra, rb, ca, cb in self._box_runs(z, ys, xs):
             out[ra:rb, ca:cb] = i
+        return out
+
+    def paint(self, z: int, ys: np.ndarray, xs: np.ndarray, values: np.ndarray, fill: Any,
+              dtype: Any) -> np.ndarray:
+        """The value of the owning tile at the positions (``fill`` where none): like
+        ``values[owners]`` without the owner array (boxes are filled one after the other)."""
+        dtype = np.dtype(dtype)
+        if self.tile is not None:
+            r, c = self._grid_index(ys, xs)
+            v = np.asarray(values[z], dtype)
+            out = v[np.maximum(r, 0)][:, np.maximum(c, 0)]
+            out[r < 0] = fill
+            out[:, c < 0] = fill
+            return out
+        out = np.full((len(ys), len(xs)), fill, dtype)
+        vals = np.asarray(values)
+        for i, ra, rb, ca, cb in self._box_runs(z, ys, xs):
+            out[ra:rb, ca:cb] = vals[i]
         return out
 
     def owner_at(self, z: int, y: float, x: float) -> int | None:
@@ -144,21 +176,15 @@ class TileRaster:
         self.factors = [(h0 / s[-2], w0 / s[-1]) for s in self.shapes]
         self.levels = [TileRasterLevel(self, k) for k in range(len(self.shapes))]
 
-    def lookup(self, z: int, owners: np.ndarray) -> np.ndarray:
-        """Values for an array of owner ids of plane ``z`` (``fill`` where -1)."""
-        vals = self.values[z].ravel() if self.footprints.is_grid else self.values
-        out = np.asarray(vals)[np.maximum(owners, 0)].astype(self.dtype, copy=False)
-        return np.where(owners >= 0, out, np.asarray(self.fill, self.dtype))
-
     def region(self, k: int, z: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Level ``k``, plane ``z``, rows ``[y0, y1)`` x columns ``[x0, x1)``."""
         dy, dx = self.factors[k]
         m = int(self.outline)
         ys = (np.arange(y0 - m, y1 + m) + 0.5) * dy - 0.5
         xs = (np.arange(x0 - m, x1 + m) + 0.5) * dx - 0.5
-        own = self.footprints.owners(z, ys, xs)
-        vals = self.lookup(z, own)
+        vals = self.footprints.paint(z, ys, xs, self.values, self.fill, self.dtype)
         if m > 0:
+            own = self.footprints.owners(z, ys, xs)
             from scipy import ndimage
 
             edge = np.zeros(own.shape, bool)
@@ -199,10 +225,12 @@ class TileRasterLevel:
             (z0, z1), (y0, y1), (x0, x1) = ranges
         else:
             (z0, z1), ((y0, y1), (x0, x1)) = (0, 1), ranges
-        out = np.stack([self.raster.region(self.k, z, y0, y1, x0, x1) for z in range(z0, z1)]) \
-            if z1 > z0 else np.zeros((0, y1 - y0, x1 - x0), self.dtype)
         if self.ndim == 2:
-            out = out[0]
+            out = self.raster.region(self.k, 0, y0, y1, x0, x1)
+        else:
+            out = np.empty((z1 - z0, y1 - y0, x1 - x0), self.dtype)
+            for z in range(z0, z1):
+                out[z - z0] = self.raster.region(self.k, z, y0, y1, x0, x1)
         if any(drop):
             out = out[tuple(0 if d else slice(None) for d in drop)]
         return out

@@ -22,7 +22,8 @@ read through public layer metadata:
   centre), which the correction dock corrects.
 
 The layers are created empty when scoring starts and refreshed at most every
-``REFRESH_S`` while results come in (a refresh redraws only what is on screen).
+``REFRESH_S`` while results come in (a refresh redraws only what is on screen), the progress bar
+at most every ``PROGRESS_S``: with software OpenGL every repaint of the window costs 0.1-0.3 s.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ DECISION_COLORS = {
     dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
 }
 UNIT_GRID, UNIT_FILE = "grid tile", "acquisition tile"
-REFRESH_S = 0.5  # the QC layers are redrawn at most this often while results come in
+REFRESH_S = 2.0  # the QC layers are redrawn at most this often while results come in
+PROGRESS_S = 1.0  # the progress bar is updated at most this often (each update repaints the window)
 
 
 def _flag_colormap():
@@ -166,7 +168,7 @@ class QCWidget(Container):
         ])
         self.tile_spin.tooltip = ("QC tile size; for a mosaic with acquisition tiles, the sub-tiles of each tile "
                                   "file (one decision per file)")
-        self._last_refresh = 0.0
+        self._last_refresh = self._last_progress = 0.0
         self._init_histogram()
 
         self.score_btn.changed.connect(lambda: self.run())
@@ -223,6 +225,7 @@ class QCWidget(Container):
             notify(str(e), "error")
             return
         tiles = layer_tiles(layer)
+        self._sync = sync
         self._start(layer, data, params, tiles)
         if tiles:
             gen = iter_score_files(tiles, params, tuple(data.shape))
@@ -270,7 +273,7 @@ class QCWidget(Container):
                              else np.full((nz, *grid.grid_shape), np.nan, np.float32))
         self._heat_values = np.full(scores.shape, np.nan, np.float32)
         self._t0 = time.perf_counter()
-        self._last_refresh = 0.0
+        self._last_refresh = self._last_progress = 0.0
         self.progress.max = len(tiles) if tiles else nz
         self.progress.value = 0
         self._place_layers(layer)
@@ -297,11 +300,27 @@ class QCWidget(Container):
             contrast_limits=(0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
         )
         dmeta = dict(meta, decisions=r.cell_decisions)
-        self._viewer.add_image(
-            flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
-            contrast_limits=(-0.5, 2.5), interpolation2d="nearest", blending="translucent", scale=scale,
-            translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
-        )
+
+        def add_flags() -> None:
+            if self.result is not r:  # a newer run replaced this one
+                return
+            self._viewer.add_image(
+                flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
+                contrast_limits=(-0.5, 2.5), interpolation2d="nearest", blending="translucent", scale=scale,
+                translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
+            )
+
+        self._later(add_flags)  # the second layer a moment later: two shorter pauses, not one long
+
+    def _later(self, fn) -> None:
+        """Run ``fn`` a moment later while a worker runs, after the repaint the previous step
+        caused (two short GUI pauses instead of one long one); at once in a synchronous run."""
+        if getattr(self, "_sync", True):
+            fn()
+        else:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(150, fn)
 
     def _update_heat_values(self) -> None:
         r = self.result
@@ -324,20 +343,27 @@ class QCWidget(Container):
                 heat.contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
             heat.refresh()
 
+    def _set_progress(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self._last_progress < PROGRESS_S:
+            return
+        self._last_progress = now
+        self.progress.max = max(1, total)
+        self.progress.value = done
+
     def _on_yield(self, msg: Any) -> None:
         r = self.result
         if isinstance(msg, SectionScores):
             r.scores[msg.z] = msg.scores
             self._refresh_layers_throttled(force=msg.z == 0)
-            self.progress.value = msg.z + 1
+            self._set_progress(msg.z + 1, r.scores.shape[0])
         elif isinstance(msg, FileScores):
             r.scores[msg.index] = msg.score
             self._refresh_layers_throttled()
         elif isinstance(msg, AcquisitionQC):
             r.acquisition = msg
         elif isinstance(msg, Progress):
-            self.progress.max = max(1, msg.total)
-            self.progress.value = msg.done
+            self._set_progress(msg.done, msg.total)
 
     def _on_error(self, exc: BaseException) -> None:
         notify(f"Focus scoring failed: {exc}", "error")
@@ -380,10 +406,16 @@ class QCWidget(Container):
             done = int(np.isfinite(r.scores).all(axis=(1, 2)).sum())
             if done < r.scores.shape[0]:
                 notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
-        self._draw_histogram()
-        self.suggest_thresholds()
         unit = "acquisition tiles" if r.by_file else "tiles"
-        self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
+
+        def finish() -> None:  # histogram, thresholds and flags a moment later
+            if self.result is not r:
+                return
+            self._draw_histogram()
+            self.suggest_thresholds()
+            self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
+
+        self._later(finish)
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:
@@ -474,7 +506,7 @@ class QCWidget(Container):
         ax = self._ax
         ax.clear()
         finite = self.result.scores[np.isfinite(self.result.scores)]
-        ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45")
+        ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45", histtype="stepfilled")  # one patch
         ax.set_xlabel(f"{self.result.metric} score (higher = sharper)", fontsize=7)
         ax.tick_params(labelsize=6)
         self._lines = [ax.axvline(np.nan, color="#00e5ff", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
