@@ -384,6 +384,7 @@ def child(args) -> dict:
             out["qc_unit"] = r.unit
             out["qc_flagged"] = {"correct": nc, "retake": nr}
             blurred = {Path(x["file"]).name: x["sigma"] for x in man["blurred"]}
+            out["qc_blurred_total"] = len(blurred)
             if r.by_file:
                 names = [Path(t.path).name for t in r.tiles]
                 flagged = {names[i]: r.acquisition.decision_name(i) for i in np.flatnonzero(r.decisions)}
@@ -475,8 +476,9 @@ ROWS = [
      lambda r: f"{r['qc_pause']['longest_ms']} / {r['qc_pause']['over_200ms']}" if "qc_pause" in r else None),
     ("QC flagged (correct / retake)",
      lambda r: f"{r['qc_flagged']['correct']} / {r['qc_flagged']['retake']}" if "qc_flagged" in r else None),
-    ("blurred files named (of 6) / false flags",
-     lambda r: f"{r.get('qc_blurred_files_named')} / {len(r.get('qc_false_flags', []))}" if "qc_flagged" in r else None),
+    ("blurred files flagged by name / false flags",
+     lambda r: f"{r.get('qc_blurred_files_named')} of {r.get('qc_blurred_total')} / {len(r.get('qc_false_flags', []))}"
+     if "qc_flagged" in r else None),
     ("correction: tiles done in (s)",
      lambda r: f"{r.get('correct_tiles_done')} in {r.get('t_correct_s')}" + (" (budget)" if r.get("correct_stopped_by_budget") else "")
      if "t_correct_s" in r else None),
@@ -523,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--correct-budget", type=float, default=180.0)
     ap.add_argument("--qc-timeout", type=float, default=900.0)
     ap.add_argument("--overview-timeout", type=float, default=300.0)
-    ap.add_argument("--rss-limit-mb", type=float, default=7000.0)
+    ap.add_argument("--rss-limit-mb", type=float, default=10000.0)
     ap.add_argument("--keep-cache", action="store_true", help="keep the pyramid cache (a warm open)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--out", type=Path, default=None)

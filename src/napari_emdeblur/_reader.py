@@ -8,8 +8,8 @@ OME-Zarr multiscales, any section above ``io.pyramid.multiscale_min_side``) beco
 multiscale Image layer (``interpolation2d='linear'``: between two levels the texture is filtered,
 not point-sampled). Generated levels fill in from a background thread; the layer is created with
 napari's chunk cache off (it would keep the not-yet-built placeholders) and
-:func:`watch_pyramids` refreshes it on the GUI thread whenever new tiles are ready (at most
-every 250 ms, less often when a refresh is slow).
+:func:`watch_pyramids` refreshes it on the GUI thread whenever new tiles are ready (at most once
+a second, less often when a refresh and the repaint after it are slow).
 """
 
 from __future__ import annotations
@@ -101,12 +101,13 @@ class _PyramidRefresher:
     """Refreshes a viewer's layers whose pyramids got new tile images (GUI thread, QTimer).
 
     Every ``interval_ms`` it compares each pyramid's ``generation`` with the one last shown and
-    calls ``layer.refresh()`` for visible layers that changed; after a refresh that took ``c`` ms
-    it waits at least ``3 c`` ms (so refreshing never takes more than about a quarter of the
-    time). It stops when the viewer has no pyramid layer left.
+    calls ``layer.refresh()`` for visible layers that changed; after a refresh whose slicing and
+    repaint took ``c`` ms (measured to the next turn of the event loop) it waits at least ``3 c``
+    ms, so that refreshing takes at most about a quarter of the GUI thread (and of the GIL the
+    builder thread needs). It stops when the viewer has no pyramid layer left.
     """
 
-    def __init__(self, viewer: Any, interval_ms: int = 250):
+    def __init__(self, viewer: Any, interval_ms: int = 1000):
         from qtpy.QtCore import QTimer
 
         self._viewer = weakref.ref(viewer)
@@ -143,11 +144,20 @@ class _PyramidRefresher:
             self.seen[id(layer)] = gen
             t0 = time.perf_counter()
             layer.refresh()
-            self.last_cost_ms = (time.perf_counter() - t0) * 1000
             self.refreshes += 1
-            self._next = time.perf_counter() + 3 * self.last_cost_ms / 1000
+            self._next = float("inf")  # until the repaint is done and measured
+            self._measure(t0)
         if not found and now - self._started > 2.0:  # (the reader starts it before napari adds the layer)
             self.timer.stop()
+
+    def _measure(self, t0: float) -> None:
+        from qtpy.QtCore import QTimer
+
+        def done() -> None:
+            self.last_cost_ms = (time.perf_counter() - t0) * 1000
+            self._next = time.perf_counter() + 3 * self.last_cost_ms / 1000
+
+        QTimer.singleShot(0, done)
 
 
 _REFRESHERS: "weakref.WeakKeyDictionary[Any, _PyramidRefresher]" = weakref.WeakKeyDictionary()

@@ -90,7 +90,8 @@ class TileFootprints:
 
     def owners(self, z: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Owner id (int64, -1 = none) at level-0 pixel positions ``ys`` x ``xs`` (pixel-centre
-        coordinates, increasing) of plane ``z``."""
+        coordinates, increasing) of plane ``z``.
+        """
         if self.tile is not None:
             r, c = self._grid_index(ys, xs)
             out = r[:, None] * self.grid_shape[1] + c[None, :]
@@ -104,7 +105,8 @@ class TileFootprints:
     def paint(self, z: int, ys: np.ndarray, xs: np.ndarray, values: np.ndarray, fill: Any,
               dtype: Any) -> np.ndarray:
         """The value of the owning tile at the positions (``fill`` where none): like
-        ``values[owners]`` without the owner array (boxes are filled one after the other)."""
+        ``values[owners]`` without the owner array (boxes are filled one after the other).
+        """
         dtype = np.dtype(dtype)
         if self.tile is not None:
             r, c = self._grid_index(ys, xs)

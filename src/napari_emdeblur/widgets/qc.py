@@ -304,6 +304,7 @@ class QCWidget(Container):
         def add_flags() -> None:
             if self.result is not r:  # a newer run replaced this one
                 return
+            dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
             self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
                 contrast_limits=(-0.5, 2.5), interpolation2d="nearest", blending="translucent", scale=scale,
@@ -314,7 +315,8 @@ class QCWidget(Container):
 
     def _later(self, fn) -> None:
         """Run ``fn`` a moment later while a worker runs, after the repaint the previous step
-        caused (two short GUI pauses instead of one long one); at once in a synchronous run."""
+        caused (two short GUI pauses instead of one long one); at once in a synchronous run.
+        """
         if getattr(self, "_sync", True):
             fn()
         else:
@@ -406,16 +408,10 @@ class QCWidget(Container):
             done = int(np.isfinite(r.scores).all(axis=(1, 2)).sum())
             if done < r.scores.shape[0]:
                 notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
+        self._draw_histogram()
+        self.suggest_thresholds()
         unit = "acquisition tiles" if r.by_file else "tiles"
-
-        def finish() -> None:  # histogram, thresholds and flags a moment later
-            if self.result is not r:
-                return
-            self._draw_histogram()
-            self.suggest_thresholds()
-            self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
-
-        self._later(finish)
+        self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:
