@@ -126,11 +126,15 @@ def overview_correlation(shot: np.ndarray, camera, ref: np.ndarray, f: int, shap
     c0, c1 = int(round((-0.5 - cx) * zoom + w / 2)), int(round((W - 0.5 - cx) * zoom + w / 2))
     r0c, r1c, c0c, c1c = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
     crop = grey[r0c:r1c, c0c:c1c]
-    refc = ref[: -(-H // f), : -(-W // f)]
+    # the reference over the layer's extent (a multiscale mosaic is padded with gap on the bottom/right)
+    refc = np.zeros((-(-H // f), -(-W // f)), np.float32)
+    refc[: min(ref.shape[0], refc.shape[0]), : min(ref.shape[1], refc.shape[1])] = ref[: refc.shape[0], : refc.shape[1]]
+    maskc = np.zeros(refc.shape, bool)
+    maskc[: min(mask.shape[0], refc.shape[0]), : min(mask.shape[1], refc.shape[1])] = mask[: refc.shape[0], : refc.shape[1]]
     full = np.asarray(Image.fromarray(refc.astype(np.float32), mode="F").resize((c1 - c0, r1 - r0),
                                                                                 Image.Resampling.BOX))
     full = full[r0c - r0 : r0c - r0 + crop.shape[0], c0c - c0 : c0c - c0 + crop.shape[1]]
-    mk = np.asarray(Image.fromarray(mask[: refc.shape[0], : refc.shape[1]].astype(np.uint8) * 255)
+    mk = np.asarray(Image.fromarray(maskc.astype(np.uint8) * 255)
                     .resize((c1 - c0, r1 - r0), Image.Resampling.NEAREST)) > 0
     mk = mk[r0c - r0 : r0c - r0 + crop.shape[0], c0c - c0 : c0c - c0 + crop.shape[1]]
 

@@ -90,8 +90,9 @@ def test_area_levels_non_integer_factor_and_thumbnails():
 
 
 # --------------------------------------------------------------------------- MultiSEM pyramids
-def test_multisem_pyramid_overview_from_thumbnails_and_sidecar(msem_section):
+def test_multisem_pyramid_overview_from_thumbnails_and_sidecar(msem_section, tmp_path, monkeypatch):
     folder, man = msem_section
+    monkeypatch.setenv("EMDEBLUR_CACHE", str(tmp_path / "cache"))  # a cold open, whatever ran before
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     sec = load_section(folder, multiscale=True)
     pyr = sec.pyramid
@@ -131,8 +132,9 @@ def test_multisem_pyramid_overview_from_thumbnails_and_sidecar(msem_section):
         p.close()
 
 
-def test_fine_levels_on_demand_and_overview_without_thumbnails(msem_section, tmp_path):
+def test_fine_levels_on_demand_and_overview_without_thumbnails(msem_section, tmp_path, monkeypatch):
     folder, man = msem_section
+    monkeypatch.setenv("EMDEBLUR_CACHE", str(tmp_path / "cache"))
     copy = tmp_path / "nothumbs"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("thumbnail_*", "full_thumbnail_coordinates.txt"))
     sec = load_section(copy, multiscale=True)
