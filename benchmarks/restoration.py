@@ -1,45 +1,45 @@
-"""Restoration benchmark: GRAN against classical deconvolution and a U-Net on held-out real EM.
+"""Restoration benchmark: semi-blind GRAN against classical deconvolution, per held-out EM domain.
 
-    python benchmarks/restoration.py [--quick] [--out docs/restoration.md]
-                                     [--gran PATH] [--unet PATH] [--crops N] [--seed S]
+    python benchmarks/restoration.py [--quick] [--out docs/restoration.md] [--crops N] [--seed S]
+                                     [--sbgran PATH] [--blind PATH] [--equal PATH] [--nograph PATH]
 
-Data: ``--crops`` (default 12, ``--quick`` 4) windows of 320 x 320 px cut at seeded random
-positions from the *held-out* real EM (Drosophila VNC ssTEM stack 2 and ISBI 2012 ssTEM test,
-alternately; neither is in the training data of the models). Each window is degraded with
-``core.degrade.Degradation`` (blur with reflective boundaries, then Poisson-Gaussian noise),
-clipped to [0, 1] and quantised to uint8 like real data. Every method gets the same degraded
-uint8 window and the metrics (PSNR, SSIM; ``skimage.metrics`` on [0, 1] floats, data_range 1)
-are computed on its central 256 x 256 px against the sharp crop, so the 32 px of context on
-every side keep window-edge effects out of the score for all methods alike.
+Data: ``--crops`` (default 8, ``--quick`` 2) windows of 320 x 320 px per domain, cut at seeded random positions
+from the *held-out* parts of the real EM in ``shared/data`` (none is in any model's training data):
 
-Conditions: Gaussian blur sigma 1, 2, 3 px; defocus (disk radius 3 px with a Gaussian probe of
-sigma 0.5 px); astigmatism (elliptical Gaussian, major sigma 2.5 px, minor/major 0.4, 30 deg);
-each at two noise levels (*low*: Poisson 300 counts at full scale + Gaussian read noise 0.01;
-*high*: Poisson 60 + read 0.02). Plus *sharp* (no blur, low noise) and *sharp, clean* (no blur,
-no added noise: the input is the ground truth itself, so its PSNR is infinite; the row shows how
-much each method changes a perfect tile).
+* **ssTEM**: Drosophila VNC stack 2 and ISBI 2012 test, alternately;
+* **SBEM**: rodent neuropil slices 080-090 (real detector noise);
+* **FIB-SEM**: NeuroProof ``validation_sample``.
+
+Each window is degraded with ``deblur.train.degrade.Degradation`` (blur with reflective boundaries, then
+Poisson-Gaussian noise), clipped to [0, 1] and quantised to uint8 like real data. Every method gets the same
+uint8 window; PSNR/SSIM (``deblur.metrics``) on its central 256 x 256 px against the sharp crop.
+
+Conditions: Gaussian blur sigma 1, 2, 3 px; defocus (disk radius 3 px with a Gaussian probe of sigma 0.5 px);
+astigmatism (elliptical Gaussian, major sigma 2.5 px, minor/major 0.4, 30 deg); each at two noise levels (*low*:
+Poisson 300 counts at full scale + Gaussian read noise 0.01; *high*: Poisson 60 + read 0.02). Plus *sharp, low
+noise* and *sharp, clean* (no blur, no added noise: the input is the ground truth; the row shows how much a
+method changes a perfect tile, as output-vs-input PSNR).
 
 Methods:
 
-* input: the degraded window itself;
-* unsharp masking (``skimage.filters.unsharp_mask``): one fixed (radius, amount) for all
-  conditions, the best mean PSNR over the blurred conditions of a small grid evaluated on
-  separate tuning crops from the ISBI *train* set (never on the test crops);
-* Wiener, oracle: ``skimage.restoration.wiener`` with the TRUE PSF, balance chosen per image
-  from a log grid by the best PSNR against the ground truth;
-* Richardson-Lucy, oracle: the RL update (Richardson 1972, Lucy 1974) with the TRUE PSF,
-  written here with FFT convolutions so one run of 60 iterations scores every iteration count;
-  the best count in 1..60 per image by PSNR (it matches ``skimage.restoration.richardson_lucy``
-  away from the borders, see ``tests/test_restoration_benchmark.py``);
-* U-Net baseline and GRAN (blind: no PSF), through ``model.infer.correct_image`` (uint8 in,
-  uint8 out) with one 320 px window.
+* input;
+* **Wiener, estimated PSF**: what a lab can run without ground truth: the anisotropic Gaussian PSF and noise
+  estimated by ``qc.psf`` on the window, Wiener with the noise-derived balance ``beta`` (``WIENER_BETA``,
+  fitted on the *training* folders with ``--fit-beta``);
+* **Wiener (oracle)**: ``skimage.restoration.wiener`` with the TRUE PSF, balance chosen per image from a log grid
+  by the best PSNR against the ground truth;
+* **Richardson-Lucy (oracle)**: the RL update with the TRUE PSF (FFT convolutions), best iteration count per image
+  in 1..60 by PSNR (it matches ``skimage.restoration.richardson_lucy`` away from the borders);
+* **blind GRAN**: the previously shipped ``gran_em_v1`` (no PSF);
+* **semi-blind GRAN**: the shipped model (PSF estimate + Wiener candidates + graph reasoning network);
+* **... + self-ensemble**: the same with the 8 flips/rotations averaged (quality mode, 8x the time);
+* **equal budget, graph on / graph off**: the ablation: two semi-blind GRANs trained side by side with the same
+  data, degradations, seed and number of steps, one with the graph reasoning units removed.
 
-The two classical oracles are deconvolved on the window reflect-padded by the PSF radius + 8 px
-(their FFTs are circular). It also corrects the three real defocused SEM images of
-``deepfocus_sem_defocus`` with GRAN (no ground truth: the focus score ``core.focus.score_tiles``
-median before/after) and times ``correct_image`` on a 2048 x 2048 uint8 image (2 torch threads;
-fp32 and bf16 on CUDA when there is one), and measures how far tiled output is from a whole-image
-pass (``tiling_check``). Writes ``--out`` and two figures in ``docs/img``.
+It also corrects the three real defocused SEM images of ``deepfocus_sem_defocus`` (no ground truth: focus score
+and estimated blur before/after), times ``correct_image`` on a 2048 x 2048 uint8 image (2 torch threads; the PSF
+estimate and the Wiener step are inside the model), measures tiled vs whole-image output, and writes ``--out``
+and two figures in ``docs/img``.
 """
 
 from __future__ import annotations
@@ -67,21 +67,30 @@ DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "dat
 CROP = 256  # evaluated size
 MARGIN = 32  # context on every side of the evaluated crop
 WIN = CROP + 2 * MARGIN
-HELD_OUT = ("drosophila_vnc_sstem/stack2", "isbi2012_sstem/test")
-TUNING = "isbi2012_sstem/train"  # unsharp-mask tuning crops only
+DOMAINS = {
+    "ssTEM": ("drosophila_vnc_sstem/stack2", "isbi2012_sstem/test"),
+    "SBEM": ("sbem_rodent_cdeep3m/0[89]*.png",),
+    "FIB-SEM": ("neuroproof_fibsem/validation_sample",),
+}
+TRAIN_FOLDERS = ("isbi2012_sstem/train", "drosophila_vnc_sstem/stack1", "sbem_rodent_cdeep3m/0[1-5]*.png",
+                 "neuroproof_fibsem/training_sample1")
 RL_MAX_ITER = 60
 WIENER_BALANCES = np.logspace(-4, 1, 21)
-UNSHARP_GRID = [(r, a) for r in (0.5, 1.0, 2.0, 3.0) for a in (0.3, 0.6, 1.0, 1.5, 2.5)]
-METHODS = ("input", "unsharp", "wiener", "rl", "unet", "gran_eq", "gran")
+WIENER_BETA = 3.0  # ``--fit-beta`` on the training folders: best mean PSNR gain over 0.3..20 (run 2026-12-02)
+BETA_GRID = (0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+METHODS = ("input", "wiener_est", "wiener", "rl", "blind", "sbgran", "sbgran_ens", "equal", "nograph")
 METHOD_NAMES = {
     "input": "input",
-    "unsharp": "unsharp mask",
+    "wiener_est": "Wiener, estimated PSF",
     "wiener": "Wiener (oracle)",
     "rl": "RL (oracle)",
-    "unet": "U-Net",
-    "gran_eq": "GRAN, U-Net's budget",
-    "gran": "GRAN",
+    "blind": "blind GRAN (v1)",
+    "sbgran": "semi-blind GRAN",
+    "sbgran_ens": "semi-blind + ensemble",
+    "equal": "equal budget, graph on",
+    "nograph": "equal budget, graph off",
 }
+MODELS = ("blind", "sbgran", "equal", "nograph")
 NOISES = {"low": (300.0, 0.01), "high": (60.0, 0.02)}
 
 
@@ -94,6 +103,10 @@ class Condition:
     @property
     def blurred(self) -> bool:
         return self.deg.kind != "none"
+
+    @property
+    def kind(self) -> str:
+        return self.deg.kind
 
 
 def conditions() -> list[Condition]:
@@ -116,26 +129,34 @@ def conditions() -> list[Condition]:
 
 # --------------------------------------------------------------------------- data
 def _read(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    from napari_emdeblur.io import load_section
 
-        return tifffile.imread(path)
-    from skimage import io
-
-    return io.imread(path)
+    a = np.asarray(load_section(path).data)
+    return a[0] if a.ndim == 3 else a
 
 
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data folder {folder} not found (set EMDEBLUR_SHARED_DATA)")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))
+def _files(entry: str, data: Path) -> list[Path]:
+    """The image files of a folder, or of a glob pattern relative to ``data``."""
+    from napari_emdeblur.io.formats import is_image_file
+
+    if any(ch in entry for ch in "*?["):
+        parent, pattern = (data / entry).parent, Path(entry).name
+        files = sorted(p for p in parent.glob(pattern) if is_image_file(p))
+    else:
+        folder = data / entry
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data folder {folder} not found (set EMDEBLUR_SHARED_DATA)")
+        files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    if not files:
+        raise FileNotFoundError(f"no images for {entry} under {data}")
+    return files
 
 
-def sample_windows(n: int, seed: int, folders=HELD_OUT, data: Path | None = None) -> list[tuple[str, np.ndarray]]:
+def sample_windows(n: int, seed: int, folders, data: Path | None = None) -> list[tuple[str, np.ndarray]]:
     """``n`` seeded (label, WIN x WIN float32 [0,1]) windows, alternating over ``folders``."""
     data = data or DATA
     rng = np.random.default_rng(seed)
-    lists = [_files(data / f) for f in folders]
+    lists = [_files(f, data) for f in folders]
     order = [rng.permutation(len(fl)) for fl in lists]
     out = []
     for k in range(n):
@@ -143,13 +164,11 @@ def sample_windows(n: int, seed: int, folders=HELD_OUT, data: Path | None = None
         fl = lists[s]
         f = fl[order[s][(k // len(folders)) % len(fl)]]
         img = _read(f)
-        if img.ndim == 3:
-            img = img[0]
         H, W = img.shape
         y = int(rng.integers(0, H - WIN + 1))
         x = int(rng.integers(0, W - WIN + 1))
         win = img[y : y + WIN, x : x + WIN].astype(np.float32) / 255.0
-        out.append((f"{folders[s]}/{f.name} @ y{y} x{x}", win))
+        out.append((f"{f.relative_to(data).as_posix()} @ y{y} x{x}", win))
     return out
 
 
@@ -163,7 +182,6 @@ def centre(a: np.ndarray) -> np.ndarray:
     return a[MARGIN : MARGIN + CROP, MARGIN : MARGIN + CROP]
 
 
-# --------------------------------------------------------------------------- metrics
 def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     """PSNR of images in [0, 1] (the package's one implementation, ``deblur.metrics``)."""
     return metrics.psnr(ref, x, 1.0)
@@ -175,14 +193,23 @@ def ssim(x: np.ndarray, ref: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- classical methods
+def wiener_estimated(obs: np.ndarray, beta: float = WIENER_BETA) -> np.ndarray:
+    """Wiener deconvolution with the PSF and noise estimated on ``obs`` itself (no ground truth):
+    ``qc.psf`` + ``deblur.nets.wiener`` (the semi-blind model's own candidate step)."""
+    import torch
+
+    from napari_emdeblur.deblur.nets.wiener import psf_params, wiener
+    from napari_emdeblur.qc.psf import estimate_psf_tiles
+
+    x = np.asarray(obs, np.float32)
+    p = torch.from_numpy(psf_params(estimate_psf_tiles(x[None])))
+    with torch.inference_mode():
+        out = wiener(torch.from_numpy(x)[None, None], p, (float(beta),))[0, 0].numpy()
+    return np.clip(out.astype(np.float64), 0.0, 1.0)
+
+
 def _pad_for(psf: np.ndarray) -> int:
     return max(psf.shape) // 2 + 8
-
-
-def unsharp(obs: np.ndarray, radius: float, amount: float) -> np.ndarray:
-    from skimage.filters import unsharp_mask
-
-    return np.clip(unsharp_mask(obs.astype(np.float64), radius=radius, amount=amount, preserve_range=True), 0, 1)
 
 
 def wiener_oracle(obs: np.ndarray, psf: np.ndarray, ref: np.ndarray, balances=WIENER_BALANCES):
@@ -249,146 +276,172 @@ def rl_oracle(obs: np.ndarray, psf: np.ndarray, ref: np.ndarray, n_iter: int = R
 
 
 # --------------------------------------------------------------------------- models
-def load(path) -> tuple[object, dict, str, str]:
-    """(model, card, path, sha256 prefix) via ``model.weights.load_model`` on the CPU."""
+def load(path) -> dict:
+    """``{model, card, path, sha}`` via ``deblur.weights.load_model`` on the CPU."""
     from napari_emdeblur.deblur.weights import load_model, sha256_file
 
     model, card = load_model(path, device="cpu")
-    return model, card, str(path), sha256_file(path)[:12]
+    p = str(path)
+    rel = os.path.relpath(p, ROOT) if Path(p).resolve().is_relative_to(ROOT) else p
+    return dict(model=model, card=card, path=rel, sha=sha256_file(path)[:12])
 
 
-def run_model(model, win_u8: np.ndarray) -> np.ndarray:
+def run_model(model, win_u8: np.ndarray, ensemble: bool = False) -> np.ndarray:
     """Model output for a uint8 window via ``correct_image`` (one window), as float [0, 1]."""
     from napari_emdeblur.deblur.infer import InferenceParams, correct_image
 
-    params = InferenceParams(tile=max(512, max(win_u8.shape)), overlap=32, batch=1, device="cpu")
+    params = InferenceParams(tile=max(512, max(win_u8.shape)), overlap=32, batch=1, device="cpu", ensemble=ensemble)
     return correct_image(win_u8, model, params).astype(np.float64) / 255.0
 
 
 # --------------------------------------------------------------------------- evaluation
-def choose_unsharp(windows, conds, seed: int) -> tuple[tuple[float, float], dict]:
-    """Best (radius, amount) by mean PSNR over the blurred conditions on tuning windows."""
-    scores = {rp: [] for rp in UNSHARP_GRID}
-    for k, (_, win) in enumerate(windows):
-        ref = centre(win)
-        for ci, cond in enumerate(conds):
-            if not cond.blurred:
-                continue
-            obs = degrade_window(win, cond, np.random.default_rng([seed, 7, ci, k])).astype(np.float64) / 255.0
-            for rp in UNSHARP_GRID:
-                scores[rp].append(psnr(centre(unsharp(obs, *rp)), ref))
-    means = {rp: float(np.mean(v)) for rp, v in scores.items()}
-    return max(means, key=means.get), means
+def evaluate(windows, conds, models: dict, seed: int, ensemble: int = 2, beta: float = WIENER_BETA,
+             keep: int = 1, log=print):
+    """Per-image records ``{domain, cond, crop, method, psnr, ssim, param}`` and kept example outputs.
 
-
-def evaluate(windows, conds, models: dict, unsharp_rp, seed: int, keep: int = 1, log=print):
-    """Per-image records ``{cond, crop, method, psnr, ssim, param}`` and kept example outputs.
-
-    ``models``: {"unet", "gran_eq", "gran"}: model or None (None: its records are NaN). ``keep``: number of crops per
-    condition whose outputs are returned in ``examples[(cond index, crop index)]``."""
+    ``windows``: ``{domain: [(label, window)]}``; ``models``: ``{name in MODELS: loaded dict or None}`` (None: that
+    method's records are NaN). ``ensemble``: the self-ensemble (8x the inference) runs on the first this many crops
+    of each domain and condition. ``keep``: crops per (domain, condition) whose outputs go to ``examples``."""
     records, examples = [], {}
-    for ci, cond in enumerate(conds):
-        t0 = time.perf_counter()
-        psf = cond.deg.psf()
-        for k, (_, win) in enumerate(windows):
-            ref = np.rint(centre(win).astype(np.float64) * 255.0) / 255.0  # the exact uint8 values
-            obs_u8 = degrade_window(win, cond, np.random.default_rng([seed, ci, k]))
-            obs = obs_u8.astype(np.float64) / 255.0
-            outs: dict[str, tuple[np.ndarray | None, object]] = {"input": (centre(obs), None)}
-            outs["unsharp"] = (centre(unsharp(obs, *unsharp_rp)), None)
-            if cond.noise == "clean":  # PSF = identity and no noise: deconvolution is moot
-                outs["wiener"] = (None, None)
-                outs["rl"] = (None, None)
-            else:
-                outs["wiener"] = wiener_oracle(obs, psf, ref)
-                outs["rl"] = rl_oracle(obs, psf, ref)
-            for name in ("unet", "gran_eq", "gran"):
-                m = models.get(name)
-                outs[name] = (centre(run_model(m, obs_u8)), None) if m is not None else (None, None)
-            for meth in METHODS:
-                out, param = outs[meth]
-                if out is None:
-                    records.append(dict(cond=ci, crop=k, method=meth, psnr=np.nan, ssim=np.nan, param=None))
-                    continue
-                records.append(dict(cond=ci, crop=k, method=meth, psnr=psnr(out, ref), ssim=ssim(out, ref), param=param))
-            if k < keep:
-                examples[(ci, k)] = {"sharp": ref, **{m: o for m, (o, _) in outs.items()}}
-        sel = [r for r in records if r["cond"] == ci]
-        msg = "  ".join(
-            f"{m} {np.mean([r['psnr'] for r in sel if r['method'] == m]):.2f}" for m in METHODS
-        )
-        log(f"[{ci + 1}/{len(conds)}] {cond.name}: {msg}  ({time.perf_counter() - t0:.0f} s)")
+    for dom, wins in windows.items():
+        for ci, cond in enumerate(conds):
+            t0 = time.perf_counter()
+            psf = cond.deg.psf()
+            for k, (_, win) in enumerate(wins):
+                ref = np.rint(centre(win).astype(np.float64) * 255.0) / 255.0  # the exact uint8 values
+                obs_u8 = degrade_window(win, cond, np.random.default_rng([seed, ci, k, len(dom)]))
+                obs = obs_u8.astype(np.float64) / 255.0
+                outs: dict[str, tuple[np.ndarray | None, object]] = {"input": (centre(obs), None)}
+                outs["wiener_est"] = (centre(wiener_estimated(obs, beta)), None)
+                if cond.noise == "clean":  # PSF = identity and no noise: the oracles are moot
+                    outs["wiener"] = outs["rl"] = (None, None)
+                else:
+                    outs["wiener"] = wiener_oracle(obs, psf, ref)
+                    outs["rl"] = rl_oracle(obs, psf, ref)
+                for name in MODELS:
+                    m = models.get(name)
+                    outs[name] = (centre(run_model(m["model"], obs_u8)), None) if m else (None, None)
+                m = models.get("sbgran")
+                outs["sbgran_ens"] = (centre(run_model(m["model"], obs_u8, True)), None) if m and k < ensemble else (None, None)
+                ref_for = centre(obs) if cond.noise == "clean" else ref  # clean: how far a perfect tile moves
+                for meth in METHODS:
+                    out, param = outs[meth]
+                    rec = dict(domain=dom, cond=ci, crop=k, method=meth, psnr=np.nan, ssim=np.nan, param=param)
+                    if out is not None:
+                        rec.update(psnr=psnr(out, ref_for), ssim=ssim(out, ref_for))
+                    records.append(rec)
+                if k < keep:
+                    examples[(dom, ci, k)] = {"sharp": ref, **{m: o for m, (o, _) in outs.items()}}
+            sel = [r for r in records if r["domain"] == dom and r["cond"] == ci]
+            msg = "  ".join(f"{m} {np.nanmean([r['psnr'] for r in sel if r['method'] == m] or [np.nan]):.2f}"
+                            for m in METHODS if any(np.isfinite(r["psnr"]) for r in sel if r["method"] == m))
+            log(f"[{dom} {ci + 1}/{len(conds)}] {cond.name}: {msg}  ({time.perf_counter() - t0:.0f} s)")
     return records, examples
 
 
+def _mean(records, key: str, **match) -> float:
+    v = [r[key] for r in records if all(r[k] == val if not callable(val) else val(r[k]) for k, val in match.items())]
+    v = [x for x in v if np.isfinite(x) or x == np.inf]
+    return float(np.mean(v)) if v else np.nan
+
+
 def summarise(records, conds) -> dict:
-    """Mean PSNR/SSIM per (condition, method) plus the blurred-condition means and targets."""
-    table = {}
-    for ci in range(len(conds)):
-        for m in METHODS:
-            sel = [r for r in records if r["cond"] == ci and r["method"] == m]
-            table[(ci, m)] = (
-                float(np.mean([r["psnr"] for r in sel])) if sel else np.nan,
-                float(np.mean([r["ssim"] for r in sel])) if sel else np.nan,
-            )
+    """Means per (domain, condition, method), per domain over groups of conditions, and the target checks."""
+    domains = list(dict.fromkeys(r["domain"] for r in records))
     blurred = [ci for ci, c in enumerate(conds) if c.blurred]
     groups = {
         "all blurred": blurred,
         "blurred, low noise": [ci for ci in blurred if conds[ci].noise == "low"],
         "blurred, high noise": [ci for ci in blurred if conds[ci].noise == "high"],
+        "astigmatic": [ci for ci in blurred if conds[ci].kind == "astigmatic"],
     }
+    table = {(d, ci, m): (_mean(records, "psnr", domain=d, cond=ci, method=m),
+                          _mean(records, "ssim", domain=d, cond=ci, method=m))
+             for d in domains for ci in range(len(conds)) for m in METHODS}
     means = {}
-    for g, cis in groups.items():
-        for m in METHODS:
-            sel = [r for r in records if r["cond"] in cis and r["method"] == m]
-            means[(g, m)] = (
-                float(np.mean([r["psnr"] for r in sel])) if sel else np.nan,
-                float(np.mean([r["ssim"] for r in sel])) if sel else np.nan,
-            )
-    allb = {m: means[("all blurred", m)] for m in METHODS}
-    oracle = max(allb["wiener"][0], allb["rl"][0])
-    # per-image version of (a): GRAN minus the better oracle on that very image
-    per_img = []
-    for ci in blurred:
-        for k in sorted({r["crop"] for r in records}):
-            get = {r["method"]: r["psnr"] for r in records if r["cond"] == ci and r["crop"] == k}
-            if get:
-                per_img.append(get["gran"] - max(get["wiener"], get["rl"]))
+    for d in domains + ["all"]:
+        for g, cis in groups.items():
+            for m in METHODS:
+                dm = (lambda v: True) if d == "all" else d
+                means[(d, g, m)] = (_mean(records, "psnr", domain=dm, cond=lambda c, cis=cis: c in cis, method=m),
+                                    _mean(records, "ssim", domain=dm, cond=lambda c, cis=cis: c in cis, method=m))
     sharp = [ci for ci, c in enumerate(conds) if not c.blurred and c.noise == "low"]
     clean = [ci for ci, c in enumerate(conds) if c.noise == "clean"]
-    targets = {
-        "a": allb["gran"][0] - oracle,
-        "a_per_image": float(np.mean(per_img)) if per_img else np.nan,
-        "a_oracle": "Wiener" if allb["wiener"][0] >= allb["rl"][0] else "RL",
-        # (b) is about architecture at an equal budget: the GRAN trained with the U-Net's data, wall time and
-        # size when that model is given, else the shipped GRAN (then the budgets may differ; said in the report)
-        "b_model": "gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran",
-        "b": allb["gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran"][0] - allb["unet"][0],
-        "b_ssim": allb["gran_eq" if np.isfinite(allb["gran_eq"][0]) else "gran"][1] - allb["unet"][1],
-        "b_shipped": allb["gran"][0] - allb["unet"][0],
-        "c": (table[(sharp[0], "gran")][0] - table[(sharp[0], "input")][0]) if sharp else np.nan,
-        "c_unet": (table[(sharp[0], "unet")][0] - table[(sharp[0], "input")][0]) if sharp else np.nan,
-        "clean_gran": table[(clean[0], "gran")] if clean else (np.nan, np.nan),
-        "clean_unet": table[(clean[0], "unet")] if clean else (np.nan, np.nan),
-    }
-    return {"table": table, "means": means, "groups": list(groups), "targets": targets}
+    mild = [ci for ci, c in enumerate(conds) if c.kind == "gaussian" and c.deg.sigma <= 1.0]
+
+    def per_image(meth):
+        """{(domain, cond, crop): psnr} of a method."""
+        return {(r["domain"], r["cond"], r["crop"]): r["psnr"] for r in records if r["method"] == meth}
+
+    sb, inp, ens = per_image("sbgran"), per_image("input"), per_image("sbgran_ens")
+    ens_keys = [k for k in ens if np.isfinite(ens[k]) and k[1] in blurred]
+    mild_keys = [k for k in sb if k[1] in mild and np.isfinite(sb[k])]
+    T = {"domains": {}}
+    for d in domains:
+        g = {m: means[(d, "all blurred", m)][0] for m in METHODS}
+        ga = {m: means[(d, "astigmatic", m)][0] for m in METHODS}
+        T["domains"][d] = {
+            "vs_oracle_wiener": g["sbgran"] - g["wiener"],
+            "vs_better_oracle": g["sbgran"] - max(g["wiener"], g["rl"]),
+            "astig_vs_oracle_wiener": ga["sbgran"] - ga["wiener"],
+            "vs_wiener_est": g["sbgran"] - g["wiener_est"],
+            "blind_vs_oracle_wiener": g["blind"] - g["wiener"],
+            "clean_out_vs_in": table[(d, clean[0], "sbgran")][0] if clean else np.nan,
+            "sharp_gain": (table[(d, sharp[0], "sbgran")][0] - table[(d, sharp[0], "input")][0]) if sharp else np.nan,
+            "ensemble_gain": float(np.mean([ens[k] - sb[k] for k in ens_keys if k[0] == d] or [np.nan])),
+        }
+    ga = {m: means[("all", "all blurred", m)][0] for m in METHODS}
+    gast = {m: means[("all", "astigmatic", m)][0] for m in METHODS}
+    T.update(
+        vs_oracle_wiener=ga["sbgran"] - ga["wiener"],
+        astig_vs_oracle_wiener=gast["sbgran"] - gast["wiener"],
+        vs_wiener_est=ga["sbgran"] - ga["wiener_est"],
+        graph_on_minus_off=ga["equal"] - ga["nograph"],
+        clean_min=min((T["domains"][d]["clean_out_vs_in"] for d in domains), default=np.nan),
+        sharp_min=min((T["domains"][d]["sharp_gain"] for d in domains), default=np.nan),
+        mild_worse=sum(1 for k in mild_keys if sb[k] < inp[k]),
+        mild_total=len(mild_keys),
+        ensemble_gain=float(np.mean([ens[k] - sb[k] for k in ens_keys] or [np.nan])),
+        ensemble_n=len(ens_keys),
+    )
+    return {"table": table, "means": means, "groups": list(groups), "domains": domains, "targets": T}
 
 
-def oracle_params(records, conds) -> dict[int, tuple[float, float]]:
-    """Median chosen Wiener balance and RL iteration count per condition."""
+def oracle_params(records, conds, domain: str) -> dict[int, tuple[float, float]]:
+    """Median chosen Wiener balance and RL iteration count per condition of one domain."""
     out = {}
     for ci in range(len(conds)):
-        b = [r["param"] for r in records if r["cond"] == ci and r["method"] == "wiener" and r["param"] is not None]
-        n = [r["param"] for r in records if r["cond"] == ci and r["method"] == "rl" and r["param"] is not None]
+        sel = [r for r in records if r["cond"] == ci and r["domain"] == domain and r["param"] is not None]
+        b = [r["param"] for r in sel if r["method"] == "wiener"]
+        n = [r["param"] for r in sel if r["method"] == "rl"]
         out[ci] = (float(np.median(b)) if b else np.nan, float(np.median(n)) if n else np.nan)
     return out
 
 
-# --------------------------------------------------------------------------- real defocus + speed
+def fit_beta(seed: int, n: int = 6, data: Path | None = None, log=print) -> tuple[float, dict]:
+    """The estimated-PSF Wiener balance with the best mean PSNR gain on the TRAINING folders (not the test data)."""
+    conds = [c for c in conditions() if c.blurred]
+    gains = {b: [] for b in BETA_GRID}
+    for folder in TRAIN_FOLDERS:
+        for k, (_, win) in enumerate(sample_windows(n, seed + 17, (folder,), data)):
+            ref = centre(win)
+            for ci, cond in enumerate(conds):
+                obs = degrade_window(win, cond, np.random.default_rng([seed, 99, ci, k])).astype(np.float64) / 255.0
+                base = psnr(centre(obs), ref)
+                for b in BETA_GRID:
+                    gains[b].append(psnr(centre(wiener_estimated(obs, b)), ref) - base)
+    means = {b: float(np.mean(v)) for b, v in gains.items()}
+    best = max(means, key=means.get)
+    log("Wiener beta on the training folders: " + "  ".join(f"{b:g}: {v:+.2f}" for b, v in means.items()))
+    return best, means
+
+
+# --------------------------------------------------------------------------- real defocus + speed + seams
 def deepfocus(model, data: Path | None = None) -> list[dict]:
-    """GRAN on the three DeepFocus SEM images: focus score median before/after + images."""
+    """The semi-blind GRAN on the three DeepFocus SEM images: focus score and estimated blur before/after."""
     from napari_emdeblur.deblur.infer import InferenceParams, correct_image
     from napari_emdeblur.qc import focus
+    from napari_emdeblur.qc.psf import estimate_psf_grid
 
     folder = (data or DATA) / "deepfocus_sem_defocus"
     names = ["pert5000", "base", "pert-5000"]  # least -> most defocused (PROVENANCE.md)
@@ -401,9 +454,14 @@ def deepfocus(model, data: Path | None = None) -> list[dict]:
         t0 = time.perf_counter()
         corr = correct_image(img, model, InferenceParams(device="cpu"))
         dt = time.perf_counter() - t0
-        s0 = float(np.nanmedian(focus.score_tiles(img, 256)))
-        s1 = float(np.nanmedian(focus.score_tiles(corr, 256)))
-        out.append(dict(name=n, file=f.name, before=img, after=corr, score_before=s0, score_after=s1, seconds=dt))
+        e0, e1 = estimate_psf_grid(img, 256), estimate_psf_grid(corr, 256)
+        out.append(dict(
+            name=n, file=f.name, before=img, after=corr, seconds=dt,
+            score_before=float(np.nanmedian(focus.score_tiles(img, 256))),
+            score_after=float(np.nanmedian(focus.score_tiles(corr, 256))),
+            blur_before=(float(np.nanmedian(e0.sigma_major)), float(np.nanmedian(e0.sigma_minor))),
+            blur_after=(float(np.nanmedian(e1.sigma_major)), float(np.nanmedian(e1.sigma_minor))),
+        ))
     return out
 
 
@@ -413,20 +471,20 @@ def throughput(models: dict, size: int, data: Path | None = None) -> list[dict]:
 
     from napari_emdeblur.deblur.infer import InferenceParams, correct_image
 
-    base = _read(_files((data or DATA) / HELD_OUT[0])[0])
+    base = _read(_files(DOMAINS["ssTEM"][0], data or DATA)[0])
     img = np.tile(base, (size // base.shape[0] + 1, size // base.shape[1] + 1))[:size, :size].copy()
     rows = []
-    for name, model in models.items():
+    for name, (model, ens) in models.items():
         if model is None:
             continue
         torch.set_num_threads(2)
-        p = InferenceParams(device="cpu")
+        p = InferenceParams(device="cpu", ensemble=ens)
         correct_image(img[:512, :512], model, p)  # warm-up
         t0 = time.perf_counter()
         correct_image(img, model, p)
         dt = time.perf_counter() - t0
         rows.append(dict(model=name, device="cpu (2 threads)", precision="fp32", mpx_s=img.size / 1e6 / dt, seconds=dt))
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not ens:
             for prec in ("fp32", "bf16"):
                 p = InferenceParams(device="cuda", precision=prec, batch=8)
                 correct_image(img[:1024, :1024], model, p)
@@ -444,17 +502,15 @@ def throughput(models: dict, size: int, data: Path | None = None) -> list[dict]:
 
 
 def tiling_check(model, size: int = 1024, data: Path | None = None) -> list[dict]:
-    """How far tiled output is from one whole-image pass (grey levels of 255) on a held-out section.
+    """How far blended tiles are from one whole-image pass (grey levels of 255) on a held-out section.
 
-    The graph units make a window's output depend (weakly) on the whole window, so blended tiles
-    are close to, not equal to, the whole-image result."""
+    A window's output depends on the whole window (the PSF estimate, the Wiener candidates, the graph units), so
+    blended tiles are close to, not equal to, the whole-image result."""
     from napari_emdeblur.deblur.infer import InferenceParams, correct_image
-    from napari_emdeblur.deblur.train.degrade import Degradation
 
-    sharp8 = _read(_files((data or DATA) / HELD_OUT[0])[0])[:size, :size]
-    sharp = sharp8.astype(np.float32) / 255.0  # the held-out data are 8-bit
-    blurred = Degradation("gaussian", sigma=2.0, photons=300.0, read_sigma=0.01).apply(
-        sharp, np.random.default_rng(0))
+    sharp8 = _read(_files(DOMAINS["ssTEM"][0], data or DATA)[0])[:size, :size]
+    sharp = sharp8.astype(np.float32) / 255.0
+    blurred = Degradation("gaussian", sigma=2.0, photons=300.0, read_sigma=0.01).apply(sharp, np.random.default_rng(0))
     img = np.rint(np.clip(blurred, 0, 1) * 255).astype(np.uint8)
     whole = correct_image(img, model, InferenceParams(tile=max(img.shape), overlap=0, batch=1, device="cpu"))
     rows = []
@@ -462,7 +518,8 @@ def tiling_check(model, size: int = 1024, data: Path | None = None) -> list[dict
         t = correct_image(img, model, InferenceParams(tile=tile, overlap=overlap, batch=4, device="cpu"))
         d = np.abs(t.astype(np.int16) - whole.astype(np.int16))
         rows.append(dict(tile=tile, overlap=overlap, max=int(d.max()), mean=float(d.mean()),
-                         frac_changed=float(np.count_nonzero(d) / d.size), shape=img.shape))
+                         p999=float(np.percentile(d, 99.9)), frac_changed=float(np.count_nonzero(d) / d.size),
+                         shape=img.shape))
     return rows
 
 
@@ -472,19 +529,21 @@ def _atomic_savefig(fig, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"), overwrite=True)
 
 
-def figure_examples(examples, conds, records, path: Path, show=(1, 3, 9), view: int = 160) -> None:
-    """Rows = conditions ``show`` (crop 0), columns = methods; the central ``view`` px shown."""
+FIG_COLS = ("sharp", "input", "wiener_est", "wiener", "blind", "sbgran")
+
+
+def figure_examples(examples, conds, records, path: Path, show: tuple[int, ...] = (0, 4, 9), view: int = 160) -> None:
+    """Rows = (domain, condition) for each domain and the conditions ``show`` (crop 0); columns = methods."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["sharp", "input", "wiener", "rl", "unet", "gran"]
-    show = [ci for ci in show if (ci, 0) in examples]
-    fig, axes = plt.subplots(len(show), len(cols), figsize=(2.2 * len(cols), 2.45 * len(show)), squeeze=False)
-    for r, ci in enumerate(show):
-        ex = examples[(ci, 0)]
-        for c, m in enumerate(cols):
+    rows = [(d, ci) for d in dict.fromkeys(k[0] for k in examples) for ci in show if (d, ci, 0) in examples]
+    fig, axes = plt.subplots(len(rows), len(FIG_COLS), figsize=(2.1 * len(FIG_COLS), 2.35 * len(rows)), squeeze=False)
+    for r, (d, ci) in enumerate(rows):
+        ex = examples[(d, ci, 0)]
+        for c, m in enumerate(FIG_COLS):
             ax = axes[r, c]
             ax.set_axis_off()
             img = ex.get(m)
@@ -496,10 +555,11 @@ def figure_examples(examples, conds, records, path: Path, show=(1, 3, 9), view: 
             if m == "sharp":
                 title = "sharp (ground truth)"
             else:
-                v = [x["psnr"] for x in records if x["cond"] == ci and x["crop"] == 0 and x["method"] == m][0]
+                v = [x["psnr"] for x in records if x["domain"] == d and x["cond"] == ci and x["crop"] == 0
+                     and x["method"] == m][0]
                 title = f"{METHOD_NAMES[m]}\n{v:.2f} dB"
             ax.set_title(title, fontsize=7)
-        axes[r, 0].text(-0.08, 0.5, conds[ci].name, transform=axes[r, 0].transAxes, rotation=90,
+        axes[r, 0].text(-0.08, 0.5, f"{d}: {conds[ci].name}", transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=7)
     fig.tight_layout()
     _atomic_savefig(fig, path)
@@ -516,12 +576,14 @@ def figure_deepfocus(df, path: Path, crop: int = 200) -> None:
     for c, d in enumerate(df):
         H, W = d["before"].shape
         y0, x0 = (H - crop) // 2, (W - crop) // 2
-        for r, (key, sc) in enumerate((("before", "score_before"), ("after", "score_after"))):
+        for r, key in enumerate(("before", "after")):
             ax = axes[r, c]
             ax.imshow(d[key][y0 : y0 + crop, x0 : x0 + crop], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax.set_axis_off()
-            label = "real SEM" if key == "before" else "GRAN"
-            ax.set_title(f"{d['name']}: {label}\nfocus score (image median) {d[sc]:.3f}", fontsize=8)
+            b = d[f"blur_{key}"]
+            label = "real SEM" if key == "before" else "semi-blind GRAN"
+            ax.set_title(f"{d['name']}: {label}\nblur {b[0]:.2f} x {b[1]:.2f} px, focus {d[f'score_{key}']:.3f}",
+                         fontsize=8)
     fig.tight_layout()
     _atomic_savefig(fig, path)
     plt.close(fig)
@@ -542,145 +604,132 @@ def _cell(ps) -> str:
     return f"{_f(p)} / {_f(s, 3)}"
 
 
-def _weights_line(label: str, info: dict | None, missing: str) -> str:
+def _weights_line(label: str, info: dict | None) -> str:
     if info is None:
-        return f"| {label} | not available ({missing}) | | | | |"
+        return f"| {label} | not available | | | | |"
     card = info["card"]
-    steps = (card.get("training") or {}).get("steps", "?")
+    tr = card.get("training") or {}
     val = card.get("validation") or {}
     v = f"{val['psnr']:.2f} dB" if "psnr" in val else "?"
-    return f"| {label} | `{info['path']}` | `{info['sha']}` | {steps} | {v} | {card.get('n_parameters', '?')} |"
+    return (f"| {label} | `{info['path']}` | `{info['sha']}` | {tr.get('steps', '?')} | {v} | "
+            f"{card.get('n_parameters', '?')} |")
+
+
+def _ok(v, thr) -> str:
+    if v is None or np.isnan(v):
+        return "n/a"
+    return "**met**" if v >= thr else "**not met**"
 
 
 def render(ctx: dict) -> str:
-    conds, S, T = ctx["conds"], ctx["summary"], ctx["summary"]["targets"]
-    L = []
+    conds, S = ctx["conds"], ctx["summary"]
+    T = S["targets"]
+    shown = [m for m in METHODS if any(np.isfinite(S["means"][("all", "all blurred", m)][0]) for _ in [0])]
+    L: list[str] = []
     a = L.append
-    a("# Restoration benchmark: GRAN vs. classical deconvolution and a U-Net")
+    a("# Restoration benchmark: semi-blind GRAN vs. classical deconvolution, per EM domain")
     a("")
-    a(f"Generated by `python benchmarks/restoration.py{ctx['cmd']}` on {ctx['date']} "
-      f"({ctx['elapsed']:.0f} s, {ctx['machine']}). Every number below is this script's own output; "
-      "nothing was tuned on the test crops.")
+    a(f"Generated by `python benchmarks/restoration.py{ctx['cmd']}` on {ctx['date']} ({ctx['elapsed']:.0f} s, "
+      f"{ctx['machine']}). Every number below is this script's own output; nothing was tuned on the test crops.")
     a("")
     a("## Protocol")
     a("")
-    a(f"* **Data**: {ctx['n_crops']} windows of {WIN} x {WIN} px at seeded random positions (seed {ctx['seed']}) in the "
-      "held-out real EM, alternately Drosophila VNC ssTEM stack 2 and ISBI 2012 ssTEM test (not in the models' "
-      "training data, see *Weights*). Metrics on the central 256 x 256 px of each window; the 32 px of context around it "
-      "are given to every method, so window-edge effects stay out of the score.")
-    a("* **Degradation** (`core.degrade.Degradation`, blur with reflective boundaries, then noise): Gaussian sigma 1/2/3 px; "
-      "defocus = disk radius 3 px convolved with a Gaussian probe sigma 0.5 px; astigmatic = elliptical Gaussian, major "
-      "sigma 2.5 px, minor/major 0.4, major axis at 30 deg. Noise *low* = Poisson 300 counts at full scale + Gaussian "
-      "read noise 0.01; *high* = Poisson 60 + read 0.02. Clipped to [0, 1] and quantised to uint8. *Sharp, low noise*: "
-      "no blur, low noise. *Sharp, clean*: the untouched crop (input = ground truth, PSNR infinite).")
-    a(f"* **Unsharp mask** (`skimage.filters.unsharp_mask`): one fixed setting for all conditions, radius "
-      f"{ctx['unsharp'][0]:g} px, amount {ctx['unsharp'][1]:g}, the best mean PSNR over the blurred conditions of a "
-      f"{len(UNSHARP_GRID)}-point grid (radius 0.5-3, amount 0.3-2.5) on {ctx['n_tune']} separate tuning crops from "
-      "ISBI *train* (not the test crops)."
-      + (" It is the weakest amount of the grid: on these noisy inputs sharpening costs PSNR."
-         if ctx["unsharp"][1] == min(a_ for _, a_ in UNSHARP_GRID) else ""))
-    a(f"* **Wiener (oracle)**: `skimage.restoration.wiener` with the **true PSF**, balance chosen **per image by the "
-      f"best PSNR against the ground truth** from {len(WIENER_BALANCES)} values log-spaced in 1e-4..10.")
-    a(f"* **Richardson-Lucy (oracle)**: the RL update with the **true PSF** (FFT convolutions, u0 = 0.5 as in "
-      f"skimage; it matches `skimage.restoration.richardson_lucy` away from the borders), the **best iteration count "
-      f"per image** in 1..{RL_MAX_ITER} by PSNR against the ground truth. Both oracles run on the window reflect-padded "
-      "by the PSF radius + 8 px.")
-    a("* **U-Net** and **GRAN** are **blind** (no PSF): `model.infer.correct_image`, uint8 in, "
-      "uint8 out. PSNR and SSIM: `skimage.metrics` conventions, [0, 1] floats, data_range 1."
-      + (" *GRAN, U-Net's budget* is a GRAN of about the U-Net's size trained side by side with it (same data, "
-         "degradations, batch, crop, learning rate and wall time): the architecture comparison of target (b). "
-         "*GRAN* is the shipped model, trained longer." if ctx.get("gran_eq_info") else ""))
+    a(f"* **Data**: per domain {ctx['n_crops']} windows of {WIN} x {WIN} px at seeded random positions (seed "
+      f"{ctx['seed']}) in the held-out real EM: " + "; ".join(f"**{d}** `{'`, `'.join(f)}`" for d, f in DOMAINS.items())
+      + ". Metrics on the central 256 x 256 px; the 32 px of context around it are given to every method.")
+    a("* **Degradation** (`deblur.train.degrade.Degradation`, blur with reflective boundaries, then noise): Gaussian "
+      "sigma 1/2/3 px; defocus = disk radius 3 px convolved with a Gaussian probe sigma 0.5 px; astigmatic = "
+      "elliptical Gaussian, major sigma 2.5 px, minor/major 0.4, major axis at 30 deg. Noise *low* = Poisson 300 "
+      "counts at full scale + Gaussian read noise 0.01; *high* = Poisson 60 + read 0.02. Clipped, quantised to uint8. "
+      "*Sharp, clean*: the untouched crop; its row is the PSNR of each method's **output against its input** (how far "
+      "a perfect tile moves; ∞ = untouched).")
+    a(f"* **Wiener, estimated PSF**: `qc.psf` (anisotropic Gaussian PSF + noise, estimated on the window) and Wiener "
+      f"with the noise-derived balance beta = {ctx['beta']:g} (fitted on the *training* folders: "
+      f"`--fit-beta`). This is what a lab could run without ground truth.")
+    a(f"* **Wiener (oracle)** / **RL (oracle)**: the TRUE PSF and the best balance ({len(WIENER_BALANCES)} values "
+      f"1e-4..10) / iteration count (1..{RL_MAX_ITER}) per image by PSNR against the ground truth: upper bounds of "
+      "what the classical methods can do.")
+    a("* **blind GRAN (v1)**: the previously shipped model, no PSF. **semi-blind GRAN**: the shipped model (PSF "
+      "estimate + Wiener candidates + graph reasoning network); **+ ensemble**: quality mode (8 flips/rotations "
+      "averaged). **equal budget, graph on / off**: two semi-blind GRANs trained side by side (same data, "
+      "degradations, seed and steps), the second without graph reasoning units: the ablation.")
     a("")
     a("## Weights")
     a("")
     a("| model | path | sha256 (prefix) | training steps (card) | card validation PSNR | parameters |")
     a("|---|---|---|---|---|---|")
-    a(_weights_line("GRAN", ctx["gran_info"], ""))
-    if ctx.get("gran_eq_info"):
-        a(_weights_line("GRAN, U-Net's budget", ctx["gran_eq_info"], ""))
-    a(_weights_line("U-Net", ctx["unet_info"], ctx["unet_missing"]))
+    for name, label in (("sbgran", "semi-blind GRAN (shipped)"), ("blind", "blind GRAN v1"),
+                        ("equal", "equal budget, graph on"), ("nograph", "equal budget, graph off")):
+        a(_weights_line(label, ctx["models"].get(name)))
     a("")
-    for label, info in (("GRAN", ctx["gran_info"]), ("GRAN, U-Net's budget", ctx.get("gran_eq_info")),
-                        ("U-Net", ctx["unet_info"])):
-        if info is None:
-            continue
-        tr = info["card"].get("training") or {}
-        data = [os.path.relpath(d, DATA) if str(d).startswith(str(DATA)) else str(d) for d in tr.get("data", [])]
-        overlap = [d for d in data if any(d.rstrip("/").endswith(h) for h in HELD_OUT)]
-        a(f"{label} training data (card): {', '.join(f'`{d}`' for d in data) or 'not recorded'}"
-          + (f" — **overlaps the test folders: {overlap}**" if overlap else " (disjoint from the test folders).")
-          + "  ")
+    a("## Results: mean PSNR dB / SSIM over the blurred conditions")
     a("")
-    a("## Results (mean PSNR dB / SSIM per condition)")
+    a("| domain | group | " + " | ".join(METHOD_NAMES[m] for m in shown) + " |")
+    a("|---|---|" + "---|" * len(shown))
+    for d in S["domains"] + ["all"]:
+        for g in S["groups"]:
+            a(f"| {d} | {g} | " + " | ".join(_cell(S["means"][(d, g, m)]) for m in shown) + " |")
     a("")
-    shown = [m for m in METHODS if m != "gran_eq" or ctx.get("gran_eq_info")]
-    a("| condition | " + " | ".join(METHOD_NAMES[m] for m in shown) + " |")
-    a("|---|" + "---|" * len(shown))
-    for ci, c in enumerate(conds):
-        a(f"| {c.name} | " + " | ".join(_cell(S["table"][(ci, m)]) for m in shown) + " |")
-    for g in S["groups"]:
-        a(f"| **mean, {g}** | " + " | ".join(f"**{_cell(S['means'][(g, m)])}**" for m in shown) + " |")
+    for d in S["domains"]:
+        a(f"### {d}: per condition")
+        a("")
+        a("| condition | " + " | ".join(METHOD_NAMES[m] for m in shown) + " |")
+        a("|---|" + "---|" * len(shown))
+        for ci, c in enumerate(conds):
+            a(f"| {c.name} | " + " | ".join(_cell(S["table"][(d, ci, m)]) for m in shown) + " |")
+        op = oracle_params(ctx["records"], conds, d)
+        a("")
+        a("Oracle choices (median per condition): " + "; ".join(
+            f"{c.name}: balance {_f(op[ci][0], 4)}, RL {_f(op[ci][1], 0)}" for ci, c in enumerate(conds) if c.blurred))
+        a("")
+    a("## Target checks (issue 13)")
     a("")
-    a("*Sharp, clean*: the input is the ground truth itself (∞); the other columns show how far each method moves a "
-      "perfect tile (higher = less change). Deconvolution with the identity PSF is not run there (—).")
-    a("")
-    a("Oracle choices (median over the crops of each condition):")
-    a("")
-    a("| condition | Wiener balance | RL iterations |")
-    a("|---|---|---|")
-    for ci, c in enumerate(conds):
-        b, n = ctx["oracle"][ci]
-        a(f"| {c.name} | {_f(b, 4) if not np.isnan(b) else '—'} | {_f(n, 0) if not np.isnan(n) else '—'} |")
-    a("")
-    a("## Target checks")
-    a("")
-
-    def ok(v, thr):
-        if np.isnan(v):
-            return "n/a"
-        return "**met**" if v >= thr else "**not met**"
-
     a("| check | value | target | status |")
     a("|---|---|---|---|")
-    a(f"| (a) GRAN − max(oracle Wiener, oracle RL), mean PSNR over all blurred conditions (better oracle: "
-      f"{T['a_oracle']}) | {T['a']:+.2f} dB | ≥ +2 dB | {ok(T['a'], 2.0)} |")
-    a(f"| (a') same, per image (GRAN − the better oracle on that image), mean | {T['a_per_image']:+.2f} dB | "
-      "(information) | |")
-    for g in S["groups"][1:]:
-        gm = {m: S["means"][(g, m)][0] for m in METHODS}
-        a(f"| (a'') GRAN − max(oracles), {g} | {gm['gran'] - max(gm['wiener'], gm['rl']):+.2f} dB | (information) | |")
-    bval = f"{T['b']:+.2f} dB (SSIM {T['b_ssim']:+.3f})" if not np.isnan(T["b"]) else "U-Net not available"
-    if T["b_model"] == "gran_eq":
-        a(f"| (b) GRAN − U-Net at an equal budget (same data, degradations, batch, crop, wall time; about the same "
-          f"size), mean PSNR over all blurred conditions | {bval} | > 0 | {ok(T['b'], 1e-9)} |")
-        if not np.isnan(T["b_shipped"]):
-            a(f"| (b') shipped GRAN − U-Net (the shipped GRAN had more training, see *Weights*) | "
-              f"{T['b_shipped']:+.2f} dB | (information) | |")
-    else:
-        a(f"| (b) GRAN − U-Net, mean PSNR over all blurred conditions (no equal-budget GRAN given: the shipped one) "
-          f"| {bval} | > 0 | {ok(T['b'], 1e-9)} |")
-    a(f"| (c) GRAN − input on sharp, low-noise crops | {T['c']:+.2f} dB | ≥ −0.3 dB | {ok(T['c'], -0.3)} |")
-    cg, cu = T["clean_gran"], T["clean_unet"]
-    a(f"| (c') GRAN output vs. clean sharp input (PSNR / SSIM of the change) | {_f(cg[0])} dB / {_f(cg[1], 3)} | "
-      f"(information; U-Net {_f(cu[0])} dB / {_f(cu[1], 3)}) | |")
+    for d in S["domains"]:
+        t = T["domains"][d]
+        a(f"| {d}: semi-blind GRAN − oracle Wiener, mean over the blurred conditions | "
+          f"{t['vs_oracle_wiener']:+.2f} dB | ≥ +1.0 dB | {_ok(t['vs_oracle_wiener'], 1.0)} |")
+    for d in S["domains"]:
+        t = T["domains"][d]
+        a(f"| {d}: semi-blind GRAN − oracle Wiener, astigmatic conditions | {t['astig_vs_oracle_wiener']:+.2f} dB | "
+          f"≥ 0 | {_ok(t['astig_vs_oracle_wiener'], 0.0)} |")
+    a(f"| all domains: semi-blind GRAN − Wiener with the estimated PSF | {T['vs_wiener_est']:+.2f} dB | ≥ +2 dB | "
+      f"{_ok(T['vs_wiener_est'], 2.0)} |")
+    a(f"| sharp, clean crops: output vs. input (worst domain) | {_f(T['clean_min'])} dB | ≥ 38 dB | "
+      f"{_ok(T['clean_min'], 38.0)} |")
+    a(f"| sharp, low-noise crops: output − input (worst domain) | {T['sharp_min']:+.2f} dB | ≥ 0 | "
+      f"{_ok(T['sharp_min'], 0.0)} |")
+    a(f"| mild blur (Gaussian sigma 1): images made worse than their input | {T['mild_worse']} of "
+      f"{T['mild_total']} | 0 | {'**met**' if T['mild_worse'] == 0 else '**not met**'} |")
+    a(f"| graph units on − off at an equal budget, mean over all blurred conditions and domains | "
+      f"{T['graph_on_minus_off']:+.2f} dB | > 0 | {_ok(T['graph_on_minus_off'], 1e-9)} |")
+    tp = [r for r in ctx["throughput"] if r["model"] == "semi-blind GRAN" and r["device"].startswith("cpu")]
+    if tp:
+        a(f"| CPU inference of the shipped model (PSF estimate + Wiener included), 2 threads | {tp[0]['mpx_s']:.2f} "
+          f"Mpx/s | ≥ 1 Mpx/s | {_ok(tp[0]['mpx_s'], 1.0)} |")
+    if ctx.get("weights_mb") is not None:
+        a(f"| shipped weights size | {ctx['weights_mb']:.1f} MB | ≤ 20 MB | {'**met**' if ctx['weights_mb'] <= 20 else '**not met**'} |")
+    a(f"| (information) self-ensemble gain over the same model, blurred conditions ({T['ensemble_n']} images) | "
+      f"{T['ensemble_gain']:+.2f} dB | | |")
+    a("| (information) blind GRAN v1 − oracle Wiener per domain | "
+      + ", ".join(f"{d} {T['domains'][d]['blind_vs_oracle_wiener']:+.2f}" for d in S["domains"]) + " dB | | |")
     a("")
     a("## Real defocused SEM (DeepFocus, no ground truth)")
     a("")
     if ctx["deepfocus"]:
-        a("The three real SEM images of one field of view at three working-distance offsets "
-          "(`deepfocus_sem_defocus`, Schubert et al. 2024; none is in focus, `pert5000` is the least and `pert-5000` "
-          "the most defocused) corrected whole with GRAN (`correct_image`, default tiling). Focus score = median over "
-          "the 256 px tiles of `core.focus.score_tiles` (metric `autocorr`, higher = sharper). A higher score after "
-          "correction means more high-frequency structure along y; it does not prove fidelity (noise or "
-          "hallucinated texture would also raise it). Look at the figure.")
+        a("The three real SEM images of one field of view at three working-distance offsets (`deepfocus_sem_defocus`, "
+          "Schubert et al. 2024; none is in focus, `pert5000` the least and `pert-5000` the most defocused, all with a "
+          "stigmator error) corrected whole with the semi-blind GRAN. Blur = median over 256 px tiles of the `qc.psf` "
+          "estimate (major x minor px); focus = median `qc.focus` score (higher = sharper). Neither proves fidelity: "
+          "look at the figure.")
         a("")
-        a("| image | score before | score after | ratio | GRAN time (s) |")
-        a("|---|---|---|---|---|")
+        a("| image | blur before (px) | blur after (px) | focus before | focus after | time (s) |")
+        a("|---|---|---|---|---|---|")
         for d in ctx["deepfocus"]:
-            a(f"| {d['file']} | {d['score_before']:.4f} | {d['score_after']:.4f} | "
-              f"{d['score_after'] / d['score_before']:.2f}x | {d['seconds']:.1f} |")
-        a("")
-        a("Central 200 px of each image, before (top) and after GRAN (bottom):")
+            a(f"| {d['file']} | {d['blur_before'][0]:.2f} x {d['blur_before'][1]:.2f} | "
+              f"{d['blur_after'][0]:.2f} x {d['blur_after'][1]:.2f} | {d['score_before']:.4f} | "
+              f"{d['score_after']:.4f} | {d['seconds']:.1f} |")
         a("")
         a("![DeepFocus before/after](img/restoration_deepfocus.png)")
     else:
@@ -688,18 +737,18 @@ def render(ctx: dict) -> str:
     a("")
     a("## Examples")
     a("")
-    a("Central 160 px of crop 0 for three conditions; columns: sharp ground truth, degraded input, oracle Wiener, oracle RL, U-Net, GRAN "
-      "(PSNR of that crop in the title).")
+    a("Central 160 px of crop 0 per domain for three conditions (columns: ground truth, input, Wiener with the "
+      "estimated PSF, oracle Wiener, blind GRAN v1, semi-blind GRAN; PSNR of that crop in the title).")
     a("")
     a("![examples](img/restoration_examples.png)")
     a("")
     a("## Inference throughput")
     a("")
     a(f"`correct_image` on a {ctx['tp_size']} x {ctx['tp_size']} uint8 image (default `InferenceParams`: tile 512, "
-      "overlap 32, batch 4), tiling and blending included, one timed run after a warm-up. CPU: "
-      f"`torch.set_num_threads(2)`. Load average at the start of the timing: {ctx['load']:.1f} on "
-      f"{os.cpu_count()} cores"
-      + (" (the machine was busy with other jobs, so the CPU numbers are pessimistic)." if ctx["load"] > 0.75 * (os.cpu_count() or 1) else "."))
+      "overlap 32, batch 4), tiling and blending included, one timed run after a warm-up; `torch.set_num_threads(2)`. "
+      f"Load average at the start of the timing: {ctx['load']:.1f} on {os.cpu_count()} cores"
+      + (" (the machine was busy with other jobs: the CPU numbers are pessimistic)."
+         if ctx["load"] > 0.75 * (os.cpu_count() or 1) else "."))
     a("")
     a("| model | device | precision | Mpx/s | seconds |")
     a("|---|---|---|---|---|")
@@ -709,32 +758,31 @@ def render(ctx: dict) -> str:
         a(f"| {r['model']} | {r['device']} | {r['precision']} | {r['mpx_s']:.3f} | {r['seconds']:.1f} |")
     if not ctx["cuda"]:
         a("")
-        a("No GPU in this run (fp32/bf16 CUDA timings not measured).")
+        a("No GPU in this run (CUDA fp32/bf16 timings not measured).")
     if ctx.get("tiling"):
         a("")
         a("## Tiled vs. whole-image output")
         a("")
         sh = ctx["tiling"][0]["shape"]
-        a(f"GRAN on a {sh[0]} x {sh[1]} crop of the first held-out Drosophila section (Gaussian sigma 2, Poisson 300, "
-          "uint8), tiled with blending vs. one whole-image window. The graph units see the whole window, so tiles "
-          "are close to, not identical with, the whole pass:")
+        a(f"Semi-blind GRAN on a {sh[0]} x {sh[1]} crop of a held-out Drosophila section (Gaussian sigma 2, Poisson "
+          "300, uint8), blended tiles vs. one whole-image window. Each window estimates its own PSF, so tiles are "
+          "close to, not identical with, the whole pass:")
         a("")
-        a("| tile / overlap (px) | max abs difference (grey levels of 255) | mean | pixels that differ |")
-        a("|---|---|---|---|")
+        a("| tile / overlap (px) | max abs difference (grey levels of 255) | 99.9th percentile | mean | pixels that differ |")
+        a("|---|---|---|---|---|")
         for r in ctx["tiling"]:
-            a(f"| {r['tile']} / {r['overlap']} | {r['max']} | {r['mean']:.3f} | {100 * r['frac_changed']:.1f} % |")
+            a(f"| {r['tile']} / {r['overlap']} | {r['max']} | {r['p999']:.1f} | {r['mean']:.3f} | "
+              f"{100 * r['frac_changed']:.1f} % |")
     a("")
     a("## Caveats")
     a("")
-    a("* The oracles are given the true PSF and pick their parameter with the ground truth per image: an upper bound "
-      "for what Wiener / RL can do, not something reachable on real data, where the PSF is unknown.")
-    a("* The degradations are of the same families as the models' training degradations (`DegradationRanges`), so "
-      "this is an in-distribution test for U-Net and GRAN; real aberrations (DeepFocus) are only scored by a "
-      "no-reference focus metric.")
-    a("* The held-out sections were also the training runs' validation set (16 fixed crops with random "
-      "degradations), which chose the saved `model_best` checkpoint: a mild selection bias in favour of both "
-      "networks (the same for both).")
-    a(f"* {ctx['n_crops']} crops per condition: differences below ~0.2 dB between methods are within noise.")
+    a("* The oracles get the true PSF and choose their parameter with the ground truth per image: upper bounds, not "
+      "reachable on real data.")
+    a("* The degradations are of the families the networks were trained on (`DegradationRanges`): an in-distribution "
+      "test; real aberrations (DeepFocus) are only scored without reference.")
+    a("* The held-out folders were also the training runs' validation set (fixed crops, random degradations) that "
+      "chose the saved `model_best` checkpoint: a mild selection bias in favour of the networks.")
+    a(f"* {ctx['n_crops']} crops per domain and condition: differences below ~0.2 dB are within noise.")
     a("")
     return "\n".join(L)
 
@@ -762,19 +810,25 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    from napari_emdeblur.deblur.weights import WeightsError, shipped_weights_path
+    from napari_emdeblur.deblur.shipped import shipped_weights_path
+    from napari_emdeblur.deblur.weights import WeightsError
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="4 crops, 1024 px throughput image (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="2 crops per domain, 1024 px throughput image (a smoke run)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "restoration.md"), help="markdown report to write")
     ap.add_argument("--img-dir", default=None, help="folder for the figures (default: <out folder>/img)")
-    ap.add_argument("--gran", default=None, help="GRAN weights .pt (default: the shipped weights)")
-    ap.add_argument("--unet", default=str(ROOT / "benchmarks" / "weights" / "unet_baseline.pt"),
-                    help="U-Net baseline weights .pt (missing: the U-Net column says not available)")
-    ap.add_argument("--gran-equal", default=str(ROOT / "benchmarks" / "weights" / "gran_equal_budget.pt"),
-                    help="GRAN trained with the U-Net's data and wall time, for target (b) (missing: (b) uses --gran)")
-    ap.add_argument("--crops", type=int, default=None, help="test crops (default 12, --quick 4)")
-    ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument("--sbgran", default=None, help="semi-blind GRAN weights (default: the shipped ones)")
+    ap.add_argument("--blind", default=None, help="blind GRAN weights (default: the shipped gran_em_v1)")
+    ap.add_argument("--equal", default=str(ROOT / "benchmarks" / "weights" / "sbgran_equal_budget.pt"),
+                    help="semi-blind GRAN, graph on, at the ablation's budget")
+    ap.add_argument("--nograph", default=str(ROOT / "benchmarks" / "weights" / "sbgran_nograph.pt"),
+                    help="semi-blind GRAN, graph off, same budget")
+    ap.add_argument("--crops", type=int, default=None, help="test crops per domain (default 8, --quick 2)")
+    ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--beta", type=float, default=WIENER_BETA, help="estimated-PSF Wiener balance")
+    ap.add_argument("--fit-beta", action="store_true", help="fit the balance on the training folders and exit")
+    ap.add_argument("--ensemble-crops", type=int, default=2,
+                    help="crops per domain and condition that also run the self-ensemble (8x inference; 0 = none)")
     ap.add_argument("--no-deepfocus", action="store_true", help="skip the real DeepFocus images")
     ap.add_argument("--no-throughput", action="store_true", help="skip the throughput timing")
     args = ap.parse_args(argv)
@@ -783,69 +837,74 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     t_start = time.perf_counter()
-    gran_path = Path(args.gran) if args.gran else shipped_weights_path()
-    try:
-        gran, gcard, gp, gsha = load(gran_path)
-    except WeightsError as e:
-        print(f"error: GRAN weights: {e} (pass --gran runs/gran_em_v1/model_best.pt to use a training run)",
-              file=sys.stderr)
-        return 2
-    gran_info = dict(path=os.path.relpath(gp, ROOT) if gp.startswith(str(ROOT)) else gp, sha=gsha, card=gcard)
-    unet, unet_info, unet_missing = None, None, ""
-    try:
-        unet, ucard, up, usha = load(Path(args.unet))
-        unet_info = dict(path=os.path.relpath(up, ROOT) if up.startswith(str(ROOT)) else up, sha=usha, card=ucard)
-    except WeightsError as e:
-        unet_missing = str(e)
-        print(f"U-Net not available: {e}")
-    gran_eq, gran_eq_info = None, None
-    try:
-        gran_eq, ecard, ep, esha = load(Path(args.gran_equal))
-        gran_eq_info = dict(path=os.path.relpath(ep, ROOT) if ep.startswith(str(ROOT)) else ep, sha=esha, card=ecard)
-    except WeightsError as e:
-        print(f"equal-budget GRAN not available: {e} ((b) compares the shipped GRAN)")
     if not DATA.exists():
         print(f"error: data folder {DATA} not found (set EMDEBLUR_SHARED_DATA)", file=sys.stderr)
         return 2
+    if args.fit_beta:
+        best, _ = fit_beta(args.seed)
+        print(f"best beta {best:g} (set WIENER_BETA)")
+        return 0
+    paths = {
+        "sbgran": Path(args.sbgran) if args.sbgran else shipped_weights_path(),
+        "blind": Path(args.blind) if args.blind else shipped_weights_path("gran_em_v1"),
+        "equal": Path(args.equal),
+        "nograph": Path(args.nograph),
+    }
+    models: dict[str, dict | None] = {}
+    for name, p in paths.items():
+        try:
+            models[name] = load(p)
+        except WeightsError as e:
+            models[name] = None
+            print(f"{METHOD_NAMES[name]} not available: {e}")
+    if models["sbgran"] is None:
+        print("error: no semi-blind GRAN weights (pass --sbgran PATH)", file=sys.stderr)
+        return 2
+    if models["sbgran"]["card"].get("model_type") != "sbgran":
+        print(f"note: --sbgran is a {models['sbgran']['card'].get('model_type')} model")
 
-    n = args.crops or (4 if args.quick else 12)
+    n = args.crops or (2 if args.quick else 8)
     conds = conditions()
-    tune = sample_windows(2, args.seed + 1, folders=(TUNING,))
-    rp, _ = choose_unsharp(tune, conds, args.seed)
-    print(f"unsharp mask: radius {rp[0]}, amount {rp[1]} (chosen on {len(tune)} ISBI-train crops)")
-    windows = sample_windows(n, args.seed)
-    records, examples = evaluate(windows, conds, {"unet": unet, "gran_eq": gran_eq, "gran": gran}, rp, args.seed)
+    windows = {d: sample_windows(n, args.seed + k, folders) for k, (d, folders) in enumerate(DOMAINS.items())}
+    records, examples = evaluate(windows, conds, models, args.seed, ensemble=args.ensemble_crops, beta=args.beta)
     summary = summarise(records, conds)
     T = summary["targets"]
-    print(f"(a) GRAN - best oracle: {T['a']:+.2f} dB (per image {T['a_per_image']:+.2f}); "
-          f"(b) GRAN - U-Net: {T['b']:+.2f} dB; (c) sharp: {T['c']:+.2f} dB")
+    for d in summary["domains"]:
+        t = T["domains"][d]
+        print(f"{d}: SB-GRAN - oracle Wiener {t['vs_oracle_wiener']:+.2f} dB (astig {t['astig_vs_oracle_wiener']:+.2f}), "
+              f"- estimated Wiener {t['vs_wiener_est']:+.2f}, clean {t['clean_out_vs_in']:.2f} dB, sharp {t['sharp_gain']:+.2f}")
+    print(f"graph on - off: {T['graph_on_minus_off']:+.2f} dB; mild worse {T['mild_worse']}/{T['mild_total']}")
 
     out = Path(args.out)
     img_dir = Path(args.img_dir) if args.img_dir else out.parent / "img"
     figure_examples(examples, conds, records, img_dir / "restoration_examples.png")
-    df = [] if args.no_deepfocus else deepfocus(gran)
+    sb = models["sbgran"]["model"]
+    df = [] if args.no_deepfocus else deepfocus(sb)
     for d in df:
-        print(f"deepfocus {d['name']}: focus {d['score_before']:.4f} -> {d['score_after']:.4f}")
+        print(f"deepfocus {d['name']}: blur {d['blur_before']} -> {d['blur_after']}, "
+              f"focus {d['score_before']:.4f} -> {d['score_after']:.4f}")
     if df:
         figure_deepfocus(df, img_dir / "restoration_deepfocus.png")
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     tp_size = 1024 if args.quick else 2048
-    tp = [] if args.no_throughput else throughput({"GRAN": gran, "U-Net": unet}, tp_size)
-    tiling = tiling_check(gran, 512 if args.quick else 1024)
-    for r in tiling:
-        print(f"tiled {r['tile']}/{r['overlap']} vs whole: max {r['max']} mean {r['mean']:.3f} grey levels")
+    blind = models["blind"]["model"] if models["blind"] else None
+    tp = [] if args.no_throughput else throughput(
+        {"semi-blind GRAN": (sb, False), "blind GRAN v1": (blind, False),
+         **({"semi-blind GRAN + ensemble": (sb, True)} if args.ensemble_crops else {})}, tp_size)
     for r in tp:
         print(f"throughput {r['model']} {r['device']} {r['precision']}: {r['mpx_s']:.3f} Mpx/s")
-    if not torch.cuda.is_available():
-        print("no GPU in this run")
+    tiling = tiling_check(sb, 512 if args.quick else 1024)
+    for r in tiling:
+        print(f"tiled {r['tile']}/{r['overlap']} vs whole: max {r['max']} mean {r['mean']:.3f} grey levels")
+    wfile = paths["sbgran"]
     cmd = "".join([" --quick" if args.quick else "", f" --crops {n}" if args.crops else "",
-                   f" --gran {args.gran}" if args.gran else ""])
+                   f" --sbgran {args.sbgran}" if args.sbgran else "",
+                   f" --ensemble-crops {args.ensemble_crops}" if args.ensemble_crops != 2 else ""])
     ctx = dict(
-        conds=conds, summary=summary, oracle=oracle_params(records, conds), n_crops=n, seed=args.seed,
-        n_tune=len(tune), unsharp=rp, gran_info=gran_info, gran_eq_info=gran_eq_info, unet_info=unet_info, unet_missing=unet_missing,
+        conds=conds, summary=summary, records=records, n_crops=n, seed=args.seed, beta=args.beta, models=models,
         deepfocus=df, throughput=tp, tp_size=tp_size, tiling=tiling, load=load_avg, cuda=torch.cuda.is_available(),
-        cmd=cmd, date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine(),
-        elapsed=time.perf_counter() - t_start,
+        weights_mb=wfile.stat().st_size / 1e6, cmd=cmd, date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        machine=machine(), elapsed=time.perf_counter() - t_start,
     )
     write_atomic(render(ctx), out)
     print(f"wrote {out} ({time.perf_counter() - t_start:.0f} s)")

@@ -231,15 +231,14 @@ def test_gpu_half_precision_close_to_fp32(tiny, precision):
 
 
 # --------------------------------------------------------------------------- shipped weights
-def test_shipped_weights_raise_psnr_on_held_out_em(shared_data):
+@pytest.mark.parametrize("name", ["sbgran_em_v2", "gran_em_v1"])
+def test_shipped_weights_raise_psnr_on_held_out_em(shared_data, name):
     import tifffile
 
     from napari_emdeblur.deblur.train.degrade import Degradation
     from napari_emdeblur.deblur.weights import load_model, shipped_weights_path
 
-    if not shipped_weights_path().is_file():
-        pytest.skip("shipped weights gran_em_v1.pt not installed yet (training in progress)")
-    model, _ = load_model()
+    model, _ = load_model(shipped_weights_path(name))
     sharp = tifffile.imread(shared_data / "drosophila_vnc_sstem" / "stack2" / "10.tif")[256:768, 256:768]
     sharp01 = sharp.astype(np.float32) / 255
     rng = np.random.default_rng(0)

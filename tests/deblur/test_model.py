@@ -185,19 +185,25 @@ def test_invalid_card_json(saved):
 
 
 # --------------------------------------------------------------------------- shipped weights
-def test_shipped_weights_card():
-    path = shipped_weights_path()
-    if not path.is_file():
-        pytest.skip("shipped weights gran_em_v1.pt not installed yet (training in progress)")
-    model, card = load_model()
-    assert card["model_type"] == "gran"
+@pytest.mark.parametrize("name, model_type", [("sbgran_em_v2", "sbgran"), ("gran_em_v1", "gran")])
+def test_shipped_weights_cards(name, model_type):
+    """Both shipped models load with their cards; the semi-blind one is the default; the cards name their
+    training data relative to the data root (no machine paths)."""
+    from napari_emdeblur.deblur.nets.sbgran import SBGRAN
+    from napari_emdeblur.deblur.shipped import SHIPPED_NAME
+
+    path = shipped_weights_path(name)
+    model, card = load_model(path)
+    assert card["model_type"] == model_type
+    assert isinstance(model, SBGRAN if model_type == "sbgran" else GRAN)
     assert path.stat().st_size <= 20 * 2**20
     tr = card["training"]
     assert tr["data_files"] and all(len(f["sha256"]) == 64 for f in tr["data_files"])
+    assert not any(f["path"].startswith("/") or ".." in f["path"] for f in tr["data_files"])
     assert "degradation_ranges" in tr and tr["steps"] > 0
     v = card["validation"]
     assert v["psnr"] > v["input_psnr"] and v["ssim"] > v["input_ssim"]
-    assert isinstance(model, GRAN)
+    assert SHIPPED_NAME == "sbgran_em_v2" and load_model()[1]["model_type"] == "sbgran"
 
 
 def test_copy_keeps_card_valid(saved, tmp_path):

@@ -142,3 +142,45 @@ def test_cli_train(data_dirs, tmp_path):
     load_model(out / "model_best.pt")
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(out), "--steps", "1", "--quiet"]) != 0
     assert main(["train", "--data", str(tr), "--out", str(out), "--steps", "1", "--arch", "{bad", "--quiet"]) != 0
+
+
+SB_TINY = {"half_width": 8, "width": 8, "n_groups": 1, "n_grabs": 1, "betas": [1.0, 3.0]}
+
+
+def test_semi_blind_training_resumes_exactly_and_names_data_relative_to_the_root(data_dirs, tmp_path):
+    """The semi-blind GRAN trains with the PSF estimated on each crop's context; folders are given relative to a
+    data root (the card records them so); snapshots keep the weights of given steps; resume continues the exact
+    schedule (weights, optimiser, RNG)."""
+    tr, va = data_dirs
+    root = tr.parent
+    kw = dict(data=[tr.name], val=[va.name], data_root=str(root), model_type="sbgran", model=SB_TINY, crop=64,
+              steps=8, checkpoint_every=4, snapshot_steps=[6])
+    train(_cfg(data_dirs, tmp_path / "s", **kw))
+    part = _cfg(data_dirs, tmp_path / "r", **kw)
+    gen = iter_train(part)
+    for m in gen:  # interrupt right after the step-4 checkpoint
+        if m.message.startswith("step 4:"):
+            break
+    gen.close()
+    list(iter_train(dataclasses.replace(part, resume=True)))
+    m1, card = load_model(tmp_path / "s" / "model_latest.pt")
+    m2, _ = load_model(tmp_path / "r" / "model_latest.pt")
+    for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert card["model_type"] == "sbgran" and card["training"]["steps"] == 8
+    assert [f["path"] for f in card["training"]["data_files"]] == [f"train/{k}.png" for k in range(3)]
+    assert card["training"]["data"] == ["train"]
+    assert (tmp_path / "s" / "model_step6.pt").is_file() and load_model(tmp_path / "s" / "model_step6.pt")[1]
+
+
+def test_folders_are_drawn_equally_often():
+    """A small folder is sampled as often as a big one (sections weighted by area within a folder)."""
+    from napari_emdeblur.deblur.train.data import PairSampler
+
+    big = [np.full((400, 400), 0.2, np.float32) for _ in range(4)]
+    small = [np.full((200, 200), 0.8, np.float32)]
+    s = PairSampler(big + small, crop=64, augment=None, groups=[0, 0, 0, 0, 1])
+    rng = np.random.default_rng(0)
+    means = [s.sample(rng)[1].mean() for _ in range(400)]
+    frac_small = np.mean(np.array(means) > 0.5)
+    assert 0.4 < frac_small < 0.6, frac_small

@@ -74,8 +74,16 @@ def test_multiscale_levels_follow_the_original_pyramid(image):
         corrected0[y0 : y0 + h, x0 : x0 + w] = pix
         store.put(store.prepare(key, y0, x0, pix))
     np.testing.assert_array_equal(np.asarray(store.levels[0]), corrected0)
+    boxes = [(13, 21, 40, 33), (270, 230, 31, 33)]
     for k in (1, 2):
         expect = levels[k].astype(np.float64) + _reference_level(image, corrected0, k)
+        f = 2**k
+        H, W = image.shape
+        for y0, x0, h, w in boxes:  # cells a tile covers whole (in the image): the corrected pixels' own mean
+            for a in range(-(-y0 // f), expect.shape[0]):
+                for b in range(-(-x0 // f), expect.shape[1]):
+                    if min((a + 1) * f, H) <= y0 + h and min((b + 1) * f, W) <= x0 + w:
+                        expect[a, b] = corrected0[a * f : (a + 1) * f, b * f : (b + 1) * f].mean()
         expect = np.clip(np.rint(expect), 0, 255)
         np.testing.assert_array_equal(np.asarray(store.levels[k]), expect.astype(np.uint8))
     # cells away from the tiles are the original pyramid's own

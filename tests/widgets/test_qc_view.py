@@ -7,7 +7,7 @@ import numpy as np
 
 from napari_emdeblur.qc import decisions as dec
 from napari_emdeblur.widgets.qc import QCWidget
-from napari_emdeblur.widgets.view import LEGEND_KEY, ZOOMED_OUT, outline_raster, review_view
+from napari_emdeblur.widgets.view import LEGEND_KEY, ZOOMED_OUT, review_view
 
 
 def _texture(shape=(512, 768), seed=0, soft=((1, 2),), tile=128):
@@ -54,31 +54,34 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     assert not flags.editable and not outline.editable
     legend = viewer.canvas.overlays[LEGEND_KEY]
     assert legend.visible and "cyan = correct" in legend.text and "red = retake" in legend.text
-    w.set_thresholds(correct=float(np.nanmax(w.result.scores)) + 1, retake=float(np.nanmin(w.result.scores)) + 1e-6)
-    w.run(sync=True)  # re-scoring assigns the flags' data, which makes napari re-enable painting
-    assert not flags.editable and not outline.editable
-    n_retake = int((w.result.decisions == dec.RETAKE).sum())
+    w.run(sync=True)  # re-scoring replaces the QC layers: the new ones are read-only too
+    heat, flags = viewer.layers["sec focus"], viewer.layers["sec flagged"]
+    outline = viewer.layers["sec flagged outline"]
+    assert heat.colorbar.visible and not flags.editable and not outline.editable
+    assert [n for n in (x.name for x in viewer.layers) if n.startswith("sec")] == [
+        "sec", "sec focus", "sec flagged", "sec flagged outline"]  # marks above the image, no duplicates
     w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[2]) + 1e-6,
                      retake=float(np.nanmin(w.result.scores)) - 1)
-    assert w.flagged_counts == (3, 0) and n_retake >= 0
+    assert w.flagged_counts == (3, 0)
     view = review_view(viewer)
     cam = viewer.scene.camera
 
     cam.zoom = 1.0 / 4.0  # one screen pixel per image pixel (4 world units per pixel)
     assert view.zoomed_out is False
     assert not heat.visible and not flags.visible and outline.visible
-    # the outline follows the thresholds and rings each flagged tile on its true footprint
-    d = np.asarray(flags.data)
-    f = outline.metadata["emdeblur_outline"]["factor"]
-    qtbot.waitUntil(lambda: np.array_equal(outline.data, outline_raster(d, f)), timeout=5_000)
-    assert int((outline.data == dec.CORRECT).sum()) == 3 * (4 * f - 4)
-    for i, j in np.argwhere(d == dec.CORRECT):
-        for py, px in ((i * 128, j * 128), (i * 128 + 127, j * 128 + 127)):  # the tile's corner pixels
-            world = layer.data_to_world((py, px))
-            oy, ox = np.round(outline.world_to_data(world)).astype(int)
-            assert outline.data[oy, ox] == dec.CORRECT, (i, j, py, px)
-        centre = layer.data_to_world((i * 128 + 64, j * 128 + 64))
-        assert outline.data[tuple(np.round(outline.world_to_data(centre)).astype(int))] == 0
+    # the outline rings each flagged tile on its true footprint, at the image's own levels
+    assert outline.multiscale and outline.level_shapes[0].tolist() == list(layer.data.shape)
+    np.testing.assert_array_equal(outline.scale, layer.scale)
+    np.testing.assert_array_equal(outline.translate, layer.translate)
+    ring = np.asarray(outline.data[0])
+    d = w.result.decisions[0]
+    assert int((ring == dec.CORRECT).sum()) > 0
+    for i, j in np.ndindex(d.shape):
+        tile = ring[i * 128 : (i + 1) * 128, j * 128 : (j + 1) * 128]
+        want = dec.CORRECT if d[i, j] == dec.CORRECT else 0
+        assert tile[0, 0] == tile[-1, -1] == tile[0, 64] == want, (i, j)  # edges
+        assert tile[64, 64] == 0  # the inside stays clear: the EM is readable
+    flagged = [tuple(x) for x in np.argwhere(d == dec.CORRECT)]
 
     cam.zoom = 1.0 / (4.0 * ZOOMED_OUT * 2)  # zoomed out: the tint and the filled flags come back
     assert view.zoomed_out is True
@@ -89,11 +92,14 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[0]) + 1e-6)  # one tile left, outline hidden
     cam.zoom = 1.0
     assert not heat.visible and outline.visible
-    np.testing.assert_array_equal(outline.data, outline_raster(np.asarray(flags.data), f))  # redrawn when shown
-    assert int((outline.data > 0).sum()) == 4 * f - 4
+    ring = np.asarray(outline.data[0])  # follows the thresholds (drawn from the decisions when sliced)
+    left = [tuple(x) for x in np.argwhere(w.result.decisions[0] == dec.CORRECT)]
+    assert len(left) == 1 and left[0] in flagged
+    for i, j in flagged:
+        assert ring[i * 128, j * 128] == (dec.CORRECT if (i, j) in left else 0)
 
 
-def test_outline_layer_is_made_on_the_first_zoom_in(make_napari_viewer):
+def test_overview_tints_and_1_to_1_outlines(make_napari_viewer):
     viewer = make_napari_viewer()
     w = QCWidget(viewer)
     viewer.add_image(_texture(), name="sec")
@@ -101,10 +107,8 @@ def test_outline_layer_is_made_on_the_first_zoom_in(make_napari_viewer):
     w.layer_combo.value = "sec"
     w.tile_spin.value = 128
     w.run(sync=True)
-    assert "sec flagged outline" not in viewer.layers  # nothing to outline at this zoom: not made
-    assert viewer.layers["sec focus"].visible and viewer.layers["sec flagged"].visible
-    viewer.scene.camera.zoom = 1.0
-    outline = viewer.layers["sec flagged outline"]
-    assert outline.visible and not outline.editable and not viewer.layers["sec focus"].visible
-    np.testing.assert_array_equal(outline.data, outline_raster(np.asarray(viewer.layers["sec flagged"].data),
-                                                               outline.metadata["emdeblur_outline"]["factor"]))
+    heat, flags, outline = (viewer.layers[f"sec {n}"] for n in ("focus", "flagged", "flagged outline"))
+    assert heat.visible and flags.visible and not outline.visible
+    viewer.scene.camera.zoom = 1.0  # 1:1: tint off by default, flagged tiles outlined
+    assert outline.visible and not heat.visible and not flags.visible
+    assert not outline.editable and not flags.editable

@@ -184,9 +184,21 @@ class CorrectedStore:
             sums = acc.reshape(a1 - a0, fy, b1 - b0, fx).sum(axis=(1, 3))
             ny = np.clip(np.minimum((np.arange(a0, a1) + 1) * fy, H0) - np.arange(a0, a1) * fy, 1, None)
             nx = np.clip(np.minimum((np.arange(b0, b1) + 1) * fx, W0) - np.arange(b0, b1) * fx, 1, None)
-            mean = sums / (ny[:, None] * nx[None, :])
+            cells = ny[:, None] * nx[None, :]
+            mean = sums / cells
             base_k = np.asarray(self.base[k][zsel + (slice(a0, a1), slice(b0, b1))]).astype(np.float32)
             out = base_k + mean
+            # cells the tile covers whole: the area mean of the corrected pixels themselves (exact
+            # even while a lazily built level still shows a placeholder there)
+            acc[:] = 0
+            acc[oy : oy + hh, ox : ox + ww] = pixels[:hh, :ww]
+            inside = np.zeros(acc.shape, np.float32)
+            inside[oy : oy + hh, ox : ox + ww] = 1
+            n_in = inside.reshape(a1 - a0, fy, b1 - b0, fx).sum(axis=(1, 3))
+            full = n_in >= cells
+            if full.any():
+                own = acc.reshape(a1 - a0, fy, b1 - b0, fx).sum(axis=(1, 3)) / np.maximum(n_in, 1)
+                out = np.where(full, own, out)
             if kind.kind in "ui":
                 info = np.iinfo(kind)
                 out = np.clip(np.rint(out), info.min, info.max)

@@ -9,8 +9,9 @@ GRAN correction docks. It keeps, with napari's own overlays and public API only:
   are the contrast limits);
 * **the heatmap tint by zoom**: zoomed out (a screen pixel covers more than ``ZOOMED_OUT`` image
   pixels) the focus heatmap tints the section and the flagged tiles are filled; closer in, the
-  heatmap is hidden and the flagged tiles are outlined (a read-only "<image> flagged outline"
-  labels layer, made on the first zoom in) so the EM stays readable. Switched when the zoom crosses the limit, so a
+  heatmap is hidden and the flagged tiles are outlined (the QC dock's read-only "<image> flagged
+  outline" layer: a lazy multiscale ring along each flagged tile's footprint,
+  :class:`~napari_emdeblur.qc.tilemap.TileRaster` in outline mode) so the EM stays readable. Switched when the zoom crosses the limit, so a
   proofreader's own eye toggles hold until the next crossing;
 * **layer order**: overlay mode stacks original < corrected < ground truth < tints < flags and
   outlines < review marks, so marks are never under the opaque corrected image; the grid mode
@@ -25,16 +26,14 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterable
 
-import numpy as np
+from .common import DECISIONS_KEY, HEATMAP_KEY, layer_by_name
 
-from .common import DECISIONS_KEY, FLAG_COLORS, HEATMAP_KEY, layer_by_name
-
-__all__ = ["OUTLINE_KEY", "ZOOMED_OUT", "ReviewView", "outline_raster", "read_only", "review_view"]
+__all__ = ["OUTLINE_KEY", "OUTLINE_PX", "ZOOMED_OUT", "ReviewView", "read_only", "review_view"]
 
 OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
 LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
-OUTLINE_MAX_SIDE = 2048  # longest side of an outline raster
+OUTLINE_PX = 2  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
 
 _VIEWS: "weakref.WeakKeyDictionary[Any, ReviewView]" = weakref.WeakKeyDictionary()
@@ -67,27 +66,6 @@ def read_only(layer: Any) -> None:
     _READ_ONLY.add(layer)
 
 
-def outline_raster(decisions: np.ndarray, factor: int) -> np.ndarray:
-    """Per-cell outlines of a ``(..., rows, cols)`` decision raster: each cell becomes
-    ``factor x factor`` pixels whose border ring carries the cell's value (0 inside).
-    """
-    d = np.asarray(decisions)
-    up = np.repeat(np.repeat(d, factor, axis=-2), factor, axis=-1)
-    ring = np.zeros((factor, factor), bool)
-    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
-    mask = np.tile(ring, d.shape[-2:])
-    return np.where(mask, up, 0).astype(np.uint8)
-
-
-def _outline_factor(shape: tuple[int, ...]) -> int:
-    rows, cols = shape[-2:]
-    nz = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    f = min(32, OUTLINE_MAX_SIDE // max(1, rows, cols))
-    while f > 4 and nz * rows * cols * f * f > 64 << 20:
-        f //= 2
-    return max(4, f)
-
-
 class ReviewView:
     """The display policy of one viewer (see the module doc); get it with :func:`review_view`."""
 
@@ -97,13 +75,6 @@ class ReviewView:
         self._zoomed_out: bool | None = None
         self._saved_visibility: dict[str, bool] | None = None
         self._grid_panels: list[str] = []
-        self._pending_flags: set[str] = set()
-        from qtpy.QtCore import QTimer
-
-        self._outline_timer = QTimer()
-        self._outline_timer.setSingleShot(True)
-        self._outline_timer.setInterval(100)
-        self._outline_timer.timeout.connect(self._redraw_outlines)
         viewer.scene.camera.events.zoom.connect(self._on_zoom)
 
     @property
@@ -139,87 +110,40 @@ class ReviewView:
             cb.visible = True
 
     # ------------------------------------------------------------------ QC layers
-    def qc_layers(self, heat: Any, flags: Any) -> None:
-        """The Focus QC dock's heatmap and flagged layers: colour bar, read-only flags, the flagged
-        tiles' outline layer, the legend, and the tint for the current zoom.
+    def qc_layers(self, heat: Any, flags: Any, outline: Any = None) -> None:
+        """The Focus QC dock's heatmap, flagged and flagged-outline layers: colour bar, read-only
+        flags, the legend, the tint or the outlines for the current zoom, marks above the images.
         """
         if heat is not None:
             self.colorbar(heat)
-        if flags is not None:
-            read_only(flags)
-            outline = layer_by_name(self.viewer, f"{flags.name} outline")
-            if outline is not None or self._zoomed_in_now():  # else made on the first zoom in
-                self._update_outline(flags, outline or self._outline_for(flags))
+        for layer in (flags, outline):
+            if layer is not None:
+                read_only(layer)
         self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image); "
                                "focus heatmap: dark = soft, bright = sharp")
         self._zoomed_out = None
         self.apply_zoom()
-
-    def _outline_for(self, flags: Any) -> Any:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        name = f"{flags.name} outline"
-        layer = layer_by_name(self.viewer, name)
-        if layer is None:
-            colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **{k: (*rgb, 1.0) for k, rgb in FLAG_COLORS.items()}}
-            layer = self.viewer.add_labels(np.zeros((1,) * flags.ndim, np.uint8), name=name, opacity=1.0,
-                                           visible=False, metadata={OUTLINE_KEY: {"source": flags.name}})
-            layer.colormap = DirectLabelColormap(color_dict=colors)
-            read_only(layer)
-        return layer
+        if flags is not None:
+            source = (flags.metadata.get(DECISIONS_KEY) or {}).get("source")
+            if source:
+                self.overlay_order(source)
 
     def flags_changed(self, flags: Any) -> None:
-        """The QC dock changed ``flags`` in place (thresholds moved): redraw its outline soon if it
-        is shown (coalesced, off the slider's path), else when it is next shown.
+        """The QC dock changed the decisions ``flags`` draws (thresholds moved): redraw what is on
+        screen of it and of its outline (a hidden layer redraws when it is shown again).
         """
+        flags.refresh()
         outline = layer_by_name(self.viewer, f"{flags.name} outline")
-        if outline is None:
-            return
-        outline.metadata[OUTLINE_KEY]["stale"] = True
-        if outline.visible:
-            self._pending_flags.add(flags.name)
-            if not self._outline_timer.isActive():
-                self._outline_timer.start()
-
-    def _redraw_outlines(self) -> None:
-        names, self._pending_flags = self._pending_flags, set()
-        for name in names:
-            flags = layer_by_name(self.viewer, name)
-            outline = layer_by_name(self.viewer, f"{name} outline")
-            if flags is not None and outline is not None:
-                self._update_outline(flags, outline)
-
-    def flush(self) -> None:
-        """Redraw pending outlines now."""
-        if self._outline_timer.isActive():
-            self._outline_timer.stop()
-        self._redraw_outlines()
-
-    @staticmethod
-    def _stale(outline: Any) -> bool:
-        return bool(outline.metadata[OUTLINE_KEY].get("stale"))
-
-    def _update_outline(self, flags: Any, outline: Any) -> None:
-        d = np.asarray(flags.data)
-        f = _outline_factor(d.shape)
-        scale = np.asarray(flags.scale, float)
-        translate = np.asarray(flags.translate, float)
-        fine_scale, fine_tr = scale.copy(), translate.copy()
-        fine_scale[-2:] = scale[-2:] / f
-        fine_tr[-2:] = translate[-2:] - scale[-2:] / 2 + fine_scale[-2:] / 2
-        outline.data = outline_raster(d, f)
-        outline.scale, outline.translate = fine_scale, fine_tr
-        outline.metadata[OUTLINE_KEY].update(source=flags.name, factor=f, stale=False)
-        read_only(outline)
+        if outline is not None and outline.visible:
+            outline.refresh()
 
     # ------------------------------------------------------------------ tint by zoom
     def _image_px_per_screen_px(self) -> float | None:
         v = self.viewer
         zoom = float(v.scene.camera.zoom)
         for layer in v.layers:
-            meta = layer.metadata.get(HEATMAP_KEY)
-            if meta and meta.get("tile"):
-                px = float(layer.scale[-1]) / float(meta["tile"])  # world units per image pixel
+            if DECISIONS_KEY in layer.metadata:  # the QC flags: drawn at the image's own scale
+                px = float(layer.scale[-1])  # world units per image pixel
                 return 1.0 / max(zoom * px, 1e-12)
         return None
 
@@ -244,10 +168,6 @@ class ReviewView:
         if out == self._zoomed_out and not force:
             return
         self._zoomed_out = out
-        if not out:  # outlines of flagged layers that have none yet (made on the first zoom in)
-            for flags in [x for x in v.layers if DECISIONS_KEY in x.metadata]:
-                if layer_by_name(v, f"{flags.name} outline") is None:
-                    self._update_outline(flags, self._outline_for(flags))
         for layer in list(v.layers):
             heat = layer.metadata.get(HEATMAP_KEY)
             if heat is not None and heat.get("kind") is None and "metric" in heat and \
@@ -256,10 +176,6 @@ class ReviewView:
             elif DECISIONS_KEY in layer.metadata:
                 layer.visible = out
             elif OUTLINE_KEY in layer.metadata:
-                if not out and self._stale(layer):
-                    src = layer_by_name(v, layer.metadata[OUTLINE_KEY]["source"])
-                    if src is not None:
-                        self._update_outline(src, layer)
                 layer.visible = not out
 
     @property
