@@ -104,3 +104,70 @@ def test_errors_come_back_as_the_same_exception(section, tmp_path):
     with pytest.raises(WeightsError):
         drain(job.messages())
     assert job.finished.wait(60)
+
+
+_ORPHAN = """
+import multiprocessing as mp, os, sys, time
+from napari_emdeblur.deblur.remote import _exit_with_parent
+
+def child(parent):
+    _exit_with_parent(parent, poll_s=0.1)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child, args=(os.getpid(),), daemon=True)
+    p.start()
+    print(p.pid, flush=True)
+    os._exit(3)  # the viewer dies without stopping its correction process
+"""
+
+
+def test_correction_process_ends_when_its_parent_dies(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    pid = int(proc.stdout.readline())
+    assert proc.wait(timeout=60) == 3
+
+    def alive() -> bool:
+        try:
+            return "zombie" not in open(f"/proc/{pid}/status").read().lower()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(), "the correction process outlived its parent"
+
+
+class _Reads:
+    """A lazy 2-D array that records the size of every read."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, []
+
+    def __getitem__(self, key):
+        out = np.asarray(self.a[key])
+        self.reads.append(out.size)
+        return out
+
+
+def test_tiles_of_a_lazy_section_read_only_their_windows(section):
+    """A mosaic is never read whole for a few tiles: the same tiles and scores as in memory."""
+    data, _ = section
+    sel = Selection.of_tiles([(0, 0, 1), (0, 1, 0)])
+    params = CorrectionParams(device="cpu", qc_tile=128, fidelity=False)
+    lazy = _Reads(data)
+    got = [m for m in iter_correct(lazy, sel, params) if isinstance(m, TileResult)]
+    want = [m for m in iter_correct(data, sel, params) if isinstance(m, TileResult)]
+    assert [(m.y0, m.x0) for m in got] == [(m.y0, m.x0) for m in want]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.data, w.data)
+        assert g.info["score_before"] == pytest.approx(w.info["score_before"])
+    assert lazy.reads and max(lazy.reads) < data.size // 2 and sum(lazy.reads) < data.size

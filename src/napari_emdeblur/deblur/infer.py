@@ -271,7 +271,10 @@ def iter_correct_tiles(
     windows that run out of GPU memory even at batch 1 (with the tile halved, see above).
     """
     params = params or InferenceParams()
-    image = _check_2d(image)
+    if isinstance(image, np.ndarray) or not hasattr(image, "shape"):
+        image = _check_2d(image)
+    elif len(image.shape) != 2:  # a lazy image stays lazy: only the windows around the boxes are read
+        raise ValueError(f"expected a 2-D image, got shape {tuple(image.shape)}")
     H, W = image.shape
     boxes = [tuple(int(v) for v in b) for b in boxes]
     for b in boxes:

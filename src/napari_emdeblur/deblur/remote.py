@@ -117,11 +117,28 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """End this (child) process when its parent (pid ``parent``, passed by the parent: it may be
+    gone before the child starts) is gone: a viewer that crashed or was killed must not leave a
+    model process correcting, and holding memory, behind it."""
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="emdeblur-parent-watch", daemon=True).start()
+
+
 def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, params: Any, out: Any,
-                stop: Any, nice: int, threads: int) -> None:
+                stop: Any, nice: int, threads: int, parent: int | None = None) -> None:
     """The child process: run the service, put ("msg", m) per message, then ("end", value) or
     ("error", exception).
     """
+    if parent is not None:
+        _exit_with_parent(parent)
     try:
         if nice and hasattr(os, "nice"):
             try:
@@ -210,7 +227,7 @@ class ProcessCorrection:
             out, self._stop = ctx.Queue(), ctx.Event()
             proc = ctx.Process(target=_child_main, name="emdeblur-correction", daemon=True,
                                args=(img, gt, self.selection, self.params, out, self._stop, self.nice,
-                                     self.threads))
+                                     self.threads, os.getpid()))
             proc.start()
             self.process = proc
             while True:

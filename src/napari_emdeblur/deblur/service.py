@@ -165,12 +165,21 @@ def iter_correct(
     try:
         yield Progress(0, total, "correct")
         for z, ij in sorted(work.items()):
-            section = np.asarray(image[z] if is_stack else image)
-            gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
+            # tiles of a lazy section (a mosaic, OME-Zarr): only the windows around them are read
+            lazy = not selection.whole and not isinstance(image, np.ndarray)
+            section = image[z] if is_stack else image
+            section = section if lazy else np.asarray(section)
+            gt = None if ground_truth is None else (ground_truth[z] if is_stack else ground_truth)
+            gt = gt if gt is None or lazy else np.asarray(gt)
             lo, hi = value_range(section, stack_range)
             ip = InferenceParams(tile=tile, overlap=params.overlap, batch=batch, device=str(device),
                                  precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble)
-            before = score_tiles(section, params.qc_tile, metric)
+            if lazy:  # the tiles to correct only (NaN elsewhere)
+                before = np.full(grid.grid_shape, np.nan, np.float32)
+                for i, j in ij:
+                    before[i, j] = _score_one(np.asarray(section[grid.slices(i, j)]), grid.tile, metric)
+            else:
+                before = score_tiles(section, params.qc_tile, metric)
             yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
             quant = quant_step(section.dtype, lo, hi)
             left.start()  # reading the section and model loading never count as tile time
@@ -183,14 +192,14 @@ def iter_correct(
                 rep = TileReport(section=z, row=i, col=j, y0=y0, x0=x0, height=h, width=w,
                                  score_before=float(before[i, j]), score_after=after, decision="correct",
                                  corrected=True)
-                orig = section[y0 : y0 + h, x0 : x0 + w]
+                orig = np.asarray(section[y0 : y0 + h, x0 : x0 + w])
                 if params.fidelity:
                     fid = check_fidelity(orig, pixels, lo, hi, quant)
                     rep.blur_major, rep.blur_minor, rep.blur_angle = fid.blur_major, fid.blur_minor, fid.blur_angle
                     rep.noise, rep.fidelity_ratio = fid.noise, fid.ratio
                     rep.check_by_eye = bool(fid.ratio > params.fidelity_limit)
                 if gt is not None:
-                    ref = gt[y0 : y0 + h, x0 : x0 + w]
+                    ref = np.asarray(gt[y0 : y0 + h, x0 : x0 + w])
                     rep.psnr_before, rep.ssim_before = psnr_ssim(ref, orig, hi - lo)
                     rep.psnr_after, rep.ssim_after = psnr_ssim(ref, pixels, hi - lo)
                 reports.append(rep)

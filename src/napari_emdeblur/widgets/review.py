@@ -83,8 +83,8 @@ class ReviewMixin:
         if qc_heat is not None and qc_heat.metadata[HEATMAP_KEY].get("metric") == metric:
             base = np.asarray(qc_heat.metadata[HEATMAP_KEY]["scores"], np.float32)  # the QC grid's scores
             after[:] = base if base.ndim == 3 else base[None]
-        for z, before in self._before.items():
-            after[z] = before
+        for z, before in self._before.items():  # scores before (NaN where a lazy run scored none)
+            after[z] = np.where(np.isfinite(before), before, after[z])
         before_after = {}
         for (z, i, j), r in self.reports.items():
             if r.accepted is not False:
