@@ -120,7 +120,8 @@ def _portable(exc: BaseException) -> BaseException:
 def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
     """End this (child) process when its parent (pid ``parent``, passed by the parent: it may be
     gone before the child starts) is gone: a viewer that crashed or was killed must not leave a
-    model process correcting, and holding memory, behind it."""
+    model process correcting, and holding memory, behind it.
+    """
 
     def watch() -> None:
         import time
