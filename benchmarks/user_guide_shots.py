@@ -37,7 +37,8 @@ def save_png(a: np.ndarray, path: Path, width: int, max_kb: int) -> int:
     if img.width > width:
         img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
     for colors in (128, 64, 32):
-        q = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        # octree keeps the few saturated pixels (flag colours, thin outlines) that median cut merges into grey
+        q = img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         q.save(path, optimize=True)
         if path.stat().st_size <= max_kb * 1024:
             break
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     qc.tile_spin.value = 256
     qc.run()
     run_loop_until(lambda: qc.worker is None, 900)
+    viewer.layers.selection.active = layer  # the image's controls in the dock, not the last QC layer's
     viewer.reset_view()
     settle(3.0)
     kb = save_png(viewer.screenshot(canvas_only=False, flash=False), args.out / "section_overview.png",
@@ -95,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     t = r.tiles[int(flagged[0])] if flagged else r.tiles[0]
     cy, cx = t.y0 + t.height / 2, t.x0 + t.width / 2
     scale = float(layer.scale[-1])
-    viewer.camera.center = (cy * scale, cx * scale)
-    viewer.camera.zoom = 1.0 / (scale * 2.6)  # the whole file on screen, below the tint's zoom limit
+    viewer.scene.camera.center = (cy * scale, cx * scale)
+    viewer.scene.camera.zoom = 1.0 / (scale * 2.6)  # the whole file on screen, below the tint's zoom limit
     settle(4.0)
     info = qc.tile_info_at((cy, cx))
     qc.hover_label.value = info
@@ -108,12 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     viewer.close()
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1600, 1000)
+    viewer.window.resize(1900, 1150)  # the grid's three panels need the width: only the correction dock
     for d, kwargs, kind in make_sample_data():
         getattr(viewer, f"add_{kind}")(d, **kwargs)
     section_layer, gt = viewer.layers[0], viewer.layers[1]
     qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
-    viewer.window.add_dock_widget(qc, name="Focus QC", area="right")
     viewer.window.add_dock_widget(cw, name="GRAN correction", area="right")
     qc.layer_combo.value = section_layer.name
     qc.tile_spin.value = int(section_layer.metadata.get("sample_tiles", {}).get("tile", 256))

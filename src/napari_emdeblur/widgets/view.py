@@ -33,7 +33,7 @@ __all__ = ["OUTLINE_KEY", "OUTLINE_PX", "ZOOMED_OUT", "ReviewView", "read_only",
 OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
 LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
-OUTLINE_PX = 2  # width of the flagged-tile outline, in pixels of the level on screen
+OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
 
 _VIEWS: "weakref.WeakKeyDictionary[Any, ReviewView]" = weakref.WeakKeyDictionary()
@@ -119,7 +119,7 @@ class ReviewView:
         for layer in (flags, outline):
             if layer is not None:
                 read_only(layer)
-        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image); "
+        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image)\n"
                                "focus heatmap: dark = soft, bright = sharp")
         self._zoomed_out = None
         self.apply_zoom()
