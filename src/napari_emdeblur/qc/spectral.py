@@ -65,7 +65,9 @@ class SpectralSetup:
     wn: sp.csr_matrix  # (NR*NAF, nnz) sums the binned frequencies' noise with their rfft weights
     merge_psf: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine sums -> psf sector means (ia, ib, 1/count)
     merge_axis: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine sums -> axis-centred sector means
-    band: np.ndarray  # (h, wr) rfft-weighted indicator of CONTENT_BAND
+    band: np.ndarray  # (len(band_rows), len(band_cols)) rfft-weighted indicator of CONTENT_BAND there
+    band_rows: np.ndarray  # rows (fy) and columns (fx) the band touches
+    band_cols: np.ndarray
     x_psf: np.ndarray  # (NR*NA, 5) design matrix of the fit on the psf sectors
     xx_psf: np.ndarray  # (NR*NA, 25) outer products of its rows
     good_psf: np.ndarray  # (NR*NA,) bins that hold frequencies
@@ -129,13 +131,14 @@ def setup(h: int, w: int) -> SpectralSetup:
     lcnt = np.bincount(lbin, weights=lw, minlength=len(LOW_EDGES) - 1)
     blow = sp.csr_matrix((lw / np.maximum(lcnt[lbin], 1e-12), (lbin, lsel)), shape=(len(LOW_EDGES) - 1, fr.size))
     band = ((fr >= CONTENT_BAND[0]) & (fr < CONTENT_BAND[1])) * mult
+    band_rows, band_cols = np.nonzero(band.any(axis=1))[0], np.nonzero(band.any(axis=0))[0]
     parseval = (mult.ravel() / (h * w))[None]
     ball = sp.vstack([bsum, blow, sp.csr_matrix(band.ravel()[None]), sp.csr_matrix(parseval)]).astype(np.float32)
     return SpectralSetup(
         h=h, w=w, win_n=(win / np.sqrt(wnorm)).astype(np.float32), rows_hi=np.abs(fy1) > F_NOISE, cols_hi=fx1 > F_NOISE,
         ball_t=ball.T.tocsr(), bin_y=sel // wr, bin_x=sel % wr, wn=wn.astype(np.float32).tocsr(),
         merge_psf=(ia_p, ib_p, 1.0 / np.maximum(cnt_p, 1e-12)), merge_axis=(ia_a, ib_a, 1.0 / np.maximum(cnt_a, 1e-12)),
-        band=band, x_psf=x_p, xx_psf=np.einsum("bi,bj->bij", x_p, x_p).reshape(nb, 25), good_psf=cnt_p > 0,
+        band=band[np.ix_(band_rows, band_cols)], band_rows=band_rows, band_cols=band_cols, x_psf=x_p, xx_psf=np.einsum("bi,bj->bij", x_p, x_p).reshape(nb, 25), good_psf=cnt_p > 0,
         z1_psf=z1_p, x_axis=x_a, xx_axis=np.einsum("bi,bj->bij", x_a, x_a).reshape(nb, 25), good_axis=cnt_a > 0,
         z1_axis=z1_a,
     )
@@ -253,7 +256,7 @@ def tile_spectra(tiles: np.ndarray, quant: float = 1.0 / 255.0, scale: float = 1
     mx = np.maximum(ndimage.uniform_filter1d(rows.mean(axis=1, dtype=np.float64), _SMOOTH, axis=1, mode="nearest"), floor)
     my = np.maximum(ndimage.uniform_filter1d(cols.mean(axis=2, dtype=np.float64), _SMOOTH, axis=1, mode="wrap"), floor)
     mc = np.maximum(corner.mean(axis=1, dtype=np.float64), floor)
-    band_n = np.einsum("nh,hw,nw->n", my, s.band, mx) / mc
+    band_n = np.einsum("nh,hw,nw->n", my[:, s.band_rows], s.band, mx[:, s.band_cols]) / mc
     prod = ny[:, s.bin_y] * nx[:, s.bin_x]  # the separable noise at the binned frequencies
     nf = (s.wn @ prod.T).T.astype(np.float64) / nc[:, None].astype(np.float64)
     return Spectra(
