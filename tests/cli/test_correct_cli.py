@@ -89,7 +89,7 @@ def test_retake_tiles_left_untouched(tmp_path, weights, capsys):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     tifffile.imwrite(src, img)
     args = ["correct", str(src), "-o", str(dst), "--tile-size", str(TILE), "--weights", str(weights),
-            "--device", "cpu"]
+            "--device", "cpu", "--metric", "autocorr"]  # section-relative thresholds on a synthetic texture
     assert main(args) == 0  # automatic thresholds
     err = capsys.readouterr().err
     assert "2/12 tiles corrected" in err and "1 too blurred to correct" in err and "1 to retake" in err
@@ -124,7 +124,8 @@ def test_stack_auto_threshold(tmp_path, weights):
     stack = np.stack([a, b])
     src, dst = tmp_path / "stack.tif", tmp_path / "stack_out.tif"
     tifffile.imwrite(src, stack)
-    rc = main(["correct", str(src), "-o", str(dst), "--tile-size", str(TILE), "--weights", str(weights), "--quiet"])
+    rc = main(["correct", str(src), "-o", str(dst), "--tile-size", str(TILE), "--weights", str(weights), "--quiet",
+               "--metric", "autocorr"])  # automatic (section-relative) thresholds on a synthetic texture
     assert rc == 0
     out = tifffile.imread(dst)
     assert out.shape == stack.shape and out.dtype == np.uint8

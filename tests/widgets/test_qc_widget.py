@@ -66,6 +66,7 @@ def test_threshold_moves_flagged_count(qc):
     img = _textured(blur_tiles=[(0, 0), (2, 3)], tile=128)
     viewer.add_image(img, name="sec")
     w.layer_combo.value = "sec"
+    w.metric_combo.value = "autocorr"  # score sliders (px sliders of the blur metric: test_qc_blurmap_widget.py)
     w.tile_spin.value = 128
     w.run(sync=True)
     scores = w.result.scores
@@ -92,6 +93,7 @@ def test_live_update_is_fast_for_10000_tiles(qc):
     img = _textured(shape=(100 * 16, 100 * 16), seed=3)
     viewer.add_image(img, name="big")
     w.layer_combo.value = "big"
+    w.metric_combo.value = "autocorr"  # the blur metric needs tiles of at least 64 px
     w.tile_spin.value = 16
     w.run(sync=True)
     assert w.result.scores.size == 10_000

@@ -1,16 +1,23 @@
 """``emdeblur score``: focus score per tile of EM sections, decisions and a CSV report.
 
     emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite]
+                   [--correct-px PX] [--retake-px PX] [--window 128|160|full]
                    [--correct-threshold T] [--retake-threshold T] [--anisotropy]
 
 Each INPUT is anything ``io.load_section`` reads (a TIFF / PNG, a multi-page stack, a
 folder of images, a MultiSEM mosaic folder, OME-Zarr). One line per section is printed:
-tiles scored, % to correct, % to retake, and the thresholds used. Thresholds default to
-automatic, per section (``qc.thresholds``, section-relative); with only one given, the other is
-automatic, clipped so that retake <= correct. ``--csv`` writes one row per tile of every section
-(``qc.decisions.CSV_COLUMNS``) atomically, and refuses to replace an existing file unless
-``--overwrite``. Bad input (unreadable file, existing output, retake > correct) ends with a
-one-line message and a non-zero exit code.
+tiles scored, % to correct, % to retake, empty tiles (no tissue signal: never "ok", never
+corrected), and the thresholds used. With the default metric, ``blur``, thresholds are in px of
+excess blur (``--correct-px`` / ``--retake-px``, default 1 and 3 px, the same for every dataset:
+``qc.thresholds``); ``--window`` sets the blur map's analysis window (128 px, the default fast
+path; 160; or ``full`` tiles, the most accurate). For the other metrics thresholds default to
+automatic, per section (section-relative); with only one given, the other is automatic, clipped
+so that retake <= correct. ``--correct-threshold`` / ``--retake-threshold`` give thresholds as
+scores for any metric. ``--csv`` writes one row per tile of every section
+(``qc.decisions.CSV_COLUMNS``, with the blur columns) atomically, and refuses to replace an
+existing file unless ``--overwrite``. Bad input (unreadable file, existing output, retake >
+correct, a threshold that is not a finite number) ends with a one-line message and a non-zero
+exit code.
 """
 
 from __future__ import annotations
@@ -36,12 +43,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
-                   help="tiles scoring below T are deblurred (default: automatic per section)")
+                   help="tiles scoring below T are deblurred (a score; default: automatic per section, "
+                   "for the blur metric 1 px)")
     p.add_argument("--retake-threshold", type=float, default=None, metavar="T",
-                   help="tiles scoring below T must be re-imaged (default: automatic per section)")
+                   help="tiles scoring below T must be re-imaged (a score; default: automatic per section, "
+                   "for the blur metric 3 px)")
+    p.add_argument("--correct-px", type=float, default=None, metavar="PX",
+                   help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
+    p.add_argument("--retake-px", type=float, default=None, metavar="PX",
+                   help="blur metric: retake tiles with more than PX px of excess blur (default 3)")
+    p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
+                   help="blur metric: analyse the centred 128 px (default, fast) or 160 px of each tile, "
+                   "or full tiles (most accurate)")
     p.add_argument("--anisotropy", action="store_true",
                    help="also print the median blur anisotropy (astigmatism) per section")
     p.set_defaults(func=run)
+
+
+def window_arg(v: str) -> int | None:
+    """``--window`` values: a size in px or ``full``."""
+    if v.strip().lower() in ("full", "none", "whole"):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in px or 'full', got {v!r}") from None
 
 
 def _load(path: str):
@@ -56,6 +82,7 @@ def run(args) -> int:
     from ..qc import decisions as dec
     from ..qc.messages import SectionScores
     from ..qc.scoring import ScoreParams, iter_score_stack
+    from ..qc.thresholds import px_from_score
     from ..qc.tiling import TileGrid
     from . import CLIError
 
@@ -65,6 +92,9 @@ def run(args) -> int:
         correct_threshold=args.correct_threshold,
         retake_threshold=args.retake_threshold,
         anisotropy=bool(args.anisotropy),
+        correct_px=args.correct_px,
+        retake_px=args.retake_px,
+        window=args.window,
     )
     params.validate()  # ValueError -> one-line message, exit 1
     out = Path(args.csv) if args.csv else None
@@ -77,7 +107,7 @@ def run(args) -> int:
             raise CLIError(f"folder {out.parent} does not exist")
 
     rows: list[dict] = []
-    total_tiles = total_c = total_r = 0
+    total_tiles = total_c = total_r = total_e = 0
     for path in args.inputs:
         data, name = _load(path)
         if len(data.shape) not in (2, 3):
@@ -89,17 +119,27 @@ def run(args) -> int:
                 continue
             s, d = msg.scores, msg.extras["decisions"]
             c, r = msg.extras["correct_threshold"], msg.extras["retake_threshold"]
+            blur = msg.extras.get("blurmap")
             valid = np.isfinite(s)
             n = int(valid.sum())
+            n_empty = dec.count_empty(d)
             nc, nr = dec.count_flagged(s, c, r) if np.isfinite(c) else (0, 0)
             pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
             zs = f" z={msg.z}" if nz > 1 else ""
-            unscored = f" ({s.size - n} unscored)" if n < s.size else ""
-            med = f"{float(np.median(s[valid])):.4g}" if n else "n/a"
+            unscored = f" ({s.size - n - n_empty} unscored)" if n + n_empty < s.size else ""
+            if blur is not None:
+                ex = blur.excess[np.isfinite(blur.excess)]
+                med = f"median blur {float(np.median(ex)):.2f} px" if ex.size else "median blur n/a"
+                th = f"thresholds correct>{px_from_score(c):.3g} px retake>{px_from_score(r):.3g} px"
+                pe = 100.0 * n_empty / s.size
+                empty = f", empty {n_empty} ({pe:.1f}%)"
+            else:
+                med = f"median {params.metric} {float(np.median(s[valid])):.4g}" if n else f"median {params.metric} n/a"
+                th = f"thresholds correct<{c:.4g} retake<{r:.4g}"
+                empty = ""
             line = (
-                f"{name}{zs}: {n} tiles{unscored}, median {params.metric} {med}, "
-                f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%), "
-                f"thresholds correct<{c:.4g} retake<{r:.4g}"
+                f"{name}{zs}: {n} tiles{unscored}, {med}, "
+                f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%){empty}, {th}"
             )
             if params.anisotropy:
                 ratio = msg.extras["anisotropy_ratio"]
@@ -109,11 +149,12 @@ def run(args) -> int:
             total_tiles += n
             total_c += nc
             total_r += nr
+            total_e += n_empty
             if out is not None:
-                rows.extend(dec.tile_rows(name, msg.z, grid, s, d))
+                rows.extend(dec.tile_rows(name, msg.z, grid, s, d, blur=blur))
     if len(args.inputs) > 1 and total_tiles:
         print(f"total: {total_tiles} tiles, correct {100.0 * total_c / total_tiles:.1f}%, "
-              f"retake {100.0 * total_r / total_tiles:.1f}%")
+              f"retake {100.0 * total_r / total_tiles:.1f}%" + (f", empty {total_e}" if total_e else ""))
     if out is not None:
         try:
             dec.write_tile_csv(out, rows, overwrite=args.overwrite)

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from ..io.read import load_section
+from ..io.values import parse_range_mode
 from ..io.write import save_image
 from ..qc import decisions
+from ..qc.blurmap import qc_grid
 from ..qc.focus import score_tiles
 from ..qc.thresholds import calibrated_thresholds
 from .config import PipelineConfig, TileRecord, corrected_rel, correction_params, resolve_thresholds
@@ -212,17 +214,28 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     rec.pixel_size = None if ps is None else [float(v) for v in np.atleast_1d(ps)]
 
     ct, rt = rec.correct_threshold, rec.retake_threshold
-    scores = np.asarray(score_tiles(img, tile=cfg.tile, metric=rec.metric, workers=cfg.threads or None), np.float32)
+    empty = None
+    if cfg.score_params().has_blurmap:  # the blur map: excess blur in px and the content check
+        bm = qc_grid(img, cfg.tile, window=cfg.window, workers=cfg.threads or None,
+                     value_range=parse_range_mode(cfg.value_range))
+        scores, empty = bm.score, bm.empty
+        rec.n_empty = int(np.count_nonzero(empty))
+        ex = bm.excess[np.isfinite(bm.excess)]
+        rec.blur_px = round(float(np.median(ex)), 4) if ex.size else math.nan
+    else:
+        scores = np.asarray(score_tiles(img, tile=cfg.tile, metric=rec.metric, workers=cfg.threads or None), np.float32)
     finite = np.isfinite(scores)
     rec.subtile_scores = _nan_to_none(scores)
     rec.n_subtiles = int(scores.size)
-    sub = np.asarray(decisions.classify(scores, ct, rt))
+    sub = np.asarray(decisions.classify(scores, ct, rt, empty=empty))
     rec.n_flagged = int(np.count_nonzero((sub != decisions.OK) & finite))
     rec.n_retake = int(np.count_nonzero((sub == decisions.RETAKE) & finite))
     score = float(np.median(scores[finite])) if finite.any() else math.nan
     rec.score = round(score, 6) if math.isfinite(score) else math.nan
     if math.isfinite(score):
         code = int(np.asarray(decisions.classify(np.array([[score]], np.float32), ct, rt)).ravel()[0])
+    elif rec.n_empty:  # no subtile with tissue signal: the acquisition tile is empty, never corrected
+        code = decisions.EMPTY
     else:
         code = decisions.OK
     rec.decision = decisions.DECISION_NAMES[code]

@@ -31,6 +31,7 @@ import numpy as np
 from ..io.values import parse_range_mode
 from . import decisions as dec
 from .blurmap import DEFAULT_WINDOW, BlurMap, qc_grid
+from .content import MIN_SIDE
 from .focus import DEFAULT_METRIC, METRICS, MIN_IMAGE_SIDE, anisotropy_tiles, score_tiles
 from .messages import Progress, SectionScores
 from .thresholds import PX_METRICS, check_px, check_thresholds, px_thresholds, section_thresholds
@@ -86,8 +87,10 @@ class ScoreParams:
         c, r = self.score_thresholds()
         if c is not None and r is not None:
             check_thresholds(c, r)
-        if self.window is not None and int(self.window) < 64:
-            raise ValueError(f"QC window must be at least 64 px (or None for whole tiles), got {self.window}")
+        if self.has_blurmap and int(self.tile) < MIN_SIDE:
+            raise ValueError(f"the {self.metric} metric needs tiles of at least {MIN_SIDE} px, got {self.tile}")
+        if self.window is not None and int(self.window) < MIN_SIDE:
+            raise ValueError(f"QC window must be at least {MIN_SIDE} px (or None for whole tiles), got {self.window}")
         parse_range_mode(self.value_range)
 
     def score_thresholds(self) -> tuple[float | None, float | None]:

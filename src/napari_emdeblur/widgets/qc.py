@@ -7,7 +7,20 @@ read through public layer metadata:
 
 * ``"<image> focus"``: a low-resolution Image layer, one pixel per tile, with ``scale`` and
   ``translate`` set so tile ``(i, j)`` covers exactly its pixels of the image;
-* ``"<image> flagged"``: a Labels layer on the same grid, 1 = correct (deblur), 2 = retake.
+* ``"<image> flagged"``: a Labels layer on the same grid, 1 = correct (deblur), 2 = retake,
+  3 = empty (no tissue signal: never "ok", never corrected; grey).
+
+With the ``blur`` metric (the default) scoring also gives the blur map (``qc.blurmap``), and two
+more layers on the same grid:
+
+* ``"<image> blur (px)"``: the excess blur in px per tile, with its colour bar in px
+  (contrast limits in px); the **show** choice switches between it and the focus score;
+* ``"<image> astigmatism"``: a short line per tile whose excess blur is clearly anisotropic
+  (minor / major < ``ASTIGMATISM_RATIO``), along the major axis, longer the stronger the
+  anisotropy.
+
+The thresholds are then set in px of excess blur ("correct above", "retake above"; defaults from
+``qc.thresholds.DEFAULT_BLUR_PX``).
 """
 
 from __future__ import annotations
@@ -32,10 +45,12 @@ from magicgui.widgets import (
 from napari.viewer import Viewer
 
 from ..qc import decisions as dec
+from ..qc.blurmap import BlurMap
+from ..qc.content import REASONS
 from ..qc.focus import DEFAULT_METRIC, METRICS
 from ..qc.messages import Progress, SectionScores
 from ..qc.scoring import ScoreParams, iter_score_stack
-from ..qc.thresholds import auto_thresholds
+from ..qc.thresholds import DEFAULT_BLUR_PX, PX_METRICS, auto_thresholds, px_from_score, score_from_px
 from ..qc.tiling import TileGrid, heatmap_transform
 from .common import DECISIONS_KEY, HEATMAP_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
 from .runner import WorkerRunner
@@ -45,7 +60,11 @@ DECISION_COLORS = {
     0: (0.0, 0.0, 0.0, 0.0),
     dec.CORRECT: (0.0, 0.9, 1.0, 0.5),
     dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
+    dec.EMPTY: (0.6, 0.6, 0.6, 0.7),
 }
+SHOW_CHOICES = ("blur (px)", "focus score")
+ASTIGMATISM_RATIO = 0.7  # excess minor / major below this: the tile's blur direction is shown
+ASTIGMATISM_MIN_PX = 0.5  # ... when its major axis has at least this much excess blur
 
 
 @dataclass
@@ -61,6 +80,22 @@ class QCResult:
     correct_threshold: float = np.nan
     retake_threshold: float = np.nan
     decisions: np.ndarray = field(default=None)  # (Z, rows, cols) int8
+    blur: BlurMap | None = None  # (Z, rows, cols) blur map arrays (blur metric)
+
+    @property
+    def px_mode(self) -> bool:
+        """Thresholds and the heatmap in px of excess blur (the ``blur`` metric)."""
+        return self.metric in PX_METRICS
+
+    def blur_at(self, z: int) -> BlurMap | None:
+        """The blur map of section ``z`` (grid-shaped), None without one."""
+        if self.blur is None:
+            return None
+        return BlurMap(**{k: v[z] for k, v in vars(self.blur).items()})
+
+    @property
+    def empty(self) -> np.ndarray | None:
+        return None if self.blur is None else self.blur.empty
 
     @property
     def grid(self) -> TileGrid:
@@ -69,6 +104,13 @@ class QCResult:
     @property
     def is_stack(self) -> bool:
         return len(self.image_shape) == 3
+
+
+def _px_shown(score: float) -> float:
+    """A score threshold of the blur metric as px for the px sliders: a score <= 0 flags nothing
+    (infinitely many px), one > 1 everything (clipped to 0 by the widget's range).
+    """
+    return float(px_from_score(score)) if score > 0 else float("inf")
 
 
 class QCWidget(Container):
@@ -89,6 +131,8 @@ class QCWidget(Container):
         self.score_btn = PushButton(text="Score focus")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.show_combo = ComboBox(label="show", choices=list(SHOW_CHOICES), value=SHOW_CHOICES[0], enabled=False)
+        self.show_combo.tooltip = "heatmap: excess blur in px (colour bar in px) or the focus score"
         self.correct_slider = FloatSlider(label="correct below", min=0, max=1, value=0, readout=False)
         self.correct_spin = FloatSpinBox(label="", min=-1e9, max=1e9, step=0.01, value=0)
         self.retake_slider = FloatSlider(label="retake below", min=0, max=1, value=0, readout=False)
@@ -103,7 +147,7 @@ class QCWidget(Container):
             w.enabled = False
         self.extend([
             self.layer_combo, self.metric_combo, self.tile_spin, self.score_btn, self.cancel_btn,
-            self.progress, self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
+            self.progress, self.show_combo, self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
             self.auto_btn, self.count_label, self.hover_label, self.csv_path, self.export_btn,
         ])
         self._init_histogram()
@@ -112,10 +156,11 @@ class QCWidget(Container):
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_btn.changed.connect(self.suggest_thresholds)
         self.export_btn.changed.connect(lambda: self.export_csv())
-        self.correct_slider.changed.connect(lambda v: self.set_thresholds(correct=v))
-        self.correct_spin.changed.connect(lambda v: self.set_thresholds(correct=v))
-        self.retake_slider.changed.connect(lambda v: self.set_thresholds(retake=v))
-        self.retake_spin.changed.connect(lambda v: self.set_thresholds(retake=v))
+        self.correct_slider.changed.connect(lambda v: self._threshold_edited(correct=v))
+        self.correct_spin.changed.connect(lambda v: self._threshold_edited(correct=v))
+        self.retake_slider.changed.connect(lambda v: self._threshold_edited(retake=v))
+        self.retake_spin.changed.connect(lambda v: self._threshold_edited(retake=v))
+        self.show_combo.changed.connect(lambda v: self.show(v))
         tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_move=self._on_mouse_move)
         self._runner = WorkerRunner(self, self._on_yield, self._on_error, self._on_finished, self._set_busy)
         self._refresh_layers()
@@ -141,6 +186,15 @@ class QCWidget(Container):
     @property
     def decisions_layer(self):
         return layer_by_name(self._viewer, f"{self.result.layer_name} flagged") if self.result else None
+
+    @property
+    def blur_layer(self):
+        """The excess-blur map in px (blur metric), or None."""
+        return layer_by_name(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
+
+    @property
+    def astigmatism_layer(self):
+        return layer_by_name(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
 
     # ------------------------------------------------------------------ scoring
     def run(self, sync: bool = False) -> None:
@@ -187,6 +241,8 @@ class QCWidget(Container):
             scores=np.full((nz, *grid.grid_shape), np.nan, np.float32),
         )
         self.result.decisions = np.zeros(self.result.scores.shape, np.int8)
+        if self.result.px_mode:
+            self.result.blur = BlurMap.blank(self.result.scores.shape)
         self._t0 = time.perf_counter()
         self.progress.max = nz
         self.progress.value = 0
@@ -200,6 +256,7 @@ class QCWidget(Container):
         if r.is_stack:
             scale = (float(layer.scale[0]), *scale)
             translate = (float(layer.translate[0]), *translate)
+        self._heat_xform = (scale, translate)
         display = self._display_scores()
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape}
         heat = self.heatmap_layer
@@ -228,6 +285,91 @@ class QCWidget(Container):
             labels.data = self._display_decisions()
             labels.scale, labels.translate = scale, translate
             labels.metadata[DECISIONS_KEY] = dmeta
+        self._place_blur_layers(meta)
+
+    def _place_blur_layers(self, meta: dict) -> None:
+        """The blur map in px (colour bar in px) and the astigmatism lines, for the blur metric."""
+        r = self.result
+        scale, translate = self._heat_xform
+        blur = self.blur_layer
+        if not r.px_mode:  # another metric: its score heatmap only
+            self.show_combo.enabled = False
+            for old in (blur, self.astigmatism_layer):
+                if old is not None:
+                    old.visible = False
+            heat = self.heatmap_layer
+            if heat is not None:
+                heat.visible = True
+            return
+        bmeta = {k: v for k, v in meta.items() if k != "metric"}
+        bmeta.update(kind="blur_px", unit="px")
+        if blur is None:
+            blur = self._viewer.add_image(
+                self._display_blur(), name=f"{r.layer_name} blur (px)", colormap="inferno", opacity=0.45,
+                interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+                contrast_limits=(0.0, float(DEFAULT_BLUR_PX[1]) + 1.0), metadata={HEATMAP_KEY: bmeta},
+            )
+        else:
+            blur.data = self._display_blur()
+            blur.scale, blur.translate = scale, translate
+            blur.metadata[HEATMAP_KEY] = bmeta
+        blur.colorbar.visible = True
+        self.show_combo.enabled = True
+        self.show(self.show_combo.value)
+
+    def _display_blur(self) -> np.ndarray:
+        e = self.result.blur.excess
+        out = np.where(np.isfinite(e), e, 0.0).astype(np.float32)  # empty tiles: grey in the flagged layer
+        return out if self.result.is_stack else out[0]
+
+    def show(self, what: str) -> None:
+        """Show the blur map in px (``"blur (px)"``) or the focus score (``"focus score"``) as the heatmap."""
+        if what not in SHOW_CHOICES:
+            raise ValueError(f"show one of {SHOW_CHOICES}, not {what!r}")
+        if self.show_combo.value != what:
+            self.show_combo.value = what  # calls back here
+            return
+        heat, blur = self.heatmap_layer, self.blur_layer
+        if blur is None or heat is None:
+            return
+        blur.visible = what == SHOW_CHOICES[0]
+        heat.visible = not blur.visible
+
+    def _update_astigmatism(self) -> None:
+        """One line per clearly anisotropic tile: along the excess blur's major axis, centred on the
+        tile, ``0.9 (1 - minor / major)`` tiles long.
+        """
+        r = self.result
+        if r is None or r.blur is None:
+            return
+        b = r.blur
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(b.excess_major > 0, b.excess_minor / b.excess_major, 1.0)
+            sel = np.isfinite(b.excess_major) & (b.excess_major >= ASTIGMATISM_MIN_PX) & (ratio < ASTIGMATISM_RATIO)
+        z, i, j = np.nonzero(sel)
+        a = np.radians(b.excess_angle[sel].astype(np.float64))
+        length = 0.9 * (1.0 - ratio[sel])
+        dy, dx = np.sin(a) * length, np.cos(a) * length  # angle from +x towards +y (rows)
+        pos = np.stack([i - dy / 2, j - dx / 2], axis=1)
+        vec = np.stack([dy, dx], axis=1)
+        if r.is_stack:
+            pos = np.concatenate([z[:, None].astype(np.float64), pos], axis=1)
+            vec = np.concatenate([np.zeros((len(z), 1)), vec], axis=1)
+        nd = 3 if r.is_stack else 2
+        data = np.stack([pos, vec], axis=1) if len(z) else np.zeros((0, 2, nd))
+        scale, translate = self._heat_xform
+        layer = self.astigmatism_layer
+        meta = {HEATMAP_KEY: {"source": r.layer_name, "tile": r.tile, "kind": "astigmatism",
+                              "ratio_below": ASTIGMATISM_RATIO}}
+        feats = {"ratio": ratio[sel].astype(np.float32), "angle": b.excess_angle[sel].astype(np.float32)}
+        if layer is None:
+            self._viewer.add_vectors(data, name=f"{r.layer_name} astigmatism", edge_width=0.08, length=1.0,
+                                     edge_color="#7cff4f", vector_style="line", scale=scale, translate=translate,
+                                     ndim=nd, features=feats, metadata=meta)
+        else:
+            layer.data = data
+            layer.features = feats
+            layer.scale, layer.translate = scale, translate
 
     def _display_scores(self) -> np.ndarray:
         s = self.result.scores
@@ -243,6 +385,12 @@ class QCWidget(Container):
     def _on_yield(self, msg: Any) -> None:
         if isinstance(msg, SectionScores):
             self.result.scores[msg.z] = msg.scores
+            bm = msg.extras.get("blurmap")
+            if bm is not None and self.result.blur is not None:
+                self.result.blur.set(msg.z, bm)
+                blur = self.blur_layer
+                if blur is not None:
+                    blur.data = self._display_blur()
             heat = self.heatmap_layer
             if heat is not None:
                 heat.data = self._display_scores()
@@ -264,7 +412,14 @@ class QCWidget(Container):
             return
         finite = r.scores[np.isfinite(r.scores)]
         if finite.size == 0:
-            notify("No tile could be scored (empty or constant image?)", "warning")
+            n_empty = 0 if r.empty is None else int(r.empty.sum())
+            if n_empty:
+                np.copyto(r.decisions, np.where(r.empty, dec.EMPTY, dec.OK).astype(np.int8))
+                labels = self.decisions_layer
+                if labels is not None:
+                    labels.refresh()
+            notify(f"No tile could be scored ({n_empty} tiles without tissue signal: empty or constant image?)",
+                   "warning")
             return
         lo, hi = float(finite.min()), float(finite.max())
         if hi <= lo:
@@ -273,14 +428,26 @@ class QCWidget(Container):
         if heat is not None:  # fixed contrast limits over the whole stack
             heat.contrast_limits = (lo, hi)
             heat.metadata[HEATMAP_KEY]["contrast_limits"] = (lo, hi)
+        if r.px_mode:  # the sliders and spin boxes in px of excess blur
+            ex = r.blur.excess[np.isfinite(r.blur.excess)]
+            lo, hi = 0.0, max(float(DEFAULT_BLUR_PX[1]) + 1.0, float(np.percentile(ex, 99)) if ex.size else 0.0)
+            blur = self.blur_layer
+            if blur is not None:
+                blur.contrast_limits = (0.0, hi)
+                blur.metadata[HEATMAP_KEY]["contrast_limits"] = (0.0, hi)
+            self._update_astigmatism()
+        self.correct_slider.label = "correct above (px)" if r.px_mode else "correct below"
+        self.retake_slider.label = "retake above (px)" if r.px_mode else "retake below"
         pad = 0.02 * (hi - lo)
         self._updating = True
         try:
             for w in (self.correct_slider, self.retake_slider):
-                w.min, w.max = lo - pad, hi + pad
+                w.min, w.max = (lo, hi) if r.px_mode else (lo - pad, hi + pad)
                 w.step = (hi - lo) / 500
             for w in (self.correct_spin, self.retake_spin):
                 w.step = max((hi - lo) / 500, 1e-6)
+                if r.px_mode:
+                    w.min = 0.0
         finally:
             self._updating = False
         for w in (self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
@@ -291,7 +458,10 @@ class QCWidget(Container):
         if done < r.scores.shape[0]:
             notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
         self._draw_histogram()
-        self.suggest_thresholds()
+        if r.px_mode:  # px thresholds transfer between datasets: start from the defaults
+            self.set_thresholds_px(*DEFAULT_BLUR_PX)
+        else:
+            self.suggest_thresholds()
         self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} tiles scored in {elapsed:.1f} s"
 
     # ------------------------------------------------------------------ thresholds
@@ -304,8 +474,38 @@ class QCWidget(Container):
         correct, retake = auto_thresholds(finite)
         self.set_thresholds(correct=correct, retake=retake)
 
+    def _threshold_edited(self, correct: float | None = None, retake: float | None = None) -> None:
+        """A slider or spin box moved: its value is a score, or px of excess blur in px mode."""
+        if self._updating or self.result is None:
+            return
+        if self.result.px_mode:
+            self.set_thresholds_px(correct, retake)
+        else:
+            self.set_thresholds(correct, retake)
+
+    def set_thresholds_px(self, correct_px: float | None = None, retake_px: float | None = None) -> None:
+        """Apply thresholds in px of excess blur (blur metric): correct above ``correct_px``, retake
+        above ``retake_px`` (kept >= correct_px).
+        """
+        if self.result is None:
+            return
+        if not self.result.px_mode:
+            raise ValueError(f"thresholds in px need the blur metric, this layer was scored with {self.result.metric!r}")
+        self.set_thresholds(
+            correct=None if correct_px is None else score_from_px(max(0.0, float(correct_px))),
+            retake=None if retake_px is None else score_from_px(max(0.0, float(retake_px))),
+        )
+
+    @property
+    def thresholds_px(self) -> tuple[float, float]:
+        """The current ``(correct, retake)`` thresholds in px of excess blur (NaN without them)."""
+        r = self.result
+        if r is None or not np.isfinite(r.correct_threshold):
+            return (np.nan, np.nan)
+        return float(px_from_score(r.correct_threshold)), float(px_from_score(r.retake_threshold))
+
     def set_thresholds(self, correct: float | None = None, retake: float | None = None) -> None:
-        """Apply thresholds (keeping retake <= correct), recolour the flagged tiles, recount."""
+        """Apply thresholds as scores (keeping retake <= correct), recolour the flagged tiles, recount."""
         if self._updating or self.result is None:
             return
         t0 = time.perf_counter()
@@ -323,16 +523,17 @@ class QCWidget(Container):
         r.correct_threshold, r.retake_threshold = c, t
         # in place: the labels layer holds a view of r.decisions, so a refresh is all it needs
         # (assigning layer.data would re-run napari's dims/transform updates: ~10x slower)
-        np.copyto(r.decisions, dec.classify(r.scores, c, t))
+        np.copyto(r.decisions, dec.classify(r.scores, c, t, empty=r.empty))
         labels = self.decisions_layer
         if labels is not None:
             labels.refresh()
             labels.metadata[DECISIONS_KEY].update(correct_threshold=c, retake_threshold=t)
+        cv, tv = (_px_shown(c), _px_shown(t)) if r.px_mode else (c, t)
         self._updating = True
         try:
-            for w, v in ((self.correct_slider, c), (self.correct_spin, c), (self.retake_slider, t),
-                         (self.retake_spin, t)):
-                if isinstance(w, FloatSlider):
+            for w, v in ((self.correct_slider, cv), (self.correct_spin, cv), (self.retake_slider, tv),
+                         (self.retake_spin, tv)):
+                if isinstance(w, FloatSlider) or r.px_mode:
                     v = min(max(v, w.min), w.max)
                 if w.value != v:
                     w.value = v
@@ -349,7 +550,16 @@ class QCWidget(Container):
         nc = int(((r.decisions == dec.CORRECT) & valid).sum())
         nr = int(((r.decisions == dec.RETAKE) & valid).sum())
         pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
-        return f"correct {nc} ({pct(nc):.1f}%) | retake {nr} ({pct(nr):.1f}%) of {n}"
+        text = f"correct {nc} ({pct(nc):.1f}%) | retake {nr} ({pct(nr):.1f}%) of {n}"
+        if r.empty is not None:
+            text += f" | empty {int(r.empty.sum())}"
+        return text
+
+    @property
+    def empty_count(self) -> int:
+        """Tiles without tissue signal (decided empty; never corrected)."""
+        r = self.result
+        return 0 if r is None or r.empty is None else int(r.empty.sum())
 
     @property
     def flagged_counts(self) -> tuple[int, int]:
@@ -376,9 +586,15 @@ class QCWidget(Container):
     def _draw_histogram(self) -> None:
         ax = self._ax
         ax.clear()
-        finite = self.result.scores[np.isfinite(self.result.scores)]
+        r = self.result
+        if r.px_mode:
+            finite = r.blur.excess[np.isfinite(r.blur.excess)]
+            label = "excess blur (px, higher = softer)"
+        else:
+            finite = r.scores[np.isfinite(r.scores)]
+            label = f"{r.metric} score (higher = sharper)"
         ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45")
-        ax.set_xlabel(f"{self.result.metric} score (higher = sharper)", fontsize=7)
+        ax.set_xlabel(label, fontsize=7)
         ax.tick_params(labelsize=6)
         self._lines = [ax.axvline(np.nan, color="#00e5ff", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
         self._move_histogram_lines()
@@ -386,7 +602,9 @@ class QCWidget(Container):
     def _move_histogram_lines(self) -> None:
         if not self._lines or self.result is None:
             return
-        for line, v in zip(self._lines, (self.result.correct_threshold, self.result.retake_threshold)):
+        vals = self.thresholds_px if self.result.px_mode else (self.result.correct_threshold,
+                                                                self.result.retake_threshold)
+        for line, v in zip(self._lines, vals):
             line.set_xdata([v, v])
         self._canvas.draw_idle()
 
@@ -407,8 +625,18 @@ class QCWidget(Container):
         if not (0 <= z < r.scores.shape[0] and 0 <= i < r.scores.shape[1] and 0 <= j < r.scores.shape[2]):
             return ""
         s = r.scores[z, i, j]
-        name = dec.DECISION_NAMES[int(r.decisions[z, i, j])] if np.isfinite(s) else "not scored"
+        d = int(r.decisions[z, i, j])
+        name = dec.DECISION_NAMES[d] if np.isfinite(s) or d == dec.EMPTY else "not scored"
         zs = f"z={z} " if r.is_stack else ""
+        if r.blur is not None:
+            b = r.blur
+            if d == dec.EMPTY:
+                return f"{zs}({i}, {j}): empty ({REASONS[int(b.reason[z, i, j])]})"
+            if not np.isfinite(b.excess[z, i, j]):
+                return f"{zs}({i}, {j}): not scored"
+            return (f"{zs}({i}, {j}): blur {b.excess[z, i, j]:.2f} px ({b.excess_major[z, i, j]:.2f} / "
+                    f"{b.excess_minor[z, i, j]:.2f} px at {b.excess_angle[z, i, j]:.0f} deg), total "
+                    f"{b.total_major[z, i, j]:.2f} px, noise {b.noise[z, i, j]:.3g} -> {name}")
         return f"{zs}({i}, {j}): {s:.3g} -> {name}"
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
@@ -422,7 +650,7 @@ class QCWidget(Container):
         r = self.result
         rows = []
         for z in range(r.scores.shape[0]):
-            rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z]))
+            rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z], blur=r.blur_at(z)))
         try:
             dec.write_tile_csv(path, rows)
         except (OSError, ValueError) as e:
