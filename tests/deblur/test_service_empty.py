@@ -1,11 +1,11 @@
 """The correction service never corrects a tile without tissue signal (the blur map's content check),
-whatever the selection: whole image, chosen tiles or flagged ones."""
+whatever the selection: the whole image or chosen tiles (flagged ones never include them: EMPTY is not CORRECT)."""
 
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import tiny_weights
+
 from napari_emdeblur.deblur.selection import Selection
 from napari_emdeblur.deblur.service import CorrectionParams, correct, iter_correct
 from napari_emdeblur.io import load_section

@@ -111,3 +111,12 @@ def test_other_metric_hides_the_blur_map(scored):
     assert w.correct_slider.label == "correct below"
     with pytest.raises(ValueError, match="blur metric"):
         w.set_thresholds_px(1.0)
+
+
+def test_blur_metric_refuses_tiles_under_64_px(scored):
+    viewer, w, _ = scored
+    before = w.result
+    n_layers = len(viewer.layers)
+    w.tile_spin.value = 32
+    w.run(sync=True)  # refused with a notification: nothing scored, nothing added
+    assert w.result is before and len(viewer.layers) == n_layers

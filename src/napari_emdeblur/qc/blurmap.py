@@ -199,6 +199,7 @@ def qc_tiles(tiles, window: int | None = None, value_range: tuple[float, float] 
         lo, hi = float(value_range[0]), float(value_range[1])
     elif t.dtype.kind == "f":
         lo, hi = float(t.min()), float(t.max())
+        hi = hi if hi > lo else lo + 1.0  # constant tiles (flat: empty)
     if t.dtype.kind == "f":
         q0 = max(hi - lo, 1e-30) / 255.0
     q = q0 if quant is None else float(quant)
@@ -267,9 +268,10 @@ def qc_grid(image, tile: int = 256, window: int | None = DEFAULT_WINDOW, workers
     grid = TileGrid(img.shape, tile)  # type: ignore[arg-type]
     if img.dtype.kind == "f" and isinstance(value_range, str):
         lo, hi = float(img.min()), float(img.max())  # gain and offset of float data cancel exactly
+        hi = hi if hi > lo else lo + 1.0  # a constant image (flat: every tile empty)
     else:
         lo, hi = _value_range(img, value_range)
-    q = 1.0 if img.dtype.kind in "ui" else max(hi - lo, 1e-30) / 255.0
+    q = 1.0 if img.dtype.kind in "ui" else (hi - lo) / 255.0
     w = _weights(weights)
     out = BlurMap.blank(grid.grid_shape)
     jobs = []

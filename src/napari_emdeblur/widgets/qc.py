@@ -209,6 +209,7 @@ class QCWidget(Container):
         try:
             data = grayscale_data(layer)
             params = ScoreParams(tile=int(self.tile_spin.value), metric=str(self.metric_combo.value))
+            params.validate()  # e.g. the blur metric on tiles under 64 px: one line, nothing started
             TileGrid(tuple(data.shape[-2:]), params.tile)
             if min(data.shape[-2:]) < 16:
                 raise ValueError(f"layer '{layer.name}' is {data.shape[-2:]} px, too small to score")
