@@ -57,6 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "depth, default), dtype (/65535) or an explicit LO,HI")
     p.add_argument("--ensemble", action="store_true",
                    help="quality mode: average the model over the 8 flips/rotations of each window (8x slower)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="let the model change windows without excess blur too (the do-no-harm gate off; "
+                        "by default a sharp window comes out unchanged)")
     p.add_argument("--no-fidelity", action="store_true",
                    help="skip the per-tile blur estimate and fidelity check (faster; the report then lacks them)")
     p.add_argument("--no-report", action="store_true", help="do not write OUTPUT_report.csv / .json")
@@ -124,6 +127,7 @@ def run(args) -> int:
         weights=args.weights, device=args.device, precision=args.precision, tile=args.infer_tile,
         overlap=args.overlap, batch=args.batch, qc_tile=args.tile_size, metric=metric,
         fidelity=not args.no_fidelity, value_range=args.value_range, ensemble=args.ensemble,
+        keep_sharp=not args.no_gate,
     )
     params.validate()  # a bad --value-range: ValueError -> one-line message
 

@@ -63,6 +63,7 @@ class CorrectionParams:
     metric: str | None = None  # focus metric for before/after scores (None = default)
     fidelity: bool = True  # estimate each tile's blur and check the correction against it
     ensemble: bool = False  # quality mode: average the 8 flips/rotations (8x the inference time)
+    keep_sharp: bool = True  # do-no-harm gate: windows without excess blur come out unchanged (deblur.gate)
     fidelity_limit: float = FIDELITY_RATIO_LIMIT
     # how values map onto the model's [0, 1] and the PSNR peak: auto | dtype | (lo, hi) (io.values)
     value_range: str | tuple[float, float] = "auto"
@@ -157,6 +158,7 @@ def iter_correct(
     meta = {
         "device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch,
         "overlap": params.overlap, "qc_tile": params.qc_tile, "metric": metric, "ensemble": params.ensemble,
+        "keep_sharp": params.keep_sharp,
         "selection": "whole image" if selection.whole else f"{len(selection)} tiles",
         "weights": params.weights or "shipped", "weights_sha256": card.get("weights_sha256"),
         "model_type": card.get("model_type"), "fidelity_limit": params.fidelity_limit if params.fidelity else None,
@@ -176,7 +178,8 @@ def iter_correct(
             gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
             lo, hi = value_range(section, stack_range)
             ip = InferenceParams(tile=tile, overlap=params.overlap, batch=batch, device=str(device),
-                                 precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble)
+                                 precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble,
+                                 keep_sharp=params.keep_sharp)
             # the content check of the blur map: empty tiles are never corrected
             qcmap = qc_grid(section, params.qc_tile, value_range=(lo, hi))
             before = qcmap.score if metric == "blur" else score_tiles(section, params.qc_tile, metric)
