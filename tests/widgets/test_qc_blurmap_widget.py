@@ -47,16 +47,24 @@ def scored(make_napari_viewer, shared_data):
     return viewer, w, want
 
 
+def _centre(i: int, j: int) -> tuple[int, int]:
+    """Image pixel at the centre of tile (i, j)."""
+    return i * 256 + 128, j * 256 + 128
+
+
 def test_blur_map_in_px_with_colour_bar(scored):
     viewer, w, _ = scored
     blur = viewer.layers["sec blur (px)"]
     heat = viewer.layers["sec focus"]
     ex = w.result.blur.excess[0]
-    np.testing.assert_allclose(blur.data, np.where(np.isfinite(ex), ex, 0.0))
+    # drawn over the image itself (lazy multiscale, the image's scale): every pixel shows its tile's px
+    assert blur.multiscale and tuple(blur.level_shapes[0]) == viewer.layers["sec"].data.shape
+    got = np.array([[blur.data[0][_centre(i, j)] for j in range(3)] for i in range(2)])
+    np.testing.assert_allclose(got, ex, rtol=1e-6)  # NaN (empty tile) shows nothing
     assert blur.colorbar.visible and blur.metadata["emdeblur_heatmap"]["unit"] == "px"
     lo, hi = blur.contrast_limits
     assert lo == 0.0 and hi >= DEFAULT_BLUR_PX[1]  # the colour scale is in px
-    assert blur.scale[0] == heat.scale[0] == 5.0 * 256
+    assert tuple(blur.scale) == tuple(heat.scale) == (5.0, 5.0)
     assert blur.visible and not heat.visible and w.show_combo.value == "blur (px)"
     w.show("focus score")
     assert heat.visible and not blur.visible
@@ -74,7 +82,7 @@ def test_px_thresholds_empty_tiles_and_astigmatism(scored, tmp_path):
     got = {(i, j): dec.DECISION_NAMES[int(d[i, j])] for i in range(2) for j in range(3)}
     assert got == want
     labels = viewer.layers["sec flagged"]
-    assert int(labels.data[1, 0]) == dec.EMPTY  # shown distinctly (grey)
+    assert int(labels.data[0][_centre(1, 0)]) == dec.EMPTY  # shown distinctly (grey)
     assert w.empty_count == 1 and "empty 1" in w.count_label.value
     assert w.flagged_counts == (2, 1)  # the empty tile is counted apart
     # thresholds set in px by the spin box: 2 px lets the 1.8 px tile pass; retake follows up
@@ -87,14 +95,14 @@ def test_px_thresholds_empty_tiles_and_astigmatism(scored, tmp_path):
     w.set_thresholds_px(*DEFAULT_BLUR_PX)
     # the astigmatic tile gets a line along its major axis (30 deg from +x towards +y)
     vec = viewer.layers["sec astigmatism"]
-    rows = {tuple(np.round(v[0] + v[1] / 2).astype(int)): v[1] for v in vec.data}
+    rows = {tuple(np.floor((v[0] + v[1] / 2) / 256).astype(int)): v[1] for v in vec.data}  # centred on the tile
     assert (1, 1) in rows
     dy, dx = rows[(1, 1)]
     assert abs(np.degrees(np.arctan2(dy, dx)) % 180 - 30.0) < 15.0
     assert (0, 1) not in rows and (1, 0) not in rows  # isotropic blur, empty tile: no line
     # hover and CSV
-    assert "empty (no_signal)" in w.tile_info_at((1, 0))
-    assert " px " in w.tile_info_at((0, 1)) and "correct" in w.tile_info_at((0, 1))
+    assert "empty (no_signal)" in w.tile_info_at(_centre(1, 0))
+    assert " px " in w.tile_info_at(_centre(0, 1)) and "correct" in w.tile_info_at(_centre(0, 1))
     path = w.export_csv(tmp_path / "qc.csv")
     with open(path, newline="") as f:
         rows_csv = {(int(r["row"]), int(r["col"])): r for r in csv.DictReader(f)}
@@ -106,7 +114,8 @@ def test_other_metric_hides_the_blur_map(scored):
     viewer, w, _ = scored
     w.metric_combo.value = "autocorr"
     w.run(sync=True)
-    assert not viewer.layers["sec blur (px)"].visible and viewer.layers["sec focus"].visible
+    assert "sec blur (px)" not in viewer.layers and "sec astigmatism" not in viewer.layers
+    assert viewer.layers["sec focus"].visible
     assert not w.show_combo.enabled and w.result.blur is None
     assert w.correct_slider.label == "correct below"
     with pytest.raises(ValueError, match="blur metric"):

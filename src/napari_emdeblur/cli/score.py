@@ -1,6 +1,6 @@
 """``emdeblur score``: focus score per tile of EM sections, decisions and a CSV report.
 
-    emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite]
+    emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite] [--subtiles]
                    [--correct-px PX] [--retake-px PX] [--window 128|160|full]
                    [--correct-threshold T] [--retake-threshold T] [--anisotropy]
 
@@ -13,11 +13,20 @@ excess blur (``--correct-px`` / ``--retake-px``, default 1 and 3 px, the same fo
 path; 160; or ``full`` tiles, the most accurate). For the other metrics thresholds default to
 automatic, per section (section-relative); with only one given, the other is automatic, clipped
 so that retake <= correct. ``--correct-threshold`` / ``--retake-threshold`` give thresholds as
-scores for any metric. ``--csv`` writes one row per tile of every section
-(``qc.decisions.CSV_COLUMNS``, with the blur columns) atomically, and refuses to replace an
-existing file unless ``--overwrite``. Bad input (unreadable file, existing output, retake >
-correct, a threshold that is not a finite number) ends with a one-line message and a non-zero
-exit code.
+scores for any metric.
+
+A MultiSEM mosaic is scored per acquisition tile (``qc.acquisition``): every tile file is read
+once and scored on its own ``--tile`` px sub-tiles, and gets one decision (a file without tissue
+signal is ``empty``; mosaic gaps are no file and never flagged); the printed line counts files,
+and the files to correct / retake / empty are listed by name. Other inputs are scored on a
+regular ``--tile`` px grid.
+
+``--csv`` writes the report atomically and refuses to replace an existing file unless
+``--overwrite``: one row per grid tile (``qc.decisions.CSV_COLUMNS``, with the blur columns), or
+for a mosaic one row per acquisition tile with its file path (``qc.acquisition.FILE_CSV_COLUMNS``,
+with the blur columns; ``--subtiles`` adds each file's sub-tile rows). Bad input (unreadable
+file, existing output, retake > correct, a threshold that is not a finite number) ends with a
+one-line message and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"focus metric (default {DEFAULT_METRIC})")
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
+    p.add_argument("--subtiles", action="store_true",
+                   help="mosaics: also write each acquisition tile's sub-tile rows into the CSV")
     p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
                    help="tiles scoring below T are deblurred (a score; default: automatic per section, "
                    "for the blur metric 1 px)")
@@ -71,18 +82,71 @@ def window_arg(v: str) -> int | None:
 
 
 def _load(path: str):
-    """``(data, name)`` for one input via ``io.load_section``."""
+    """``(section, name)`` for one input via ``io.load_section`` (single scale: no pyramid is built)."""
     from ..io.read import load_section
 
-    sec = load_section(path)
-    return sec.data, (sec.source or str(path))
+    sec = load_section(path, multiscale=False)
+    return sec, (sec.source or str(path))
+
+
+def _score_files(sec, name: str, params, subtiles: bool, out_rows: list[dict] | None,
+                 ) -> tuple[int, int, int, int]:
+    """Per-acquisition-tile QC of a mosaic: print one line (+ the flagged files), collect CSV rows."""
+    from ..qc import decisions as dec
+    from ..qc.acquisition import AcquisitionQC, iter_score_files
+
+    result = None
+    for msg in iter_score_files(sec.tiles, params, sec.shape):
+        if isinstance(msg, AcquisitionQC):
+            result = msg
+    assert result is not None
+    scores = result.scores
+    n_total = 0
+    for z in sorted(result.thresholds):
+        m = result.planes == z
+        valid = np.isfinite(scores) & m
+        n = int(valid.sum())
+        c, r = result.thresholds[z]
+        nc = int(((result.decisions == dec.CORRECT) & valid).sum())
+        nr = int(((result.decisions == dec.RETAKE) & valid).sum())
+        ne = int(((result.decisions == dec.EMPTY) & m).sum())
+        pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
+        zs = f" z={z}" if len(result.thresholds) > 1 else ""
+        unscored = f" ({int(m.sum()) - n - ne} unscored)" if n + ne < int(m.sum()) else ""
+        px = result.blur_px[m] if params.has_blurmap else None
+        med, empty, th = _summary(params.metric, px, scores[m], ne, c, r)
+        print(f"{name}{zs}: {n} acquisition tiles{unscored}, {med}, "
+              f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%){empty}, {th}")
+        for i in np.flatnonzero(m & (result.decisions != dec.OK)):
+            f = result.files[int(i)]
+            what = ("no tissue signal" if f.empty else f"blur {result.blur_px[i]:.2f} px" if px is not None
+                    else f"focus {scores[i]:.4g}")
+            print(f"  {result.decision_name(int(i))}: {f.path} ({what})")
+        n_total += n
+    if out_rows is not None:
+        out_rows.extend(result.rows(subtiles=subtiles))
+    _, nc_all, nr_all = result.counts()
+    return n_total, nc_all, nr_all, result.n_empty()
+
+
+def _summary(metric: str, blur_px, scores, n_empty: int, c: float, r: float) -> tuple[str, str, str]:
+    """``(median, empty count, thresholds)`` parts of a printed line: in px for the blur metric."""
+    from ..qc.thresholds import px_from_score
+
+    if blur_px is not None:
+        ex = blur_px[np.isfinite(blur_px)]
+        med = f"median blur {float(np.median(ex)):.2f} px" if ex.size else "median blur n/a"
+        th = f"thresholds correct>{px_from_score(c):.3g} px retake>{px_from_score(r):.3g} px"
+        return med, f", empty {n_empty} ({100.0 * n_empty / max(1, scores.size):.1f}%)", th
+    fin = scores[np.isfinite(scores)]
+    med = f"median {metric} {float(np.median(fin)):.4g}" if fin.size else f"median {metric} n/a"
+    return med, "", f"thresholds correct<{c:.4g} retake<{r:.4g}"
 
 
 def run(args) -> int:
     from ..qc import decisions as dec
     from ..qc.messages import SectionScores
     from ..qc.scoring import ScoreParams, iter_score_stack
-    from ..qc.thresholds import px_from_score
     from ..qc.tiling import TileGrid
     from . import CLIError
 
@@ -106,10 +170,19 @@ def run(args) -> int:
         if not (out.parent if str(out.parent) else Path(".")).is_dir():
             raise CLIError(f"folder {out.parent} does not exist")
 
+    from ..qc.acquisition import FILE_CSV_COLUMNS
+
     rows: list[dict] = []
+    file_rows: list[dict] = []
     total_tiles = total_c = total_r = total_e = 0
     for path in args.inputs:
-        data, name = _load(path)
+        sec, name = _load(path)
+        if sec.tiles:
+            n, nc, nr, ne = _score_files(sec, name, params, bool(args.subtiles),
+                                         file_rows if out is not None else None)
+            total_tiles, total_c, total_r, total_e = total_tiles + n, total_c + nc, total_r + nr, total_e + ne
+            continue
+        data = sec.data
         if len(data.shape) not in (2, 3):
             raise CLIError(f"{path}: expected a 2-D section or a (z, y, x) stack, got shape {tuple(data.shape)}")
         grid = TileGrid(tuple(int(s) for s in data.shape[-2:]), params.tile)
@@ -127,16 +200,7 @@ def run(args) -> int:
             pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
             zs = f" z={msg.z}" if nz > 1 else ""
             unscored = f" ({s.size - n - n_empty} unscored)" if n + n_empty < s.size else ""
-            if blur is not None:
-                ex = blur.excess[np.isfinite(blur.excess)]
-                med = f"median blur {float(np.median(ex)):.2f} px" if ex.size else "median blur n/a"
-                th = f"thresholds correct>{px_from_score(c):.3g} px retake>{px_from_score(r):.3g} px"
-                pe = 100.0 * n_empty / s.size
-                empty = f", empty {n_empty} ({pe:.1f}%)"
-            else:
-                med = f"median {params.metric} {float(np.median(s[valid])):.4g}" if n else f"median {params.metric} n/a"
-                th = f"thresholds correct<{c:.4g} retake<{r:.4g}"
-                empty = ""
+            med, empty, th = _summary(params.metric, None if blur is None else blur.excess, s, n_empty, c, r)
             line = (
                 f"{name}{zs}: {n} tiles{unscored}, {med}, "
                 f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%){empty}, {th}"
@@ -156,9 +220,19 @@ def run(args) -> int:
         print(f"total: {total_tiles} tiles, correct {100.0 * total_c / total_tiles:.1f}%, "
               f"retake {100.0 * total_r / total_tiles:.1f}%" + (f", empty {total_e}" if total_e else ""))
     if out is not None:
+        if file_rows and rows:
+            raise CLIError("cannot write mosaics (one row per acquisition tile) and images (one row per grid "
+                           "tile) into one CSV: score them separately")
         try:
-            dec.write_tile_csv(out, rows, overwrite=args.overwrite)
+            if file_rows:
+                dec.write_tile_csv(out, file_rows, overwrite=args.overwrite, columns=FILE_CSV_COLUMNS)
+            else:
+                dec.write_tile_csv(out, rows, overwrite=args.overwrite)
         except FileExistsError as e:
             raise CLIError(str(e)) from None
-        print(f"wrote {len(rows)} tile rows to {out}")
+        n_files = sum(r.get("level") == "file" for r in file_rows)
+        what = (f"{n_files} acquisition tile rows" + (f" and {len(file_rows) - n_files} sub-tile rows"
+                                                     if len(file_rows) > n_files else "")) if file_rows \
+            else f"{len(rows)} tile rows"
+        print(f"wrote {what} to {out}")
     return 0

@@ -114,7 +114,7 @@ class TileRecord:
     n_flagged: int = 0  # subtiles below the correct threshold
     n_retake: int = 0  # subtiles below the retake threshold
     n_empty: int = 0  # subtiles without tissue signal (blur metric)
-    blur_px: float = math.nan  # median excess blur of the subtiles (blur metric)
+    blur_px: float = math.nan  # excess blur of the tile score in px (median over its subtiles; blur metric)
     corrected: str | None = None  # output path relative to OUTDIR
     score_after: float | None = None
     check_by_eye: int = 0  # corrected subtiles whose fidelity check failed (see deblur.fidelity)

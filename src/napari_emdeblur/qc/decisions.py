@@ -46,6 +46,7 @@ __all__ = [
     "EMPTY",
     "DECISION_NAMES",
     "BLUR_COLUMNS",
+    "blur_cells",
     "UNSCORED",
     "CSV_COLUMNS",
     "classify",
@@ -106,8 +107,21 @@ def count_flagged(scores, correct_threshold: float, retake_threshold: float) -> 
     return n_below_c - n_retake, n_retake
 
 
-def _blur_cells(blur, i: int, j: int) -> dict:
-    """The ``BLUR_COLUMNS`` of tile (i, j) of a ``blurmap.BlurMap`` (all '' without one)."""
+def blur_cells(blur, i: int, j: int) -> dict:
+    """The :data:`BLUR_COLUMNS` of tile ``(i, j)`` of a ``blurmap.BlurMap`` as CSV strings.
+
+    Parameters
+    ----------
+    blur : BlurMap or None
+        A grid-shaped blur map; None gives all ''.
+    i, j : int
+        The tile.
+
+    Returns
+    -------
+    dict
+        Column name -> formatted value ('' for NaN).
+    """
     if blur is None:
         return dict.fromkeys(BLUR_COLUMNS, "")
 
@@ -153,14 +167,17 @@ def tile_rows(file: str, z: int, grid: TileGrid, scores, decisions, blur=None) -
                 "width": w,
                 "score": f"{s:.6g}" if np.isfinite(s) else "",
                 "decision": DECISION_NAMES[d] if ok else UNSCORED,
-                **_blur_cells(blur, i, j),
+                **blur_cells(blur, i, j),
             }
         )
     return rows
 
 
-def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool = False) -> Path:
-    """Write report rows to ``path`` atomically (``io.atomic.atomic_write``).
+def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool = False,
+                   columns: Sequence[str] = CSV_COLUMNS) -> Path:
+    """Write report rows to ``path`` atomically (``io.atomic.atomic_write``), with the header
+    ``columns`` (default :data:`CSV_COLUMNS`; per-file QC of a mosaic:
+    ``qc.acquisition.FILE_CSV_COLUMNS``).
 
     Refuses (``FileExistsError``) to replace an existing file unless ``overwrite=True``; the
     folder must exist (``FileNotFoundError`` otherwise).
@@ -174,7 +191,7 @@ def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool 
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist")
     buf = io.StringIO(newline="")
-    wr = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    wr = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
     wr.writeheader()
     for row in rows:
         wr.writerow(row)

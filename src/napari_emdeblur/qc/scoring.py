@@ -39,7 +39,7 @@ from .tiling import TileGrid
 
 BAND_PIXELS = 8192 * 8192  # lazy sections above this are scored in row-bands of whole tiles
 
-__all__ = ["ScoreParams", "iter_score_stack", "score_stack", "BAND_PIXELS"]
+__all__ = ["ScoreParams", "iter_score_stack", "score_stack", "tile_scores", "BAND_PIXELS"]
 
 
 @dataclass
@@ -159,11 +159,10 @@ def iter_score_stack(data, params: ScoreParams | None = None) -> Iterator[Progre
                 if k:
                     yield Progress(z, nz, "score", f"section {z + 1}/{nz}: band {k + 1}/{len(bands)}", eta(z))
                 img = _read(section[y0:y1])
-                if params.has_blurmap:
-                    maps.append(_blurmap(img, params))
-                    parts.append(maps[-1].score)
-                else:
-                    parts.append(score_tiles(img, tile, params.metric, params.workers))
+                sc, bm = tile_scores(img, params)
+                parts.append(sc)
+                if bm is not None:
+                    maps.append(bm)
                 if params.anisotropy:
                     r, a = anisotropy_tiles(img, tile, params.workers)
                     ratio.append(r)
@@ -176,11 +175,7 @@ def iter_score_stack(data, params: ScoreParams | None = None) -> Iterator[Progre
                 extras["anisotropy_angle"] = np.concatenate(angle, axis=0)
         else:
             img = _read(section)
-            if params.has_blurmap:
-                blur = _blurmap(img, params)
-                scores = blur.score
-            else:
-                scores = score_tiles(img, tile, params.metric, params.workers)
+            scores, blur = tile_scores(img, params)
             if params.anisotropy:
                 extras["anisotropy_ratio"], extras["anisotropy_angle"] = anisotropy_tiles(img, tile, params.workers)
             del img
@@ -200,9 +195,31 @@ def iter_score_stack(data, params: ScoreParams | None = None) -> Iterator[Progre
     yield Progress(nz, nz, "score", "done", 0.0)
 
 
-def _blurmap(img: np.ndarray, params: ScoreParams) -> BlurMap:
-    return qc_grid(img, int(params.tile), window=params.window, workers=params.workers,
-                   value_range=parse_range_mode(params.value_range))
+def tile_scores(img: np.ndarray, params: ScoreParams) -> tuple[np.ndarray, BlurMap | None]:
+    """Scores of one 2-D image on the ``params.tile`` px grid, and its blur map.
+
+    The one scoring step of a section, a band of one, an acquisition tile file
+    (:mod:`.acquisition`) and the pipeline's tiles.
+
+    Parameters
+    ----------
+    img : ndarray
+        A 2-D image.
+    params : ScoreParams
+        Metric, tile, workers; for the ``blur`` metric also window and value range.
+
+    Returns
+    -------
+    scores : ndarray
+        ``(rows, cols)`` float32, NaN = unscored (for the ``blur`` metric also empty tiles).
+    blur : BlurMap or None
+        The blur map (``blur`` metric: excess blur in px, content check), else None.
+    """
+    if params.has_blurmap:
+        bm = qc_grid(img, int(params.tile), window=params.window, workers=params.workers,
+                     value_range=parse_range_mode(params.value_range))
+        return bm.score, bm
+    return np.asarray(score_tiles(img, int(params.tile), params.metric, params.workers), np.float32), None
 
 
 def score_stack(data, params: ScoreParams | None = None) -> np.ndarray:
