@@ -46,6 +46,7 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     viewer.window.add_dock_widget(w)
     layer = viewer.add_image(_texture(), name="sec", scale=(4.0, 4.0), translate=(10.0, -20.0))
     w.layer_combo.value = "sec"
+    w.metric_combo.value = "autocorr"  # a score heatmap (the blur metric's px layer: the next test)
     w.tile_spin.value = 128
     w.run(sync=True)
     heat, flags = viewer.layers["sec focus"], viewer.layers["sec flagged"]
@@ -108,7 +109,12 @@ def test_overview_tints_and_1_to_1_outlines(make_napari_viewer):
     w.tile_spin.value = 128
     w.run(sync=True)
     heat, flags, outline = (viewer.layers[f"sec {n}"] for n in ("focus", "flagged", "flagged outline"))
-    assert heat.visible and flags.visible and not outline.visible
+    blur = viewer.layers["sec blur (px)"]  # the default blur metric: the px map is the tint shown
+    assert blur.visible and blur.colorbar.visible and not heat.visible and flags.visible and not outline.visible
     viewer.scene.camera.zoom = 1.0  # 1:1: tint off by default, flagged tiles outlined
-    assert outline.visible and not heat.visible and not flags.visible
+    assert outline.visible and not blur.visible and not heat.visible and not flags.visible
     assert not outline.editable and not flags.editable
+    w.show("focus score")  # the dock's choice holds: shown again when zoomed out
+    assert not heat.visible and not blur.visible
+    viewer.scene.camera.zoom = 1.0 / (ZOOMED_OUT * 3)
+    assert heat.visible and not blur.visible and not outline.visible

@@ -170,9 +170,11 @@ class ReviewView:
         self._zoomed_out = out
         for layer in list(v.layers):
             heat = layer.metadata.get(HEATMAP_KEY)
-            if heat is not None and heat.get("kind") is None and "metric" in heat and \
-                    not str(heat.get("source", "")).endswith(" corrected"):
-                layer.visible = out
+            qc_tint = heat is not None and (heat.get("kind") == "blur_px" or (
+                heat.get("kind") is None and "metric" in heat)) and \
+                not str(heat.get("source", "")).endswith(" corrected")
+            if qc_tint:  # the focus score or blur (px) heatmap: the one the QC dock shows, zoomed out
+                layer.visible = out and bool(heat.get("shown", True))
             elif DECISIONS_KEY in layer.metadata:
                 layer.visible = out
             elif OUTLINE_KEY in layer.metadata:
