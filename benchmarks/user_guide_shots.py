@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"section_overview.png: {kb} KB, flagged {qc.flagged_counts}")
 
     r = qc.result
-    flagged = [i for i in np.flatnonzero(r.decisions) if r.tiles is not None]
+    flagged = [i for i in np.flatnonzero((r.decisions == 1) | (r.decisions == 2)) if r.tiles is not None]
     t = r.tiles[int(flagged[0])] if flagged else r.tiles[0]
     cy, cx = t.y0 + t.height / 2, t.x0 + t.width / 2
     scale = float(layer.scale[-1])

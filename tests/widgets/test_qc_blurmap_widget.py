@@ -40,6 +40,7 @@ def scored(make_napari_viewer, shared_data):
     viewer.window.add_dock_widget(w)
     img, want = _mosaic(shared_data)
     viewer.add_image(img, name="sec", scale=(5.0, 5.0))
+    viewer.scene.camera.zoom = 1.0 / (5.0 * 16)  # zoomed out: the heatmap tints the section (1:1: outlines)
     w.layer_combo.value = "sec"
     w.tile_spin.value = 256
     assert w.metric_combo.value == "blur"  # the default

@@ -119,8 +119,8 @@ class ReviewView:
         for layer in (flags, outline):
             if layer is not None:
                 read_only(layer)
-        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image)\n"
-                               "focus heatmap: dark = soft, bright = sharp")
+        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image), grey = empty\n"
+                               "heatmap: blur (px) bright = more blur; focus score dark = soft")
         self._zoomed_out = None
         self.apply_zoom()
         if flags is not None:
