@@ -23,6 +23,7 @@ import numpy as np
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..qc.focus import DEFAULT_METRIC, METRICS
+    from .options import finite_float, int_range
 
     p = sub.add_parser(
         "score",
@@ -30,14 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Score focus per tile (higher = sharper) and flag soft tiles.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s), stack(s) or folder(s)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in px (default 256)")
+    p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="tile size in px (default 256)")
     p.add_argument("--metric", choices=list(METRICS), default=DEFAULT_METRIC,
                    help=f"focus metric (default {DEFAULT_METRIC})")
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
-    p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are deblurred (default: automatic per section)")
-    p.add_argument("--retake-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T must be re-imaged (default: automatic per section)")
     p.add_argument("--anisotropy", action="store_true",
                    help="also print the median blur anisotropy (astigmatism) per section")
@@ -69,6 +70,11 @@ def run(args) -> int:
     params.validate()  # ValueError -> one-line message, exit 1
     out = Path(args.csv) if args.csv else None
     if out is not None:
+        from ..io.write import input_conflict
+
+        clash = input_conflict(out, args.inputs)  # never over an input, nor into an input folder
+        if clash:
+            raise CLIError(f"--csv {clash}")
         if out.exists() and not args.overwrite:
             raise CLIError(f"{out} already exists (use --overwrite to replace it)")
         if out.is_dir():

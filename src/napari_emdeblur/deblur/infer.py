@@ -84,6 +84,10 @@ def ramp_1d(n: int, overlap: int, left: bool, right: bool) -> np.ndarray:
     return w
 
 
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or infinite values: the result would be garbage, so nothing is written."""
+
+
 class _Runner:
     """Runs the model on float32 (B,1,h,w) batches with autocast + OOM back-off."""
 
@@ -96,8 +100,16 @@ class _Runner:
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.ensemble = params.ensemble
 
-    @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self._run(x)
+        if not np.isfinite(out).all():
+            raise NonFiniteOutputError(
+                "the model's output holds NaN or infinite values (damaged weights, or input the model cannot handle)"
+            )
+        return out
+
+    @torch.inference_mode()
+    def _run(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         with torch.autocast("cuda", dtype=self.dtype, enabled=self.autocast):
             if not self.ensemble:

@@ -135,7 +135,7 @@ def iter_correct(
     """
     from .cache import get_model
     from .device import device_name, release_memory, resolve_device
-    from .infer import InferenceParams
+    from .infer import InferenceParams, NonFiniteOutputError
 
     params.validate()
     metric = params.metric or DEFAULT_METRIC
@@ -172,7 +172,8 @@ def iter_correct(
             before = score_tiles(section, params.qc_tile, metric)
             yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
             quant = quant_step(section.dtype, lo, hi)
-            for item in _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric):
+            tiles = _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric)
+            for item in _naming(tiles, params.weights or "the shipped weights", NonFiniteOutputError):
                 if isinstance(item, (Notice, Progress)):
                     yield item
                     continue
@@ -201,6 +202,14 @@ def iter_correct(
     report = CorrectionReport(tiles=reports, meta=meta)
     yield report
     return report
+
+
+def _naming(gen, where: str, kind: type[Exception]):
+    """``gen``, with an error of type ``kind`` re-raised naming ``where`` (the weights file)."""
+    try:
+        yield from gen
+    except kind as e:
+        raise kind(f"{where}: {e}") from None
 
 
 def _corrected_tiles(section, net, ij, grid: TileGrid, ip, z: int, whole: bool, done: int, total: int,

@@ -14,6 +14,7 @@ from .multisem import COORDS_NAME, load_multisem
 from .planes import probe_shape, read_other, read_plane, yx_shape
 from .section import Section
 from .tiff import read_tiff, tiff_pixel_size, tiff_to_yx
+from .units import plausible_nm
 from .values import validate_image
 from .zarr import is_zarr_dir, load_zarr
 
@@ -196,10 +197,13 @@ def load_section(
             pixel_size = (float(pixel_size), float(pixel_size))
         sec.pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
     elif sec.pixel_size is not None:  # 10 significant digits: undo rational round-off
-        sec.pixel_size = tuple(float(f"{float(v):.10g}") for v in sec.pixel_size[:2])
-    if sec.metadata.get("z_spacing") is not None:
-        sec.metadata["z_spacing"] = float(f"{float(sec.metadata['z_spacing']):.10g}")
-    if sec.metadata.get("z_spacing") is None:
+        yx = [plausible_nm(v, "pixel size", str(p), notes) for v in sec.pixel_size[:2]]
+        sec.pixel_size = None if None in yx else tuple(float(f"{v:.10g}") for v in yx)  # type: ignore[arg-type]
+    pz = sec.metadata.get("z_spacing")
+    pz = plausible_nm(pz, "z spacing", str(p), notes) if sec.axes == "zyx" else None
+    if pz is not None:
+        sec.metadata["z_spacing"] = float(f"{pz:.10g}")
+    else:
         sec.metadata.pop("z_spacing", None)
     for n in notes:
         log.warning(n)
