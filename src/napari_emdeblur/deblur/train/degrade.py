@@ -255,15 +255,16 @@ class DegradationRanges:
                 out[key] = tuple(value)
                 continue
             if isinstance(default, tuple):
+                n = len(overrides.get("kinds") or base.kinds) if key == "kind_weights" else len(default)
                 nums = list(value) if isinstance(value, (list, tuple)) else None
-                good = nums is not None and len(nums) == len(default) and all(
+                good = nums is not None and len(nums) == n and all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in nums
                 )
                 if key != "kind_weights" and good and nums is not None and len(nums) == 2:
                     good = nums[0] <= nums[1]
                 if not good:
-                    raise ValueError(f"'{key}' must be {len(default)} finite non-negative numbers"
-                                     f"{' (low, high)' if len(default) == 2 else ''}, got {value!r}")
+                    raise ValueError(f"'{key}' must be {n} finite non-negative numbers"
+                                     f"{' (low, high)' if key != 'kind_weights' and n == 2 else ''}, got {value!r}")
                 out[key] = tuple(float(v) for v in value)
             else:
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
