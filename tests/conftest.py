@@ -21,6 +21,18 @@ def shared_data_dir() -> Path | None:
     return cand if cand.is_dir() else None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Pyramid sidecars and other caches go to a temporary folder, never the user's cache."""
+    old = os.environ.get("EMDEBLUR_CACHE")
+    os.environ["EMDEBLUR_CACHE"] = str(tmp_path_factory.mktemp("emdeblur-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EMDEBLUR_CACHE", None)
+    else:
+        os.environ["EMDEBLUR_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of the shared real-EM data folder; skips the test when it is not available."""
@@ -36,6 +48,43 @@ def sample_files() -> dict[str, Path]:
     from napari_emdeblur._sample_data import sample_paths
 
     return sample_paths()
+
+
+# --------------------------------------------------------------------------- MultiSEM test data
+def msem_generator():
+    """``benchmarks/msem_section.py`` as a module (the synthetic MultiSEM section generator)."""
+    import importlib.util
+    import sys
+
+    name = "emdeblur_msem_section"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "msem_section.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def make_msem(folder: Path, **kw) -> dict:
+    """A small MultiSEM section folder from real EM (EM-like texture without the data set):
+    2 mFOVs of 19 beams, tiles of 512 x 576 overlapping by 8 %, thumbnails (1/8), the centre beam
+    of mFOV 1 missing (a gap inside the mosaic) and beam 3 of mFOV 1 (next to the gap) blurred
+    (sigma 2 px). Keyword arguments go to ``build``. Returns the manifest."""
+    gen = msem_generator()
+    data = shared_data_dir()
+    opts = dict(n_mfovs=2, tile=(512, 576), radius=2, workers=1, blur=[(1, 3, 2.0)], missing=[(1, 1)],
+                log=lambda *a: None)
+    if data is not None:
+        opts["data"] = data
+    opts.update(kw)
+    return gen.build(folder, **opts)
+
+
+@pytest.fixture(scope="session")
+def msem_section(tmp_path_factory) -> tuple[Path, dict]:
+    """A small MultiSEM section folder (see :func:`make_msem`), made once per test session; read only."""
+    folder = tmp_path_factory.mktemp("msem") / "section"
+    return folder, make_msem(folder)
 
 
 # --------------------------------------------------------------------------- pipeline test data

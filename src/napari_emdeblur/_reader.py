@@ -2,17 +2,28 @@
 
 ``get_reader(path)`` returns :func:`read_sections` when every path looks readable (cheap check,
 no pixel data read) and None otherwise, so that napari can try other readers.
+
+A section with pyramid levels (``Section.levels``: a big MultiSEM mosaic, OME-TIFF with SubIFDs,
+OME-Zarr multiscales, any section above ``io.pyramid.multiscale_min_side``) becomes one
+multiscale Image layer (``interpolation2d='linear'``: between two levels the texture is filtered,
+not point-sampled). Generated levels fill in from a background thread; the layer is created with
+napari's chunk cache off (it would keep the not-yet-built placeholders) and
+:func:`watch_pyramids` refreshes it on the GUI thread whenever new tiles are ready (at most once
+a second, less often when a refresh and the repaint after it are slow).
 """
 
 from __future__ import annotations
 
 import os
+import time
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .io.pyramid import Pyramid, PyramidLevel
 from .io.read import can_read, load_section
 from .io.section import Section, json_safe
 from .io.values import is_dask_array
@@ -62,10 +73,122 @@ def section_to_layer_data(section: Section) -> tuple[Any, dict, str]:
     )
     kwargs: dict = {"name": section.name or Path(section.source).name, "scale": section.scale,
                     "metadata": meta}
+    data: Any = section.data
+    if section.multiscale:
+        data = list(section.levels or ())
+        kwargs.update(multiscale=True, interpolation2d="linear")
+        if section.pyramid is not None:
+            kwargs["cache"] = False
+        meta["level_shapes"] = [list(s) for s in section.level_shapes]
     cl = _contrast_limits(section.data)
     if cl is not None:
         kwargs["contrast_limits"] = cl
-    return (section.data, kwargs, "image")
+    return (data, kwargs, "image")
+
+
+def pyramid_of(layer: Any) -> Pyramid | None:
+    """The :class:`~napari_emdeblur.io.pyramid.Pyramid` behind a multiscale layer, or None."""
+    if not getattr(layer, "multiscale", False):
+        return None
+    data = layer.data
+    for k in range(len(data)):
+        if isinstance(data[k], PyramidLevel):
+            return data[k].pyramid
+    return None
+
+
+class _PyramidRefresher:
+    """Refreshes a viewer's layers whose pyramids got new tile images (GUI thread, QTimer).
+
+    Every ``interval_ms`` it compares each pyramid's ``generation`` with the one last shown and
+    calls ``layer.refresh()`` for visible layers that changed; after a refresh whose slicing and
+    repaint took ``c`` ms (measured to the next turn of the event loop) it waits at least ``3 c``
+    ms, so that refreshing takes at most about a quarter of the GUI thread (and of the GIL the
+    builder thread needs). It stops when the viewer has no pyramid layer left.
+    """
+
+    def __init__(self, viewer: Any, interval_ms: int = 1000):
+        from qtpy.QtCore import QTimer
+
+        self._viewer = weakref.ref(viewer)
+        self.interval_ms = interval_ms
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.tick)
+        self.seen: dict[int, int] = {}
+        self.refreshes = 0
+        self.last_cost_ms = 0.0
+        self._next = 0.0
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+        if not self.timer.isActive():
+            self.timer.start()
+
+    def tick(self) -> None:
+        viewer = self._viewer()
+        if viewer is None:
+            self.timer.stop()
+            return
+        now = time.perf_counter()
+        found = False
+        for layer in list(viewer.layers):
+            pyr = pyramid_of(layer)
+            if pyr is None:
+                continue
+            found = True
+            gen = pyr.generation
+            if self.seen.get(id(layer)) == gen or now < self._next or not layer.visible:
+                continue
+            self.seen[id(layer)] = gen
+            t0 = time.perf_counter()
+            layer.refresh()
+            self.refreshes += 1
+            self._next = float("inf")  # until the repaint is done and measured
+            self._measure(t0)
+        if not found and now - self._started > 2.0:  # (the reader starts it before napari adds the layer)
+            self.timer.stop()
+
+    def _measure(self, t0: float) -> None:
+        from qtpy.QtCore import QTimer
+
+        def done() -> None:
+            self.last_cost_ms = (time.perf_counter() - t0) * 1000
+            self._next = time.perf_counter() + 3 * self.last_cost_ms / 1000
+
+        QTimer.singleShot(0, done)
+
+
+_REFRESHERS: "weakref.WeakKeyDictionary[Any, _PyramidRefresher]" = weakref.WeakKeyDictionary()
+
+
+def watch_pyramids(viewer: Any = None) -> _PyramidRefresher | None:
+    """Keep ``viewer``'s pyramid layers refreshed while their levels are built (see the module
+    docstring); default the current viewer. Returns the refresher, or None without a viewer or
+    outside the GUI thread. The reader calls it; scripts that add pyramid layers themselves
+    (``viewer.add_image(section.levels, multiscale=True)``) call it once.
+    """
+    if viewer is None:
+        try:
+            import napari
+
+            viewer = napari.current_viewer()
+        except ImportError:  # pragma: no cover
+            return None
+    if viewer is None:
+        return None
+    from qtpy.QtCore import QThread
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return None
+    ref = _REFRESHERS.get(viewer)
+    if ref is None:
+        ref = _REFRESHERS[viewer] = _PyramidRefresher(viewer)
+    ref.start()
+    return ref
 
 
 def read_sections(path: PathLike | Sequence[PathLike]) -> list[tuple[Any, dict, str]]:
@@ -76,10 +199,15 @@ def read_sections(path: PathLike | Sequence[PathLike]) -> list[tuple[Any, dict, 
     Unreadable input raises :class:`~napari_emdeblur.io.EMReadError` naming the file.
     """
     if isinstance(path, (str, os.PathLike)):
-        return [section_to_layer_data(load_section(path))]
-    sections = [load_section(p) for p in path]
+        sections = [load_section(path)]
+    else:
+        sections = [load_section(p) for p in path]
+    if any(s.pyramid is not None for s in sections):
+        watch_pyramids()
+    if len(sections) == 1:
+        return [section_to_layer_data(sections[0])]
     if len(sections) > 1 and all(
-        s.axes == "yx" and s.shape == sections[0].shape and s.dtype == sections[0].dtype
+        s.axes == "yx" and s.shape == sections[0].shape and s.dtype == sections[0].dtype and not s.multiscale
         for s in sections
     ):
         if any(s.is_lazy for s in sections):

@@ -220,3 +220,24 @@ def test_napari_viewer_model_opens_sample_and_saves(tmp_path):
     back = load_section(out[0])
     np.testing.assert_array_equal(back.data, np.asarray(v.layers[0].data))
     assert back.pixel_size == pytest.approx((4.6, 4.6))
+
+
+def test_reader_returns_a_multiscale_layer_for_big_sections(tmp_path, monkeypatch):
+    from napari_emdeblur.io import save_image
+
+    img = _img((600, 900), np.uint8)
+    p = save_image(tmp_path / "pyr.ome.tif", img, (4.0, 4.0), levels=3)
+    (data, kw, kind), = read_sections(str(p))  # the file's own levels
+    assert kind == "image" and kw["multiscale"] and kw["interpolation2d"] == "linear" and "cache" not in kw
+    assert [tuple(d.shape) for d in data] == [(600, 900), (300, 450), (150, 225)]
+    assert kw["metadata"]["level_shapes"] == [[600, 900], [300, 450], [150, 225]]
+    json.dumps(kw["metadata"])
+    # single level, but above the size limit: generated levels (down to a side of at most 1024 px)
+    q = save_image(tmp_path / "flat.tif", _img((1100, 1500), np.uint8))
+    monkeypatch.setenv("EMDEBLUR_MULTISCALE_SIDE", "512")
+    (data, kw, _), = read_sections(str(q))
+    assert kw["multiscale"] and kw["cache"] is False and len(data) == 2
+    assert tuple(data[0].shape) == (1100, 1500) and tuple(data[1].shape) == (550, 750)
+    monkeypatch.setenv("EMDEBLUR_MULTISCALE_SIDE", "4096")
+    (data, kw, _), = read_sections(str(q))
+    assert "multiscale" not in kw and data.shape == (1100, 1500)

@@ -36,29 +36,36 @@ def qc(make_napari_viewer):
     return viewer, widget
 
 
+def _value_at(layer, px):
+    """The value a (multiscale) QC layer shows at image pixel ``px`` (level 0)."""
+    return layer.data[0][tuple(int(v) for v in px)]
+
+
 def test_score_creates_aligned_heatmap_with_pixel_size(qc):
     viewer, w = qc
-    img = _textured(blur_tiles=[(1, 2)], tile=128)
+    img = _textured(shape=(500, 700), blur_tiles=[(1, 2)], tile=128)  # partial last row and column
     layer = viewer.add_image(img, name="sec", scale=(4.0, 4.0), translate=(10.0, -20.0))
     w.layer_combo.value = "sec"
     w.tile_spin.value = 128
     w.run(sync=True)
     heat = viewer.layers["sec focus"]
     grid = TileGrid(img.shape, 128)
-    assert heat.data.shape == grid.grid_shape
-    np.testing.assert_allclose(heat.data, score_tiles(img, 128, w.result.metric), rtol=1e-5)
-    # the centre of image tile (i, j), in world coordinates, lands on heatmap pixel (i, j)
+    expected = score_tiles(img, 128, w.result.metric)
+    np.testing.assert_allclose(w.result.scores[0], expected, rtol=1e-5)
+    # drawn over the image itself: same shape (a partial edge tile ends where the image ends),
+    # same world placement, every pixel shows the score of the tile it belongs to
+    assert heat.multiscale and tuple(heat.level_shapes[0]) == img.shape
+    np.testing.assert_array_equal(heat.scale, layer.scale)
+    np.testing.assert_array_equal(heat.translate, layer.translate)
     for i, j in grid:
         y0, x0, h, ww = grid.bounds(i, j)
-        centre_px = (y0 + (h - 1) / 2, x0 + (ww - 1) / 2)
-        world = layer.data_to_world(centre_px)
-        assert tuple(np.round(heat.world_to_data(world)).astype(int)) == (i, j)
-        # and the tile's first and last pixels too
         for px in ((y0, x0), (y0 + h - 1, x0 + ww - 1)):
-            assert tuple(np.round(heat.world_to_data(layer.data_to_world(px))).astype(int)) == (i, j)
+            assert _value_at(heat, px) == pytest.approx(expected[i, j], rel=1e-5)
+            assert np.allclose(heat.world_to_data(layer.data_to_world(px)), px)
+    assert grid.bounds(3, 5)[2:] == (116, 60) and heat.extent.data[1].tolist() == [499, 699]
     assert heat.interpolation2d == "nearest"
     # the blurred tile is the least sharp one
-    assert np.unravel_index(np.nanargmin(heat.data), heat.data.shape) == (1, 2)
+    assert np.unravel_index(np.nanargmin(w.result.scores[0]), grid.grid_shape) == (1, 2)
 
 
 def test_threshold_moves_flagged_count(qc):
@@ -76,8 +83,12 @@ def test_threshold_moves_flagged_count(qc):
     w.correct_slider.value = float(np.sort(scores.ravel())[2]) + 1e-6
     n_correct, _ = w.flagged_counts
     assert n_correct == 3
-    labels = viewer.layers["sec flagged"]
-    assert int((labels.data == dec.CORRECT).sum()) == 3
+    flags = viewer.layers["sec flagged"]
+    grid_decisions = flags.metadata["emdeblur_decisions"]["decisions"]
+    assert int((grid_decisions == dec.CORRECT).sum()) == 3
+    flagged = [tuple(v) for v in np.argwhere(grid_decisions[0] == dec.CORRECT)]
+    i, j = flagged[0]
+    assert _value_at(flags, (i * 128 + 5, j * 128 + 5)) == dec.CORRECT  # drawn where the tile is
     assert "correct 3" in w.count_label.value
     w.correct_spin.value = float(hi) + 1
     assert sum(w.flagged_counts) == scores.size
@@ -111,12 +122,13 @@ def test_stack_gets_per_section_heatmaps(qc):
     w.tile_spin.value = 128
     w.run(sync=True)
     heat = viewer.layers["stack focus"]
-    assert heat.data.shape == (3, 4, 6)
+    assert tuple(heat.level_shapes[0]) == stack.shape
     assert heat.scale[0] == 50.0
     for z in range(3):
-        assert np.unravel_index(np.argmin(heat.data[z]), heat.data[z].shape) == (z, z)
-    # hover text for a tile
-    assert w.tile_info_at((1, 1, 1)).startswith("z=1 (1, 1):")
+        assert np.unravel_index(np.argmin(w.result.scores[z]), (4, 6)) == (z, z)
+        assert _value_at(heat, (z, z * 128 + 64, z * 128 + 64)) == pytest.approx(float(w.result.scores[z, z, z]))
+    # hover text for a tile (image pixel coordinates)
+    assert w.tile_info_at((1, 130, 140)).startswith("z=1 (1, 1):")
 
 
 def test_worker_thread_scoring_and_cancel(qc, qtbot):

@@ -1,16 +1,24 @@
 """``emdeblur score``: focus score per tile of EM sections, decisions and a CSV report.
 
-    emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite]
+    emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite] [--subtiles]
                    [--correct-threshold T] [--retake-threshold T] [--anisotropy]
 
 Each INPUT is anything ``io.load_section`` reads (a TIFF / PNG, a multi-page stack, a
 folder of images, a MultiSEM mosaic folder, OME-Zarr). One line per section is printed:
 tiles scored, % to correct, % to retake, and the thresholds used. Thresholds default to
 automatic, per section (``qc.thresholds``, section-relative); with only one given, the other is
-automatic, clipped so that retake <= correct. ``--csv`` writes one row per tile of every section
-(``qc.decisions.CSV_COLUMNS``) atomically, and refuses to replace an existing file unless
-``--overwrite``. Bad input (unreadable file, existing output, retake > correct) ends with a
-one-line message and a non-zero exit code.
+automatic, clipped so that retake <= correct.
+
+A MultiSEM mosaic is scored per acquisition tile (``qc.acquisition``): every tile file is read
+once and scored on its own ``--tile`` px sub-tiles, and gets one decision; the printed line
+counts files, and the files to correct / retake are listed by name. Other inputs are scored on
+a regular ``--tile`` px grid.
+
+``--csv`` writes the report atomically and refuses to replace an existing file unless
+``--overwrite``: one row per grid tile (``qc.decisions.CSV_COLUMNS``), or for a mosaic one row
+per acquisition tile with its file path (``qc.acquisition.FILE_CSV_COLUMNS``; ``--subtiles``
+adds each file's sub-tile rows). Bad input (unreadable file, existing output, retake > correct)
+ends with a one-line message and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"focus metric (default {DEFAULT_METRIC})")
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
+    p.add_argument("--subtiles", action="store_true",
+                   help="mosaics: also write each acquisition tile's sub-tile rows into the CSV")
     p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are deblurred (default: automatic per section)")
     p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
@@ -46,11 +56,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str):
-    """``(data, name)`` for one input via ``io.load_section``."""
+    """``(section, name)`` for one input via ``io.load_section`` (single scale: no pyramid is built)."""
     from ..io.read import load_section
 
-    sec = load_section(path)
-    return sec.data, (sec.source or str(path))
+    sec = load_section(path, multiscale=False)
+    return sec, (sec.source or str(path))
+
+
+def _score_files(sec, name: str, params, subtiles: bool, out_rows: list[dict] | None) -> tuple[int, int, int]:
+    """Per-acquisition-tile QC of a mosaic: print one line (+ the flagged files), collect CSV rows."""
+    from ..qc import decisions as dec
+    from ..qc.acquisition import AcquisitionQC, iter_score_files
+
+    result = None
+    for msg in iter_score_files(sec.tiles, params, sec.shape):
+        if isinstance(msg, AcquisitionQC):
+            result = msg
+    assert result is not None
+    scores = result.scores
+    n_total = 0
+    for z in sorted(result.thresholds):
+        m = result.planes == z
+        valid = np.isfinite(scores) & m
+        n = int(valid.sum())
+        c, r = result.thresholds[z]
+        nc = int(((result.decisions == dec.CORRECT) & valid).sum())
+        nr = int(((result.decisions == dec.RETAKE) & valid).sum())
+        pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
+        zs = f" z={z}" if len(result.thresholds) > 1 else ""
+        unscored = f" ({int(m.sum()) - n} unscored)" if n < int(m.sum()) else ""
+        med = f"{float(np.median(scores[valid])):.4g}" if n else "n/a"
+        print(f"{name}{zs}: {n} acquisition tiles{unscored}, median {params.metric} {med}, "
+              f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%), "
+              f"thresholds correct<{c:.4g} retake<{r:.4g}")
+        for i in np.flatnonzero(m & (result.decisions != dec.OK) & np.isfinite(scores)):
+            print(f"  {result.decision_name(int(i))}: {result.files[int(i)].path} (focus {scores[i]:.4g})")
+        n_total += n
+    if out_rows is not None:
+        out_rows.extend(result.rows(subtiles=subtiles))
+    _, nc_all, nr_all = result.counts()
+    return n_total, nc_all, nr_all
 
 
 def run(args) -> int:
@@ -82,10 +127,18 @@ def run(args) -> int:
         if not (out.parent if str(out.parent) else Path(".")).is_dir():
             raise CLIError(f"folder {out.parent} does not exist")
 
+    from ..qc.acquisition import FILE_CSV_COLUMNS
+
     rows: list[dict] = []
+    file_rows: list[dict] = []
     total_tiles = total_c = total_r = 0
     for path in args.inputs:
-        data, name = _load(path)
+        sec, name = _load(path)
+        if sec.tiles:
+            n, nc, nr = _score_files(sec, name, params, bool(args.subtiles), file_rows if out is not None else None)
+            total_tiles, total_c, total_r = total_tiles + n, total_c + nc, total_r + nr
+            continue
+        data = sec.data
         if len(data.shape) not in (2, 3):
             raise CLIError(f"{path}: expected a 2-D section or a (z, y, x) stack, got shape {tuple(data.shape)}")
         grid = TileGrid(tuple(int(s) for s in data.shape[-2:]), params.tile)
@@ -121,9 +174,19 @@ def run(args) -> int:
         print(f"total: {total_tiles} tiles, correct {100.0 * total_c / total_tiles:.1f}%, "
               f"retake {100.0 * total_r / total_tiles:.1f}%")
     if out is not None:
+        if file_rows and rows:
+            raise CLIError("cannot write mosaics (one row per acquisition tile) and images (one row per grid "
+                           "tile) into one CSV: score them separately")
         try:
-            dec.write_tile_csv(out, rows, overwrite=args.overwrite)
+            if file_rows:
+                dec.write_tile_csv(out, file_rows, overwrite=args.overwrite, columns=FILE_CSV_COLUMNS)
+            else:
+                dec.write_tile_csv(out, rows, overwrite=args.overwrite)
         except FileExistsError as e:
             raise CLIError(str(e)) from None
-        print(f"wrote {len(rows)} tile rows to {out}")
+        n_files = sum(r.get("level") == "file" for r in file_rows)
+        what = (f"{n_files} acquisition tile rows" + (f" and {len(file_rows) - n_files} sub-tile rows"
+                                                     if len(file_rows) > n_files else "")) if file_rows \
+            else f"{len(rows)} tile rows"
+        print(f"wrote {what} to {out}")
     return 0

@@ -15,7 +15,9 @@ Modules, one role each:
 * :mod:`.values`: the dtype policy (validation, colour to grey) and the value-range policy;
 * :mod:`.tiff`, :mod:`.planes`, :mod:`.multisem`, :mod:`.zarr`: the formats;
 * :mod:`.read`: :func:`load_section` and :func:`can_read`; :mod:`.write`: :func:`save_image`;
-* :mod:`.atomic`: atomic file writes and sha256; :mod:`.section`: the :class:`Section` type.
+* :mod:`.atomic`: atomic file writes and sha256; :mod:`.section`: the :class:`Section` type;
+* :mod:`.pyramid`: multiscale levels of big sections (area means, built in the background,
+  cached as OME-Zarr in the user cache folder).
 
 Policies (tested in ``tests/io``)
 ---------------------------------
@@ -25,6 +27,9 @@ Policies (tested in ``tests/io``)
   ``EMDEBLUR_LAZY_BYTES``) is returned as a dask array, so it is never read whole. Mosaics and
   zarr are always lazy. Lazy float/large-integer data are checked with a streaming reduction.
 * **mosaic**: see :mod:`.multisem`.
+* **multiscale**: a section larger than 4096 px on a side (env ``EMDEBLUR_MULTISCALE_SIDE``), or
+  a file with its own levels, comes with ``Section.levels`` (see :mod:`.pyramid`); exports to
+  OME-TIFF / OME-Zarr write pyramids (see :mod:`.write`).
 * **errors**: unreadable input raises :class:`EMReadError` (a ``ValueError``) whose message names
   the file and what is wrong.
 """

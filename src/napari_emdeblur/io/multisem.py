@@ -3,10 +3,19 @@
 Coordinates are the top-left pixel of each tile (floats rounded, may be negative); all tiles are
 shifted together so that the minimum is 0 (``origin='global'``, one frame for every z, keeps
 sections registered) or per z plane (``origin='per_z'``). Where tiles overlap, **the tile listed
-later in the file wins**; gaps are 0. Distinct z values become planes 0..n-1 in increasing order
-(originals in ``metadata['z_values']``). All tiles are assumed to have the shape/dtype of the
-first tile (read once for metadata); the others are read on demand, block by block, through a
-small LRU cache (:class:`MosaicReader`, kept as ``Section.reader``).
+later in the file wins**; gaps are 0. A beam imaged twice (two files ``<scan>_<mfov>_<beam>_<time>``
+with the same mFOV and beam, e.g. a retake) is one tile: the newest time stamp wins, the others
+are listed in ``metadata['superseded']``. Distinct z values become planes 0..n-1 in increasing
+order (originals in ``metadata['z_values']``). All tiles are assumed to have the shape/dtype of
+the first tile (read once for metadata); the others are read on demand, block by block, through
+a small LRU cache (:class:`MosaicReader`, kept as ``Section.reader``).
+
+A mosaic larger than :func:`~.pyramid.multiscale_min_side` comes with a pyramid
+(``Section.levels``, built by a :class:`~.pyramid.Pyramid` from the tiles): its overview levels
+are made from the ``thumbnail_<name>`` files MultiSEM writes beside each tile (listed in
+``full_thumbnail_coordinates.txt``) when they are there, else from one background read of each
+tile, and cached. Its level 0 is padded with 0 (gap) on the bottom and right to a multiple of
+``2**(levels - 1)`` so that the levels' downsample factors are exact powers of two.
 """
 
 from __future__ import annotations
@@ -22,13 +31,17 @@ import numpy as np
 
 from .errors import EMReadError
 from .formats import is_tiff
-from .planes import read_plane
+from .planes import probe_shape, read_plane, yx_shape
+from .pyramid import Pyramid, Tile, multiscale_min_side, n_levels_for, padded_extent, source_key
 from .section import AcqTile, Section
 from .tiff import tiff_pixel_size
 
 COORDS_NAME = "full_image_coordinates.txt"
+THUMB_COORDS_NAME = "full_thumbnail_coordinates.txt"
+THUMB_PREFIX = "thumbnail_"
+_BEAM_NAME = re.compile(r"^(?P<scan>\d+)_(?P<mfov>\d+)_(?P<beam>\d+)_(?P<stamp>[^.]+)")
 
-__all__ = ["COORDS_NAME", "MosaicReader", "load_multisem", "parse_coordinates"]
+__all__ = ["COORDS_NAME", "THUMB_COORDS_NAME", "MosaicReader", "load_multisem", "parse_coordinates"]
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -186,13 +199,65 @@ class MosaicReader:
         return out
 
 
-def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int | None) -> Section:
+def _newest_per_beam(entries: list[tuple[Path, float, float, float]]) -> tuple[list, list[str]]:
+    """Drop all but the newest file of each (z, mFOV, beam); file order kept. Names that do not
+    follow the MultiSEM pattern are all kept.
+    """
+    best: dict[tuple, tuple[str, int]] = {}
+    for i, (p, _, _, z) in enumerate(entries):
+        m = _BEAM_NAME.match(p.name)
+        if m:
+            key = (z, int(m["mfov"]), int(m["beam"]))
+            if key not in best or (m["stamp"], i) >= (best[key][0], best[key][1]):
+                best[key] = (m["stamp"], i)
+    keep = {i for _, i in best.values()}
+    kept, superseded = [], []
+    for i, e in enumerate(entries):
+        m = _BEAM_NAME.match(e[0].name)
+        if m is None or i in keep:
+            kept.append(e)
+        else:
+            superseded.append(str(e[0]))
+    return kept, superseded
+
+
+def _thumbnails(coord_files: list[Path], tiles: list[Path]) -> list[Path | None]:
+    """The MultiSEM thumbnail of every tile (``thumbnail_<name>`` listed in
+    ``full_thumbnail_coordinates.txt`` beside the coordinates file), None where there is none.
+    """
+    listed: dict[Path, Path] = {}
+    for cf in coord_files:
+        tc = cf.parent / THUMB_COORDS_NAME
+        if not tc.is_file():
+            continue
+        try:
+            rows = parse_coordinates(tc)
+        except EMReadError:
+            continue
+        for rel, *_ in rows:
+            p = _resolve_tile_path(cf.parent, rel)
+            listed[p.parent / p.name[len(THUMB_PREFIX):]] = p
+    out: list[Path | None] = []
+    for t in tiles:
+        p = listed.get(t)
+        out.append(p if p is not None and p.is_file() else None)
+    return out
+
+
+def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int | None,
+                  multiscale: bool | None = None) -> Section:
+    """A MultiSEM mosaic (see the module docstring) from its coordinates file(s).
+
+    ``multiscale``: give the section a pyramid (None: when a side exceeds
+    :func:`~.pyramid.multiscale_min_side`).
+    """
     import dask.array as da
 
     entries: list[tuple[Path, float, float, float]] = []
     for cf in coord_files:
         for rel, x, y, z in parse_coordinates(cf):
             entries.append((_resolve_tile_path(cf.parent, rel), x, y, z))
+    entries, superseded = _newest_per_beam(entries)
     missing = [str(p) for p, *_ in entries if not p.is_file()]
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
@@ -200,10 +265,16 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
             f"{folder}: {len(missing)} tile(s) named in {coord_files[0].name} are missing:\n  {shown}"
         )
     notes: list[str] = []
-    first = read_plane(entries[0][0])  # metadata only: shape and dtype of every tile
-    if first.ndim != 2:
-        raise EMReadError(f"{entries[0][0]}: mosaic tiles must be single 2-D images")
-    th, tw = first.shape
+    # shape and dtype of every tile: from the first tile's header when it is plain 8/16-bit grey,
+    # else from reading it (colour or odd types are converted on reading)
+    first: np.ndarray | None = None
+    shape0, dtype0 = probe_shape(entries[0][0])
+    if len(shape0) != 2 or dtype0 not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        first = read_plane(entries[0][0])
+        if first.ndim != 2:
+            raise EMReadError(f"{entries[0][0]}: mosaic tiles must be single 2-D images")
+        shape0, dtype0 = first.shape, first.dtype
+    th, tw = (int(v) for v in shape0)
     z_values = sorted({z for *_, z in entries})
     z_index = {z: i for i, z in enumerate(z_values)}
     xs = np.array([round(x) for _, x, _, _ in entries], np.int64)
@@ -220,21 +291,27 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
     else:
         raise ValueError(f"origin must be 'global' or 'per_z', got {origin!r}")
     H, W = int(ys.max()) + th, int(xs.max()) + tw
+    if multiscale is None:
+        multiscale = max(H, W) > multiscale_min_side()
+    n_levels = n_levels_for((H, W)) if multiscale else 1
+    if n_levels > 1:
+        H, W = padded_extent(H, n_levels), padded_extent(W, n_levels)
     tiles = [
         AcqTile(str(p), int(z), int(y), int(x), int(th), int(tw))
         for (p, *_), z, y, x in zip(entries, zs, ys, xs)
     ]
     cy = cx = int(chunk) if chunk else int(min(max(th, tw, 256), 4096))
-    reader = MosaicReader(tiles, (th, tw), first.dtype, (cy, cx))
-    reader._cache[0] = first
-    reader.reads = 1
+    reader = MosaicReader(tiles, (th, tw), dtype0, (cy, cx))
+    if first is not None:
+        reader._cache[0] = first
+        reader.reads = 1
 
     def splits(n: int, c: int) -> tuple[int, ...]:
         return tuple([c] * (n // c) + ([n % c] if n % c else []))
 
     chunks = ((1,) * len(z_values), splits(H, cy), splits(W, cx))
     data = da.map_blocks(
-        reader.block, chunks=chunks, dtype=first.dtype, meta=np.empty((0, 0, 0), first.dtype),
+        reader.block, chunks=chunks, dtype=dtype0, meta=np.empty((0, 0, 0), dtype0),
         name=f"multisem-mosaic-{folder}-{id(reader)}",
     )
     axes = "zyx"
@@ -260,4 +337,30 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
         "origin": origin,
         "overlap_rule": "later tile in the coordinates file wins; gaps are 0",
     }
-    return Section(data, ps, folder.name, str(folder), axes, tiles, meta, reader=reader)
+    if superseded:
+        meta["superseded"] = superseded
+    sec = Section(data, ps, folder.name, str(folder), axes, tiles, meta, reader=reader)
+    if n_levels > 1:
+        thumbs = _thumbnails(coord_files, [p for p, *_ in entries])
+        factor = None
+        first_thumb = next((t for t in thumbs if t is not None), None)
+        if first_thumb is not None:
+            try:
+                sh = yx_shape(probe_shape(first_thumb)[0])
+                factor = max(th / sh[0], tw / sh[1])
+            except EMReadError:
+                factor = None
+
+        def read_thumb(i: int) -> np.ndarray | None:
+            t = thumbs[i]
+            return read_plane(t) if t is not None else None
+
+        key = source_key("multisem", origin, data.shape, str(dtype0), n_levels, factor is not None,
+                         files=[*coord_files, *(c.parent / THUMB_COORDS_NAME for c in coord_files
+                                                if (c.parent / THUMB_COORDS_NAME).is_file())])
+        pyr = Pyramid(data, [Tile(t.z, t.y0, t.x0, t.height, t.width) for t in tiles], reader.tile,
+                      read_thumbnail=read_thumb if factor else None, thumbnail_factor=factor,
+                      n_levels=n_levels, cache_key=key, describe={"source": str(folder), "name": folder.name})
+        sec.levels, sec.pyramid = pyr.levels, pyr
+        meta["thumbnails"] = sum(t is not None for t in thumbs)
+    return sec

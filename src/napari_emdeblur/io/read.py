@@ -12,8 +12,9 @@ from .errors import EMReadError
 from .formats import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, TIFF_SUFFIXES, is_tiff, natural_sort_key, stem_of, suffix_of
 from .multisem import COORDS_NAME, load_multisem
 from .planes import probe_shape, read_other, read_plane, yx_shape
+from .pyramid import Pyramid, block_tiles, multiscale_min_side, n_levels_for, source_key
 from .section import Section
-from .tiff import read_tiff, tiff_pixel_size, tiff_to_yx
+from .tiff import read_tiff, read_tiff_levels, tiff_pixel_size, tiff_to_yx
 from .units import plausible_nm
 from .values import validate_image
 from .zarr import is_zarr_dir, load_zarr
@@ -129,6 +130,51 @@ def _load_folder_stack(folder: Path, files: list[Path], lazy_bytes: int) -> Sect
     return Section(data, ps, folder.name, str(folder), axes, None, meta)
 
 
+def _squeeze_like(level, ndim: int):
+    while level.ndim > ndim and level.shape[0] == 1:
+        level = level[0]
+    return level
+
+
+def _set_levels(sec: Section, raw, path: Path | None, multiscale: bool | None) -> None:
+    """Keep a file's own levels when they fit the validated data, else generate levels when wanted."""
+    if sec.levels and sec.pyramid is None:
+        levels = [_squeeze_like(lv, sec.data.ndim) for lv in sec.levels[1:]]
+        ok = (multiscale is not False and sec.data is raw
+              and all(np.dtype(lv.dtype) == sec.dtype and lv.ndim == sec.data.ndim for lv in levels)
+              and all(a.shape[-1] > b.shape[-1] for a, b in zip([sec.data, *levels], levels)))
+        sec.levels = [sec.data, *levels] if ok else None
+        if ok:
+            sec.metadata["levels"] = "file"
+            return
+    if sec.pyramid is not None:
+        sec.metadata["levels"] = "generated"
+        return
+    yx = sec.shape[-2:]
+    if multiscale is False or (multiscale is None and max(yx) <= multiscale_min_side()):
+        return
+    n_levels = n_levels_for(yx)
+    if n_levels < 2:
+        return
+    data = sec.data
+    tiles = block_tiles(sec.shape, 2048)
+
+    def read(i: int) -> np.ndarray:
+        t = tiles[i]
+        plane = data[t.z] if data.ndim == 3 else data
+        return np.asarray(plane[t.y0 : t.y0 + t.height, t.x0 : t.x0 + t.width])
+
+    key = None
+    if sec.is_lazy and path is not None:  # in-memory data are quick to reduce: no cache
+        files = sec.metadata.get("files") or ([str(path)] if path.is_file() else [])
+        if files:
+            key = source_key("image", str(path.resolve()), sec.shape, sec.dtype.str, n_levels, files=files)
+    pyr = Pyramid(data, tiles, read, n_levels=n_levels, cache_key=key,
+                  describe={"source": sec.source, "name": sec.name})
+    sec.levels, sec.pyramid = pyr.levels, pyr
+    sec.metadata["levels"] = "generated"
+
+
 def load_section(
     path: str | os.PathLike,
     *,
@@ -137,12 +183,18 @@ def load_section(
     origin: str = "global",
     chunk: int | None = None,
     content: bytes | None = None,
+    multiscale: bool | None = None,
 ) -> Section:
     """Load an EM section or stack from ``path`` (see the module docstring for the formats).
 
     ``lazy_bytes``: single TIFFs larger than this are returned as dask arrays (default 1 GiB or
     env ``EMDEBLUR_LAZY_BYTES``). ``pixel_size`` (nm) overrides what the file says.
     ``origin``/``chunk``: MultiSEM mosaic placement ('global' or 'per_z') and dask chunk size.
+    ``multiscale``: give the section pyramid levels (``Section.levels``): the file's own
+    (OME-TIFF SubIFDs, OME-Zarr multiscales) or generated ones (:mod:`.pyramid`); None (default)
+    = the file's own levels when it has some, generated ones when a y or x side exceeds
+    :func:`~.pyramid.multiscale_min_side`; False = single scale. Opening never waits for
+    generated levels: they fill in from a background thread.
     Raises :class:`EMReadError` (a ValueError) naming the offending file for unreadable input.
     """
     p = Path(path).expanduser()
@@ -156,7 +208,7 @@ def load_section(
         if is_zarr_dir(p):
             sec = load_zarr(p)
         elif (p / COORDS_NAME).is_file():
-            sec = load_multisem([p / COORDS_NAME], p, origin, chunk)
+            sec = load_multisem([p / COORDS_NAME], p, origin, chunk, multiscale)
         else:
             subs = sorted(
                 (d / COORDS_NAME for d in p.iterdir() if d.is_dir() and (d / COORDS_NAME).is_file()),
@@ -164,13 +216,13 @@ def load_section(
             )
             files = _image_files(p)
             if subs and not files:
-                sec = load_multisem(subs, p, origin, chunk)
+                sec = load_multisem(subs, p, origin, chunk, multiscale)
             elif not files:
                 raise EMReadError(f"{p}: folder holds no readable images (tif, png, bmp, jpg)")
             else:
                 sec = _load_folder_stack(p, files, limit)
     elif content is None and p.name.lower() == COORDS_NAME:
-        sec = load_multisem([p], p.parent, origin, chunk)
+        sec = load_multisem([p], p.parent, origin, chunk, multiscale)
     else:
         suf = suffix_of(p)
         if (p.stat().st_size if content is None else len(content)) == 0:
@@ -182,14 +234,20 @@ def load_section(
             if extra:
                 meta["emdeblur"] = extra
             sec = Section(data, ps, stem_of(p), str(p), "yx", None, meta)
+            if content is None and multiscale is not False:
+                found = read_tiff_levels(p, limit)
+                if found is not None:
+                    sec.levels = [data] + [tiff_to_yx(lv, found[1], p) for lv in found[0][1:]]
         elif suf in OTHER_IMAGE_SUFFIXES:
             sec = Section(read_other(p, content), None, stem_of(p), str(p), "yx", None,
                           {"format": suf.lstrip(".")})
         else:
             raise EMReadError(f"{p}: unsupported file type {suf or '(none)'}")
     notes.extend(sec.metadata.get("warnings", []))
+    raw = sec.data
     sec.data = validate_image(sec.data, str(p), notes)
     sec.metadata["warnings"] = notes
+    _set_levels(sec, raw, p if content is None else None, multiscale)
     sec.axes = "zyx" if sec.data.ndim == 3 else "yx"
     sec.metadata["lazy"] = sec.is_lazy
     if pixel_size is not None:

@@ -31,7 +31,13 @@ class Section:
     ``data`` is a numpy array or, for large inputs, a dask array. ``pixel_size`` is ``(y, x)``
     in nm or None when unknown. ``metadata`` always holds a ``'warnings'`` list and only
     JSON-able values; ``reader`` is the live object behind a lazy mosaic (its tile cache), kept
-    out of the metadata.
+    out of the metadata. ``tiles`` lists a mosaic's acquisition tiles (file and footprint).
+
+    ``levels`` is the section as a multiscale pyramid, or None for a single-scale section:
+    ``levels[0]`` is ``data``, level ``k`` has ``ceil(shape / 2**k)`` pixels in y and x and
+    holds area means (:mod:`.pyramid`); ``pyramid`` is the live
+    :class:`~napari_emdeblur.io.pyramid.Pyramid` that builds generated levels in the background
+    (None when the file's own levels are used).
     """
 
     data: Any
@@ -42,6 +48,8 @@ class Section:
     tiles: list[AcqTile] | None = None
     metadata: dict = field(default_factory=dict)
     reader: Any = field(default=None, repr=False, compare=False)
+    levels: list | None = field(default=None, repr=False, compare=False)
+    pyramid: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.metadata.setdefault("warnings", [])
@@ -60,6 +68,18 @@ class Section:
     def is_lazy(self) -> bool:
         """True when the data are not an in-memory numpy array (dask)."""
         return not isinstance(self.data, np.ndarray)
+
+    @property
+    def multiscale(self) -> bool:
+        """True when the section comes with pyramid levels (``levels``)."""
+        return self.levels is not None and len(self.levels) > 1
+
+    @property
+    def level_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the levels (just ``[shape]`` for a single-scale section)."""
+        if not self.multiscale:
+            return [self.shape]
+        return [tuple(int(s) for s in lv.shape) for lv in self.levels or ()]
 
     @property
     def z_spacing(self) -> float | None:

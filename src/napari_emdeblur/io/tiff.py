@@ -24,7 +24,7 @@ from .units import ok_pixel_nm, unit_to_nm
 
 PLAIN_TIFF_MAX_NM = 1000.0  # plain TIFF cm/inch resolution tags trusted only below 1 um/px
 
-__all__ = ["read_tiff", "tiff_pixel_size", "tiff_to_yx"]
+__all__ = ["read_tiff", "read_tiff_levels", "tiff_pixel_size", "tiff_to_yx"]
 
 
 def _ome_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict]:
@@ -217,6 +217,42 @@ def read_tiff(
         raise
     except Exception as e:  # noqa: BLE001
         raise EMReadError(f"{path}: corrupt or truncated TIFF file ({e})") from e
+    finally:
+        if not keep_open and not tif.filehandle.closed:
+            tif.close()
+
+
+def read_tiff_levels(path: Path, lazy_bytes: int) -> tuple[list[Any], str] | None:
+    """The pyramid levels of a TIFF's first series (OME-TIFF SubIFDs, or any level layout
+    tifffile recognises), level 0 first, with their tifffile axes; None for a single level.
+
+    Levels are read into memory when the series is at most ``lazy_bytes``, else they are lazy
+    dask arrays over tifffile's zarr stores (the file stays open while they are in use).
+    """
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as e:  # noqa: BLE001
+        raise EMReadError(f"{path}: not a readable TIFF file ({e})") from e
+    keep_open = False
+    try:
+        if not tif.series or len(tif.series[0].levels) < 2:
+            return None
+        series = tif.series[0]
+        if series.nbytes <= lazy_bytes:
+            return [lv.asarray() for lv in series.levels], series.axes
+        import dask.array as da
+        import zarr
+
+        levels = [da.from_zarr(zarr.open(tif.aszarr(series=0, level=k), mode="r"))
+                  for k in range(len(series.levels))]
+        keep_open = True
+        return levels, series.axes
+    except EMReadError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise EMReadError(f"{path}: cannot read the TIFF's pyramid levels ({e})") from e
     finally:
         if not keep_open and not tif.filehandle.closed:
             tif.close()

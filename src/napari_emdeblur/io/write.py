@@ -3,6 +3,16 @@
 dtype is preserved; the pixel size (nm) and z spacing are written as the format expects; an
 existing target is replaced only with ``overwrite=True`` and the paths in ``protect`` (the
 inputs) are never written.
+
+Pyramids: OME-TIFF and OME-Zarr outputs of a section with a y or x side above
+:func:`~.pyramid.multiscale_min_side` (or with ``levels=n`` given) also get the coarser levels
+(``levels`` in total, by default down to a larger side of at most 1024 px): level ``k`` has
+``ceil(shape / 2**k)`` pixels in y and x, each the area mean of the ``2**k x 2**k`` level-0
+pixels it covers (the part inside the image at the bottom/right edge). They are computed from
+level 0 while it is streamed block by block (never the whole image in memory) and written with
+the libraries' own conventions: OME-TIFF SubIFDs (tifffile ``subifds``, tiles of 512 px; read
+back as ``TiffFile.series[0].levels``) and NGFF 0.4 ``multiscales`` datasets ``0 .. n-1`` with
+their scale and translation (the centre of a ``2**k`` block). Plain ImageJ TIFF has no pyramid.
 """
 
 from __future__ import annotations
@@ -13,18 +23,125 @@ import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .atomic import atomic_write, umask_mode
 from .formats import WRITE_SUFFIXES, stem_of, suffix_of
+from .pyramid import area_levels, level_shapes, multiscale_min_side, n_levels_for
 from .section import json_safe
 from .units import ok_pixel_nm
 from .values import is_dask_array
 
-__all__ = ["input_conflict", "save_image", "save_ome_zarr"]
+__all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "save_image", "save_ome_zarr"]
 
+TIFF_TILE = 512  # tile size of pyramidal OME-TIFF outputs
+
+
+def export_levels(shape: Sequence[int], levels: int | None = None) -> int:
+    """How many levels an OME-TIFF / OME-Zarr export of ``shape`` gets (1 = no pyramid).
+
+    ``levels`` given: that many (at least 1). None: :func:`~.pyramid.n_levels_for` when a y or x
+    side exceeds :func:`~.pyramid.multiscale_min_side`, else 1.
+    """
+    if levels is not None:
+        return max(1, int(levels))
+    yx = tuple(int(s) for s in shape[-2:])
+    return n_levels_for(yx) if max(yx) > multiscale_min_side() else 1
+
+
+def iter_pyramid_blocks(data: Any, n_levels: int, block: tuple[int, int] = (1024, 4096),
+                        ) -> Iterator[tuple[int, int, int, dict[int, np.ndarray]]]:
+    """Stream ``data`` (2-D or (z, y, x); numpy, dask or any sliceable array) block by block with
+    its pyramid levels: yields ``(z, y, x, {k: block at level k})`` in row-major order per plane,
+    where ``(y, x)`` is the block's corner at level 0 and level ``k``'s block starts at
+    ``(y >> k, x >> k)``. Blocks are aligned to ``2**(n_levels - 1)`` so that no level pixel
+    straddles two blocks; memory stays at about one block (in float64) whatever the image size.
+    """
+    shape = tuple(int(s) for s in data.shape)
+    nz = shape[0] if len(shape) == 3 else 1
+    h, w = shape[-2:]
+    m = 1 << (n_levels - 1)
+    by, bx = (-(-int(b) // m) * m for b in block)
+    factors = {k: (float(1 << k), float(1 << k)) for k in range(1, n_levels)}
+    for z in range(nz):
+        plane = data[z] if len(shape) == 3 else data
+        for y in range(0, h, by):
+            for x in range(0, w, bx):
+                blk = plane[y : min(y + by, h), x : min(x + bx, w)]
+                blk = np.asarray(blk.compute() if hasattr(blk, "compute") else blk)
+                out = {0: blk}
+                for k, (_, _, im) in area_levels(blk, y, x, factors, blk.dtype).items():
+                    out[k] = im
+                yield z, y, x, out
+
+
+def _tiles_of(arr: Any, tile: int) -> Iterator[np.ndarray]:
+    """Full ``tile`` x ``tile`` tiles of a 2-D or (z, y, x) array in TIFF order (padded with 0)."""
+    nz = arr.shape[0] if arr.ndim == 3 else 1
+    for z in range(nz):
+        plane = arr[z] if arr.ndim == 3 else arr
+        h, w = plane.shape
+        for y in range(0, h, tile):
+            band = np.asarray(plane[y : min(y + tile, h)])
+            for x in range(0, w, tile):
+                t = band[:, x : x + tile]
+                if t.shape != (tile, tile):
+                    t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1])))
+                yield t
+
+
+def _write_tiff_pyramid(tmp: Any, data: Any, n_levels: int, md: dict, big: bool, scratch: Path) -> None:
+    """Level 0 tile by tile into an OME-TIFF with ``n_levels - 1`` SubIFDs, then the coarser
+    levels (kept in memory maps in ``scratch`` while level 0 is written).
+    """
+    import tifffile
+
+    shape = tuple(int(s) for s in data.shape)
+    dt = np.dtype(data.dtype)
+    shapes = level_shapes(shape, n_levels)
+    maps: dict[int, np.ndarray] = {}
+    files = []
+    for k in range(1, n_levels):
+        f = tempfile.NamedTemporaryFile(prefix=".level", suffix=".tmp", dir=scratch, delete=False)
+        f.close()
+        files.append(f.name)
+        maps[k] = np.lib.format.open_memmap(f.name, mode="w+", dtype=dt, shape=shapes[k])
+    tile = TIFF_TILE
+    band = max(tile, 1 << (n_levels - 1))
+
+    def level0_tiles() -> Iterator[np.ndarray]:
+        # bands of whole tile rows, read in blocks that also fill the coarser levels
+        pieces: list[np.ndarray] = []
+        current = None
+        for z, y, x, blocks in iter_pyramid_blocks(data, n_levels, (band, 4096)):
+            if current is not None and (z, y) != current:
+                yield from _tiles_of(np.concatenate(pieces, axis=1), tile)
+                pieces = []
+            current = (z, y)
+            pieces.append(blocks[0])
+            for k, im in blocks.items():
+                if k:
+                    dst = maps[k][z] if len(shape) == 3 else maps[k]
+                    dst[y >> k : (y >> k) + im.shape[0], x >> k : (x >> k) + im.shape[1]] = im
+        if pieces:
+            yield from _tiles_of(np.concatenate(pieces, axis=1), tile)
+
+    try:
+        opts = {"dtype": dt, "tile": (tile, tile), "photometric": "minisblack", "compression": "zlib"}
+        with tifffile.TiffWriter(tmp, bigtiff=big, ome=True) as tw:
+            tw.write(level0_tiles(), shape=shape, subifds=n_levels - 1, metadata=md, **opts)
+            for k in range(1, n_levels):
+                tw.write(_tiles_of(maps[k], tile), shape=shapes[k], subfiletype=1, metadata=None, **opts)
+    finally:
+        for k in list(maps):
+            del maps[k]
+        for name in files:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
 def input_conflict(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
     """Why writing ``out`` would touch an input, or None: ``out`` is an input file (also through a
@@ -88,14 +205,17 @@ def save_image(
     *,
     z_spacing: float | None = None,
     protect: Sequence[str | os.PathLike] = (),
+    levels: int | None = None,
 ) -> Path:
     """Write a 2-D section or (Z, Y, X) stack as TIFF atomically; returns the path written.
 
     ``.ome.tif``/``.ome.tiff``: OME-TIFF with PhysicalSizeX/Y (and Z) in nm, ``metadata`` as
-    JSON in the image Description. ``.tif``/``.tiff``: ImageJ-compatible TIFF (resolution tags
+    JSON in the image Description, and pyramid levels in SubIFDs (``levels``, see
+    :func:`export_levels` and the module docstring; tiled, zlib-compressed, streamed block by
+    block). ``.tif``/``.tiff``: ImageJ-compatible TIFF (resolution tags
     + ``unit=nm``, ``metadata`` as JSON in ImageJ's Info) for uint8/uint16/float32; other
     dtypes are written as plain TIFF with a JSON description and cm resolution tags. ``.zarr``
-    is passed to :func:`save_ome_zarr`. dtype is preserved. The file is written to a temporary
+    is passed to :func:`save_ome_zarr` (with ``levels``). dtype is preserved. The file is written to a temporary
     file in the same folder and moved into place; an existing file is only replaced with
     ``overwrite=True`` and paths in ``protect`` (the inputs) are never written.
     """
@@ -105,7 +225,7 @@ def save_image(
     suf = suffix_of(path)
     if suf in (".zarr", ".ome.zarr"):
         return save_ome_zarr(path, data, pixel_size, metadata=metadata, overwrite=overwrite,
-                             z_spacing=z_spacing, protect=protect)
+                             z_spacing=z_spacing, protect=protect, levels=levels)
     if suf not in WRITE_SUFFIXES:
         raise ValueError(f"{path}: unsupported output type {suf or '(none)'}; use .tif, .ome.tif or .zarr")
     if data.ndim not in (2, 3):
@@ -116,11 +236,15 @@ def save_image(
     meta_json = json.dumps(json_safe(metadata or {}))
     lazy = is_dask_array(data)
     shape = tuple(int(s) for s in data.shape)
-    if lazy and data.ndim == 3:
-        payload: Any = (np.asarray(data[i]) for i in range(shape[0]))
+    n_levels = export_levels(shape, levels) if suf.startswith(".ome") else 1
+    payload: Any = None
+    if n_levels > 1:
+        pass  # streamed block by block by _write_tiff_pyramid
+    elif lazy and data.ndim == 3:
+        payload = (np.asarray(data[i]) for i in range(shape[0]))
     else:
         payload = np.asarray(data)
-    big = int(np.prod(shape)) * dt.itemsize > 2**31 - 2**25
+    big = int(np.prod(shape)) * dt.itemsize * (4 if n_levels > 1 else 3) // 3 > 2**31 - 2**25
     kw: dict = {"shape": shape, "dtype": dt} if not isinstance(payload, np.ndarray) else {}
 
     def write(tmp) -> None:  # tmp: the open temporary file
@@ -131,6 +255,9 @@ def save_image(
                           PhysicalSizeX=ps[1], PhysicalSizeXUnit="nm")
             if z_spacing and len(shape) == 3:
                 md.update(PhysicalSizeZ=float(z_spacing), PhysicalSizeZUnit="nm")
+            if n_levels > 1:
+                _write_tiff_pyramid(tmp, data, n_levels, md, big, path.parent)
+                return
             tifffile.imwrite(tmp, payload, ome=True, bigtiff=big, photometric="minisblack",
                              metadata=md, **kw)
         elif dt in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)) and not big:
@@ -180,13 +307,16 @@ def save_ome_zarr(
     chunks: int | Sequence[int] | None = None,
     overwrite: bool = False,
     protect: Sequence[str | os.PathLike] = (),
+    levels: int | None = None,
 ) -> Path:
-    """Write a 2-D section or (Z, Y, X) stack as OME-Zarr (NGFF 0.4, zarr v2 format, one scale).
+    """Write a 2-D section or (Z, Y, X) stack as OME-Zarr (NGFF 0.4, zarr v2 format).
 
     Data (numpy or dask, streamed block by block) go into ``<path>/0`` with chunks of ``chunks``
-    px in y/x (default 1024, one z plane per chunk); the multiscales metadata carry the pixel
-    size in nanometres and ``metadata`` is stored as JSON under the group attribute
-    ``emdeblur``. Written into a temporary folder beside ``path`` and renamed into place.
+    px in y/x (default 1024, one z plane per chunk), the coarser pyramid levels (``levels``, see
+    :func:`export_levels`) into ``<path>/1`` ...; the multiscales metadata carry the pixel size
+    in nanometres (scale ``2**k`` pixels and translation ``(2**k - 1) / 2`` pixels per level) and
+    ``metadata`` is stored as JSON under the group attribute ``emdeblur``. Written into a
+    temporary folder beside ``path`` and renamed into place.
     """
     import dask.array as da
     import zarr
@@ -203,11 +333,20 @@ def save_ome_zarr(
     if isinstance(c, int):
         c = (1,) * (len(shape) - 2) + (c, c)
     c = tuple(int(min(a, b)) for a, b in zip(c, shape))
+    n_levels = export_levels(shape, levels)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         g = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         arr = g.create_array("0", shape=shape, dtype=np.dtype(data.dtype), chunks=c)
-        if is_dask_array(data):
+        if n_levels > 1:
+            arrays = [arr] + [g.create_array(str(k), shape=sk, dtype=np.dtype(data.dtype),
+                                             chunks=tuple(min(a, b) for a, b in zip(c, sk)))
+                              for k, sk in enumerate(level_shapes(shape, n_levels)) if k]
+            for z, y, x, blocks in iter_pyramid_blocks(data, n_levels, (c[-2], max(c[-1], 4096))):
+                for k, im in blocks.items():
+                    region = (slice(y >> k, (y >> k) + im.shape[0]), slice(x >> k, (x >> k) + im.shape[1]))
+                    arrays[k][((z,) if len(shape) == 3 else ()) + region] = im
+        elif is_dask_array(data):
             # our own pool: leaving the `with` waits for every chunk task, so after a failure no
             # straggler thread can re-create the temp folder while it is being removed
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -218,14 +357,21 @@ def save_ome_zarr(
         names = ["z", "y", "x"][-len(shape):]
         unit = {"unit": "nanometer"} if ps else {}
         axes = [{"name": n, "type": "space", **unit} for n in names]
-        scale = ([float(z_spacing or 1.0)] if len(shape) == 3 else []) + [yx[0], yx[1]]
+        zs = [float(z_spacing or 1.0)] if len(shape) == 3 else []
+        datasets = []
+        for k in range(n_levels):
+            f = float(1 << k)
+            tr: list[dict] = [{"type": "scale", "scale": zs + [yx[0] * f, yx[1] * f]}]
+            if k:
+                tr.append({"type": "translation",
+                           "translation": [0.0] * len(zs) + [yx[0] * (f - 1) / 2, yx[1] * (f - 1) / 2]})
+            datasets.append({"path": str(k), "coordinateTransformations": tr})
         g.attrs["multiscales"] = [{
             "version": "0.4",
             "name": name or stem_of(path),
             "axes": axes,
-            "datasets": [{"path": "0",
-                          "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-            "type": "none",
+            "datasets": datasets,
+            "type": "mean" if n_levels > 1 else "none",
         }]
         g.attrs["emdeblur"] = json_safe(metadata or {})
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700 folders

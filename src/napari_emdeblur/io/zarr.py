@@ -1,4 +1,8 @@
-"""OME-Zarr (NGFF 0.4 / 0.5) and plain zarr arrays, read lazily as dask arrays."""
+"""OME-Zarr (NGFF 0.4 / 0.5) and plain zarr arrays, read lazily as dask arrays.
+
+An NGFF ``multiscales`` group gives every dataset of its first multiscale as a level
+(``Section.levels``); ``Section.data`` is the first (finest) one.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ def load_zarr(path: Path) -> Section:
     pz = None
     extra: dict = {}
     axes_names: list[str] | None = None
+    more: list = []  # the coarser levels of an NGFF multiscales group
     if isinstance(node, zarr.Array):
         arr = node
     else:
@@ -42,8 +47,10 @@ def load_zarr(path: Path) -> Section:
             ds = m["datasets"][0]
             try:
                 arr = node[ds["path"]]
+                more = [node[d["path"]] for d in m["datasets"][1:]]
             except KeyError as e:
-                raise EMReadError(f"{path}: multiscales dataset {ds['path']!r} missing") from e
+                raise EMReadError(f"{path}: a multiscales dataset of {[d.get('path') for d in m['datasets']]} "
+                                  "is missing") from e
             axes = m.get("axes") or []
             axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes] or None
             scale = None
@@ -71,12 +78,15 @@ def load_zarr(path: Path) -> Section:
             if not arrays:
                 raise EMReadError(f"{path}: zarr group holds no array")
             arr = node[arrays[0]]
-    data = da.from_zarr(arr)
-    if axes_names and len(axes_names) == data.ndim:
+    levels = [da.from_zarr(a) for a in [arr, *more]]
+    if axes_names and len(axes_names) == levels[0].ndim:
         idx = tuple(
             0 if (a not in ("z", "y", "x") and s == 1) else slice(None)
-            for a, s in zip(axes_names, data.shape)
+            for a, s in zip(axes_names, levels[0].shape)
         )
-        data = data[idx]
-    return Section(data, ps, stem_of(path), str(path), "yx", None,
-                   {"format": "zarr", "z_spacing": pz, **({"emdeblur": extra} if extra else {})})
+        levels = [lv[idx] for lv in levels]
+    sec = Section(levels[0], ps, stem_of(path), str(path), "yx", None,
+                  {"format": "zarr", "z_spacing": pz, **({"emdeblur": extra} if extra else {})})
+    if len(levels) > 1:
+        sec.levels = levels
+    return sec

@@ -6,7 +6,8 @@ sSEM frame, ...). :func:`analyse_tile` reads it, scores it on the QC grid of ``c
 (see :mod:`.config`):
 
 * tile score = median of its subtile scores (NaN subtiles, e.g. blank resin or padding, are
-  ignored), i.e. the same numbers the napari heatmap shows for a section;
+  ignored; ``qc.acquisition.file_score`` with quantile 0.5: the absolute default thresholds were
+  measured on medians, while the viewer's section-relative per-file QC uses the lower quartile);
 * ``score < retake_threshold`` -> ``retake`` (too soft to rescue: re-image it);
 * ``retake_threshold <= score < correct_threshold`` -> ``correct``: the whole tile is deblurred by
   the correction service (``deblur.service.iter_correct``, the same as the widget and
@@ -35,10 +36,13 @@ import numpy as np
 from ..io.read import load_section
 from ..io.write import save_image
 from ..qc import decisions
+from ..qc.acquisition import file_score
 from ..qc.focus import score_tiles
 from ..qc.thresholds import calibrated_thresholds
 from .config import PipelineConfig, TileRecord, corrected_rel, correction_params, resolve_thresholds
 from .errors import ModelLoadError, classify_error
+
+PIPELINE_QUANTILE = 0.5  # the tile score is the median of its subtile scores
 
 __all__ = ["analyse_tile", "calibrate_thresholds", "correct_recorded", "needs_correction", "process_tile"]
 
@@ -220,7 +224,7 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     sub = np.asarray(decisions.classify(scores, ct, rt))
     rec.n_flagged = int(np.count_nonzero((sub != decisions.OK) & finite))
     rec.n_retake = int(np.count_nonzero((sub == decisions.RETAKE) & finite))
-    score = float(np.median(scores[finite])) if finite.any() else math.nan
+    score, _ = file_score(scores, PIPELINE_QUANTILE)
     rec.score = round(score, 6) if math.isfinite(score) else math.nan
     if math.isfinite(score):
         code = int(np.asarray(decisions.classify(np.array([[score]], np.float32), ct, rt)).ravel()[0])

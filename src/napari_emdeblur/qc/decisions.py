@@ -97,8 +97,11 @@ def tile_rows(file: str, z: int, grid: TileGrid, scores, decisions) -> list[dict
     return rows
 
 
-def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool = False) -> Path:
-    """Write report rows to ``path`` atomically (``io.atomic.atomic_write``).
+def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool = False,
+                   columns: Sequence[str] = CSV_COLUMNS) -> Path:
+    """Write report rows to ``path`` atomically (``io.atomic.atomic_write``), with the header
+    ``columns`` (default :data:`CSV_COLUMNS`; per-file QC of a mosaic:
+    ``qc.acquisition.FILE_CSV_COLUMNS``).
 
     Refuses (``FileExistsError``) to replace an existing file unless ``overwrite=True``; the
     folder must exist (``FileNotFoundError`` otherwise).
@@ -112,7 +115,7 @@ def write_tile_csv(path, rows: Iterable[dict] | Sequence[dict], overwrite: bool 
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist")
     buf = io.StringIO(newline="")
-    wr = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    wr = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
     wr.writeheader()
     for row in rows:
         wr.writerow(row)

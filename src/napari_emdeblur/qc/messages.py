@@ -38,6 +38,30 @@ class SectionScores:
 
 
 @dataclass
+class FileScores:
+    """Focus of one acquisition tile (one image file of a mosaic): its sub-tile scores and the
+    file's one score (:func:`napari_emdeblur.qc.acquisition.file_score`).
+
+    ``index`` is the file's position in the section's tile list; ``(z, y0, x0, height, width)``
+    its footprint in the mosaic; ``sub_scores`` the ``(rows, cols)`` scores of its ``sub_tile``
+    px grid (partial sub-tiles at the right/bottom at their true size; NaN = unscorable);
+    ``worst`` the ``(row, col)`` of its lowest scorable sub-tile (None when none is scorable).
+    """
+
+    index: int
+    path: str
+    z: int
+    y0: int
+    x0: int
+    height: int
+    width: int
+    sub_tile: int
+    sub_scores: np.ndarray
+    score: float
+    worst: tuple[int, int] | None = None
+
+
+@dataclass
 class TileResult:
     """One corrected tile: where it goes and its pixels (same dtype as the input)."""
 

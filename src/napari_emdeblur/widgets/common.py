@@ -21,7 +21,7 @@ def image_layers(viewer: "napari.Viewer", exclude_ours: bool = True) -> list:
     for layer in viewer.layers:
         if not isinstance(layer, Image):
             continue
-        if exclude_ours and (HEATMAP_KEY in layer.metadata):
+        if exclude_ours and (HEATMAP_KEY in layer.metadata or DECISIONS_KEY in layer.metadata):
             continue
         out.append(layer)
     return out

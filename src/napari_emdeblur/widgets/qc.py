@@ -1,13 +1,29 @@
 """Focus QC dock widget: score an EM section per tile, show the heatmap, tune thresholds by eye.
 
-The widget is a thin shell around :func:`napari_emdeblur.qc.scoring.iter_score_stack`. Scoring
-runs in a napari worker thread through the docks' shared :class:`~.runner.WorkerRunner`;
-``run(sync=True)`` drains the same generator in the calling thread (used by tests and scripts). Results live in two layers the other widgets
+The widget is a thin shell around the scoring generators: for a mosaic whose layer lists its
+acquisition tiles (a MultiSEM folder opened by the npe2 reader: ``metadata['tiles']``),
+:func:`napari_emdeblur.qc.acquisition.iter_score_files` (one decision per tile *file*, its
+sub-tiles of ``tile`` px scored); for any other image, the regular grid of
+:func:`napari_emdeblur.qc.scoring.iter_score_stack`. Scoring runs in a napari worker thread
+through the docks' shared :class:`~.runner.WorkerRunner`; ``run(sync=True)`` drains the same
+generator in the calling thread (tests, scripts). Results live in two layers the other widgets
 read through public layer metadata:
 
-* ``"<image> focus"``: a low-resolution Image layer, one pixel per tile, with ``scale`` and
-  ``translate`` set so tile ``(i, j)`` covers exactly its pixels of the image;
-* ``"<image> flagged"``: a Labels layer on the same grid, 1 = correct (deblur), 2 = retake.
+* ``"<image> focus"``: the score of each tile (grid cell or acquisition tile) drawn on the
+  tile's real footprint (metadata ``emdeblur_heatmap``: ``scores``, the ``(z, rows, cols)``
+  scores of the ``tile`` px grid cells, for a mosaic those of the file owning each cell's centre) (:class:`~napari_emdeblur.qc.tilemap.TileRaster`: a lazy multiscale
+  layer with the image's level shapes, scale and translate, so it lines up with every level;
+  partial edge tiles end where the image ends; mosaic gaps and overlaps as in the mosaic:
+  the later tile wins, gaps stay empty);
+* ``"<image> flagged"``: the decisions the same way (an Image layer with a fixed colour per
+  decision: 1 = correct (deblur, cyan), 2 = retake (red); nothing to paint). Its metadata
+  ``emdeblur_decisions`` holds the thresholds and ``decisions``, the ``(z, rows, cols)``
+  decisions of the ``tile`` px grid cells (for a mosaic: of the file owning each cell's
+  centre), which the correction dock corrects.
+
+The layers are created empty when scoring starts and refreshed at most every
+``REFRESH_S`` while results come in (a refresh redraws only what is on screen), the progress bar
+at most every ``PROGRESS_S``: with software OpenGL every repaint of the window costs 0.1-0.3 s.
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -31,12 +48,15 @@ from magicgui.widgets import (
 )
 from napari.viewer import Viewer
 
+from ..io.section import AcqTile
 from ..qc import decisions as dec
+from ..qc.acquisition import FILE_CSV_COLUMNS, AcquisitionQC, iter_score_files
 from ..qc.focus import DEFAULT_METRIC, METRICS
-from ..qc.messages import Progress, SectionScores
+from ..qc.messages import FileScores, Progress, SectionScores
 from ..qc.scoring import ScoreParams, iter_score_stack
 from ..qc.thresholds import auto_thresholds
-from ..qc.tiling import TileGrid, heatmap_transform
+from ..qc.tilemap import TileFootprints, TileRaster, raster_level_shapes
+from ..qc.tiling import TileGrid
 from .common import DECISIONS_KEY, HEATMAP_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
 from .runner import WorkerRunner
 
@@ -46,21 +66,55 @@ DECISION_COLORS = {
     dec.CORRECT: (0.0, 0.9, 1.0, 0.5),
     dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
 }
+UNIT_GRID, UNIT_FILE = "grid tile", "acquisition tile"
+REFRESH_S = 2.0  # the QC layers are redrawn at most this often while results come in
+PROGRESS_S = 1.0  # the progress bar is updated at most this often (each update repaints the window)
+
+
+def _flag_colormap():
+    """Decision code -> colour (0 transparent), no blending between codes."""
+    from napari.utils.colormaps import Colormap
+
+    colors = [DECISION_COLORS[0], DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE]]
+    return Colormap(colors, controls=[0.0, 1 / 3, 2 / 3, 1.0], interpolation="zero", name="emdeblur decisions")
+
+
+def layer_tiles(layer) -> list[AcqTile] | None:
+    """The acquisition tiles a layer lists in its metadata (a MultiSEM mosaic), or None."""
+    tiles = (layer.metadata or {}).get("tiles")
+    if not tiles:
+        return None
+    try:
+        return [AcqTile(**t) if isinstance(t, dict) else t for t in tiles]
+    except TypeError:
+        return None
 
 
 @dataclass
 class QCResult:
-    """Scores of one image layer (all sections) and the thresholds applied to them."""
+    """Scores of one image layer (all sections) and the thresholds applied to them.
+
+    ``unit`` is :data:`UNIT_GRID` (``scores``/``decisions`` are ``(Z, rows, cols)`` over the
+    ``tile`` px grid) or :data:`UNIT_FILE` (one entry per acquisition tile file, in the layer's
+    tile order; ``acquisition`` holds the files' sub-tile scores). ``cell_decisions`` is always
+    the ``(Z, rows, cols)`` grid view the correction dock reads.
+    """
 
     layer_name: str
     image_shape: tuple[int, ...]
     file: str  # the layer's source file (or its name) for the CSV report
     tile: int
     metric: str
-    scores: np.ndarray  # (Z, rows, cols), NaN = not scored (yet)
+    scores: np.ndarray  # (Z, rows, cols) or (n_files,), NaN = not scored (yet)
     correct_threshold: float = np.nan
     retake_threshold: float = np.nan
-    decisions: np.ndarray = field(default=None)  # (Z, rows, cols) int8
+    decisions: np.ndarray = field(default=None)  # like scores, int8
+    unit: str = UNIT_GRID
+    tiles: list[AcqTile] | None = None
+    acquisition: AcquisitionQC | None = None
+    footprints: TileFootprints | None = None
+    cell_decisions: np.ndarray = field(default=None)  # (Z, rows, cols) int8
+    cell_owner: np.ndarray | None = None  # (Z, rows, cols) file owning each grid cell (UNIT_FILE)
 
     @property
     def grid(self) -> TileGrid:
@@ -69,6 +123,10 @@ class QCResult:
     @property
     def is_stack(self) -> bool:
         return len(self.image_shape) == 3
+
+    @property
+    def by_file(self) -> bool:
+        return self.unit == UNIT_FILE
 
 
 class QCWidget(Container):
@@ -97,6 +155,8 @@ class QCWidget(Container):
         self.count_label = Label(label="flagged", value="score a layer first")
         self.hover_label = Label(label="tile", value="")
         self.csv_path = FileEdit(label="report", mode="w", filter="*.csv", value="")
+        self.subtiles_check = CheckBox(text="with sub-tile rows", value=False)
+        self.subtiles_check.tooltip = "mosaics: also one row per scored sub-tile of each acquisition tile file"
         self.export_btn = PushButton(text="Export CSV")
         for w in (self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
                   self.auto_btn, self.export_btn):
@@ -104,8 +164,11 @@ class QCWidget(Container):
         self.extend([
             self.layer_combo, self.metric_combo, self.tile_spin, self.score_btn, self.cancel_btn,
             self.progress, self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
-            self.auto_btn, self.count_label, self.hover_label, self.csv_path, self.export_btn,
+            self.auto_btn, self.count_label, self.hover_label, self.csv_path, self.subtiles_check, self.export_btn,
         ])
+        self.tile_spin.tooltip = ("QC tile size; for a mosaic with acquisition tiles, the sub-tiles of each tile "
+                                  "file (one decision per file)")
+        self._last_refresh = self._last_progress = 0.0
         self._init_histogram()
 
         self.score_btn.changed.connect(lambda: self.run())
@@ -161,8 +224,14 @@ class QCWidget(Container):
         except ValueError as e:
             notify(str(e), "error")
             return
-        self._start(layer, data, params)
-        self._runner.start(iter_score_stack(data, params), sync=sync)
+        tiles = layer_tiles(layer)
+        self._sync = sync
+        self._start(layer, data, params, tiles)
+        if tiles:
+            gen = iter_score_files(tiles, params, tuple(data.shape))
+        else:
+            gen = iter_score_stack(data, params)
+        self._runner.start(gen, sync=sync)
 
     def cancel(self) -> None:
         """Stop a running scoring after the current section."""
@@ -177,83 +246,126 @@ class QCWidget(Container):
         self.score_btn.enabled = not busy
         self.cancel_btn.enabled = busy
 
-    def _start(self, layer, data, params: ScoreParams) -> None:
+    def _start(self, layer, data, params: ScoreParams, tiles: list[AcqTile] | None = None) -> None:
         grid = TileGrid(tuple(data.shape[-2:]), params.tile)
         nz = data.shape[0] if data.ndim == 3 else 1
         file = getattr(layer.source, "path", None) or layer.metadata.get("emdeblur_source") or layer.name
+        shape = tuple(int(s) for s in data.shape)
+        if tiles:
+            n = len(tiles)
+            boxes = np.array([(t.z, t.y0, t.x0, t.height, t.width) for t in tiles], np.int64)
+            footprints = TileFootprints.from_boxes(shape, boxes)
+            scores = np.full(n, np.nan, np.float32)
+            owner = footprints.grid_owners(params.tile)
+        else:
+            footprints = TileFootprints.from_grid(shape, params.tile)
+            scores = np.full((nz, *grid.grid_shape), np.nan, np.float32)
+            owner = None
         self.result = QCResult(
-            layer_name=layer.name, image_shape=tuple(data.shape), file=str(file), tile=params.tile,
-            metric=params.metric,
-            scores=np.full((nz, *grid.grid_shape), np.nan, np.float32),
+            layer_name=layer.name, image_shape=shape, file=str(file), tile=params.tile,
+            metric=params.metric, scores=scores, unit=UNIT_FILE if tiles else UNIT_GRID, tiles=tiles,
+            footprints=footprints, cell_owner=owner,
         )
-        self.result.decisions = np.zeros(self.result.scores.shape, np.int8)
+        self.result.decisions = np.zeros(scores.shape, np.int8)
+        self.result.cell_decisions = (self.result.decisions if not tiles
+                                      else np.zeros((nz, *grid.grid_shape), np.int8))
+        self._cell_scores = (self.result.scores if not tiles
+                             else np.full((nz, *grid.grid_shape), np.nan, np.float32))
+        self._heat_values = np.full(scores.shape, np.nan, np.float32)
         self._t0 = time.perf_counter()
-        self.progress.max = nz
+        self._last_refresh = self._last_progress = 0.0
+        self.progress.max = len(tiles) if tiles else nz
         self.progress.value = 0
         self._place_layers(layer)
 
     def _place_layers(self, layer) -> None:
         r = self.result
-        ps = tuple(float(s) for s in layer.scale[-2:])
-        tr = tuple(float(t) for t in layer.translate[-2:])
-        scale, translate = heatmap_transform(r.tile, ps, tr)
-        if r.is_stack:
-            scale = (float(layer.scale[0]), *scale)
-            translate = (float(layer.translate[0]), *translate)
-        display = self._display_scores()
-        meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape}
+        levels = [tuple(int(v) for v in s) for s in layer.level_shapes] if layer.multiscale else None
+        shapes = raster_level_shapes(r.image_shape, levels)
+        scale = tuple(float(s) for s in layer.scale)
+        translate = tuple(float(t) for t in layer.translate)
+        heat_raster = TileRaster(r.footprints, self._heat_values, shapes, fill=np.nan, dtype=np.float32)
+        flag_raster = TileRaster(r.footprints, r.decisions, shapes, fill=0, dtype=np.uint8)
+        self._rasters = (heat_raster, flag_raster)
+        meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
+                "unit": r.unit}
+        hmeta = dict(meta, scores=self._cell_scores)
+        for name in (f"{r.layer_name} focus", f"{r.layer_name} flagged"):
+            old = layer_by_name(self._viewer, name)
+            if old is not None:
+                self._viewer.layers.remove(old)
+        self._viewer.add_image(
+            heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
+            interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+            contrast_limits=(0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
+        )
+        dmeta = dict(meta, decisions=r.cell_decisions)
+
+        def add_flags() -> None:
+            if self.result is not r:  # a newer run replaced this one
+                return
+            dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
+            self._viewer.add_image(
+                flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
+                contrast_limits=(-0.5, 2.5), interpolation2d="nearest", blending="translucent", scale=scale,
+                translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
+            )
+
+        self._later(add_flags)  # the second layer a moment later: two shorter pauses, not one long
+
+    def _later(self, fn) -> None:
+        """Run ``fn`` a moment later while a worker runs, after the repaint the previous step
+        caused (two short GUI pauses instead of one long one); at once in a synchronous run.
+        """
+        if getattr(self, "_sync", True):
+            fn()
+        else:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(150, fn)
+
+    def _update_heat_values(self) -> None:
+        r = self.result
+        np.copyto(self._heat_values, r.scores)
+        if r.by_file and r.cell_owner is not None:
+            own = r.cell_owner
+            np.copyto(self._cell_scores, np.where(own >= 0, r.scores[np.maximum(own, 0)], np.nan))
+
+    def _refresh_layers_throttled(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_refresh < REFRESH_S:
+            return
+        self._last_refresh = now
+        self._update_heat_values()
         heat = self.heatmap_layer
-        if heat is None:
-            heat = self._viewer.add_image(
-                display, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
-                interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
-                contrast_limits=(0.0, 1.0), metadata={HEATMAP_KEY: meta},
-            )
-        else:
-            heat.data = display
-            heat.scale, heat.translate = scale, translate
-            heat.metadata[HEATMAP_KEY] = meta
-        labels = self.decisions_layer
-        dmeta = dict(meta)
-        if labels is None:
-            from napari.utils.colormaps import DirectLabelColormap
+        finite = self.result.scores[np.isfinite(self.result.scores)]
+        if heat is not None:
+            if finite.size:
+                lo, hi = float(finite.min()), float(finite.max())
+                heat.contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
+            heat.refresh()
 
-            labels = self._viewer.add_labels(
-                self._display_decisions(), name=f"{r.layer_name} flagged", scale=scale, translate=translate,
-                opacity=1.0, metadata={DECISIONS_KEY: dmeta},
-            )
-            labels.colormap = DirectLabelColormap(color_dict=DECISION_COLORS)
-            labels.editable = False
-        else:
-            labels.data = self._display_decisions()
-            labels.scale, labels.translate = scale, translate
-            labels.metadata[DECISIONS_KEY] = dmeta
-
-    def _display_scores(self) -> np.ndarray:
-        s = self.result.scores
-        finite = s[np.isfinite(s)]
-        fill = float(finite.min()) if finite.size else 0.0
-        out = np.where(np.isfinite(s), s, fill).astype(np.float32)
-        return out if self.result.is_stack else out[0]
-
-    def _display_decisions(self) -> np.ndarray:
-        d = self.result.decisions
-        return d if self.result.is_stack else d[0]
+    def _set_progress(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self._last_progress < PROGRESS_S:
+            return
+        self._last_progress = now
+        self.progress.max = max(1, total)
+        self.progress.value = done
 
     def _on_yield(self, msg: Any) -> None:
+        r = self.result
         if isinstance(msg, SectionScores):
-            self.result.scores[msg.z] = msg.scores
-            heat = self.heatmap_layer
-            if heat is not None:
-                heat.data = self._display_scores()
-                finite = self.result.scores[np.isfinite(self.result.scores)]
-                if finite.size and msg.z == 0:
-                    lo, hi = float(finite.min()), float(finite.max())
-                    heat.contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
-            self.progress.value = msg.z + 1
+            r.scores[msg.z] = msg.scores
+            self._refresh_layers_throttled(force=msg.z == 0)
+            self._set_progress(msg.z + 1, r.scores.shape[0])
+        elif isinstance(msg, FileScores):
+            r.scores[msg.index] = msg.score
+            self._refresh_layers_throttled()
+        elif isinstance(msg, AcquisitionQC):
+            r.acquisition = msg
         elif isinstance(msg, Progress):
-            self.progress.max = max(1, msg.total)
-            self.progress.value = msg.done
+            self._set_progress(msg.done, msg.total)
 
     def _on_error(self, exc: BaseException) -> None:
         notify(f"Focus scoring failed: {exc}", "error")
@@ -269,6 +381,7 @@ class QCWidget(Container):
         lo, hi = float(finite.min()), float(finite.max())
         if hi <= lo:
             hi = lo + 1e-6
+        self._refresh_layers_throttled(force=True)
         heat = self.heatmap_layer
         if heat is not None:  # fixed contrast limits over the whole stack
             heat.contrast_limits = (lo, hi)
@@ -286,13 +399,19 @@ class QCWidget(Container):
         for w in (self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
                   self.auto_btn, self.export_btn):
             w.enabled = True
-        done = int(np.isfinite(r.scores).all(axis=(1, 2)).sum())
         elapsed = time.perf_counter() - self._t0
-        if done < r.scores.shape[0]:
-            notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
+        if r.by_file:
+            if r.acquisition is None:
+                n_done = int(self.progress.value)
+                notify(f"Scoring stopped: {n_done} of {len(r.scores)} acquisition tiles scored", "warning")
+        else:
+            done = int(np.isfinite(r.scores).all(axis=(1, 2)).sum())
+            if done < r.scores.shape[0]:
+                notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
         self._draw_histogram()
         self.suggest_thresholds()
-        self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} tiles scored in {elapsed:.1f} s"
+        unit = "acquisition tiles" if r.by_file else "tiles"
+        self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:
@@ -321,9 +440,15 @@ class QCWidget(Container):
         elif retake is not None and t > c:
             c = t
         r.correct_threshold, r.retake_threshold = c, t
-        # in place: the labels layer holds a view of r.decisions, so a refresh is all it needs
-        # (assigning layer.data would re-run napari's dims/transform updates: ~10x slower)
+        # in place: the flags layer draws from r.decisions when sliced, so a refresh (of what is
+        # on screen) is all it needs
         np.copyto(r.decisions, dec.classify(r.scores, c, t))
+        if r.by_file:
+            if r.acquisition is not None:
+                r.acquisition.set_thresholds(c, t)
+            owner = r.cell_owner
+            if owner is not None:
+                np.copyto(r.cell_decisions, np.where(owner >= 0, r.decisions[np.maximum(owner, 0)], 0))
         labels = self.decisions_layer
         if labels is not None:
             labels.refresh()
@@ -377,7 +502,7 @@ class QCWidget(Container):
         ax = self._ax
         ax.clear()
         finite = self.result.scores[np.isfinite(self.result.scores)]
-        ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45")
+        ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45", histtype="stepfilled")  # one patch
         ax.set_xlabel(f"{self.result.metric} score (higher = sharper)", fontsize=7)
         ax.tick_params(labelsize=6)
         self._lines = [ax.axvline(np.nan, color="#00e5ff", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
@@ -392,26 +517,45 @@ class QCWidget(Container):
 
     # ------------------------------------------------------------------ hover & export
     def _on_mouse_move(self, viewer, event) -> None:
-        heat = self.heatmap_layer
-        if heat is None or self.result is None:
+        layer = layer_by_name(self._viewer, self.result.layer_name) if self.result else None
+        if layer is None:
             return
-        idx = np.round(np.asarray(heat.world_to_data(event.position))).astype(int)
-        info = self.tile_info_at(idx)
+        info = self.tile_info_at(layer.world_to_data(event.position))
         if info:
             self.hover_label.value = info
+            if self.result is not None and self.result.by_file:
+                viewer.status = info
 
     def tile_info_at(self, idx) -> str:
+        """What the tile under image pixel ``idx`` (data coordinates: ``(y, x)`` or ``(z, y, x)``)
+        is: for a mosaic the file's name, score and decision; for a grid the tile's grid index.
+        """
         r = self.result
-        z = int(idx[0]) if r.is_stack else 0
-        i, j = int(idx[-2]), int(idx[-1])
-        if not (0 <= z < r.scores.shape[0] and 0 <= i < r.scores.shape[1] and 0 <= j < r.scores.shape[2]):
+        if r is None or r.footprints is None:
             return ""
+        z = int(np.round(idx[0])) if r.is_stack else 0
+        if not 0 <= z < (r.image_shape[0] if r.is_stack else 1):
+            return ""
+        y, x = float(idx[-2]), float(idx[-1])
+        owner = r.footprints.owner_at(z, y, x)
+        if owner is None:
+            return ""
+        if r.by_file:
+            if r.acquisition is not None:
+                return r.acquisition.describe(owner)
+            name = Path(r.tiles[owner].path).name if r.tiles else str(owner)
+            s = r.scores[owner]
+            return f"{name}: {s:.3g}" if np.isfinite(s) else f"{name}: not scored yet"
+        i, j = divmod(owner, r.scores.shape[2])
         s = r.scores[z, i, j]
         name = dec.DECISION_NAMES[int(r.decisions[z, i, j])] if np.isfinite(s) else "not scored"
         zs = f"z={z} " if r.is_stack else ""
         return f"{zs}({i}, {j}): {s:.3g} -> {name}"
 
-    def export_csv(self, path: str | Path | None = None) -> Path | None:
+    def export_csv(self, path: str | Path | None = None, subtiles: bool | None = None) -> Path | None:
+        """Write the QC report: one row per grid tile, or for a mosaic one row per acquisition tile
+        file (with its path; ``subtiles``, default the checkbox: also its sub-tile rows).
+        """
         if self.result is None:
             notify("Score a layer before exporting", "warning")
             return None
@@ -420,13 +564,24 @@ class QCWidget(Container):
             notify("Choose a report file name (.csv) first", "warning")
             return None
         r = self.result
-        rows = []
-        for z in range(r.scores.shape[0]):
-            rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z]))
+        if r.by_file:
+            if r.acquisition is None:
+                notify("Scoring did not finish: score the layer again before exporting", "warning")
+                return None
+            with_sub = bool(self.subtiles_check.value) if subtiles is None else bool(subtiles)
+            rows = r.acquisition.rows(subtiles=with_sub)
+            columns: tuple[str, ...] = FILE_CSV_COLUMNS
+            what = f"{len(r.acquisition.files)} acquisition tile rows" + (" (+ sub-tile rows)" if with_sub else "")
+        else:
+            rows = []
+            for z in range(r.scores.shape[0]):
+                rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z]))
+            columns = dec.CSV_COLUMNS
+            what = f"{len(rows)} tile rows"
         try:
-            dec.write_tile_csv(path, rows)
+            dec.write_tile_csv(path, rows, columns=columns)
         except (OSError, ValueError) as e:
             notify(f"Could not write the report: {e}", "error")
             return None
-        notify(f"Wrote {len(rows)} tile rows to {path}")
+        notify(f"Wrote {what} to {path}")
         return path

@@ -69,7 +69,7 @@ class ReviewMixin:
                                      else DEFAULT_METRIC)
         after = np.full(self._review.shape, np.nan, np.float32)
         if qc_heat is not None and qc_heat.metadata[HEATMAP_KEY].get("metric") == metric:
-            base = np.asarray(qc_heat.data, np.float32)
+            base = np.asarray(qc_heat.metadata[HEATMAP_KEY]["scores"], np.float32)  # the QC grid's scores
             after[:] = base if base.ndim == 3 else base[None]
         for z, before in self._before.items():
             after[z] = before

@@ -1,7 +1,8 @@
 """Which tiles the GRAN correction dock corrects, read from the viewer's layers.
 
-``flagged (QC)``: the tiles the Focus QC dock flagged CORRECT for this image (its "<image>
-flagged" labels layer); ``all``: the whole image (blended windows, like ``emdeblur correct --tiles
+``flagged (QC)``: the tiles the Focus QC dock flagged CORRECT for this image (the ``decisions``
+grid in the metadata of its "<image> flagged" layer: for a mosaic scored per acquisition tile,
+the grid cells whose centre lies in a file flagged CORRECT); ``all``: the whole image (blended windows, like ``emdeblur correct --tiles
 all``); ``rectangle (Shapes)``: the QC tiles under the rectangles of a Shapes layer (a 2-D
 rectangle over a stack selects those tiles in every section).
 """
@@ -47,8 +48,8 @@ def choose_tiles(viewer, layer, data, mode: str, qc_tile: int, shapes_name: str 
         if tuple(qmeta.get("image_shape", data.shape)) != tuple(data.shape):
             raise ValueError(f"the focus QC result for '{layer.name}' was made on an image of shape "
                              f"{tuple(qmeta['image_shape'])}, not {tuple(data.shape)}: score it again")
-        d = np.asarray(qc.data)
-        return TileChoice(Selection.flagged(d if is_stack else d[None]), int(qmeta["tile"]), qmeta.get("metric"))
+        d = np.asarray(qmeta["decisions"])
+        return TileChoice(Selection.flagged(d if d.ndim == 3 else d[None]), int(qmeta["tile"]), qmeta.get("metric"))
     if mode == TILE_MODES[1]:
         return TileChoice(Selection.whole_image(), qc_tile)
     grid = TileGrid(tuple(data.shape[-2:]), qc_tile)
