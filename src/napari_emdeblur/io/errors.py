@@ -12,11 +12,46 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-__all__ = ["EMReadError", "os_reason", "user_message"]
+__all__ = ["EMReadError", "GuardedReads", "os_reason", "read_error", "user_message"]
 
 
 class EMReadError(ValueError):
     """A file or folder could not be read as an EM section; the message names the path."""
+
+
+def read_error(path, exc: BaseException, what: str) -> EMReadError:
+    """The one wording of a failed read: ``"<path>: <reason>"`` where the reason is the OS's in
+    plain words (permission denied, a folder, ...) or else ``what`` (e.g. "corrupt, truncated or
+    not a TIFF file"); the library's own text (struct, zlib, imageio backends) is kept out of the
+    message and logged at debug level.
+    """
+    import logging
+
+    logging.getLogger("napari_emdeblur.io").debug("%s: %s: %s", path, type(exc).__name__, exc)
+    if isinstance(exc, EMReadError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno not in (_errno.EINVAL,):
+        return EMReadError(f"{path}: cannot read it ({os_reason(exc)})")
+    return EMReadError(f"{path}: {what}")
+
+
+class GuardedReads:
+    """An array-like over a lazily decoded store (a zarr array, a TIFF's tiles) whose reads fail
+    with :func:`read_error` naming ``path`` ("corrupt data ...") instead of the codec's exception;
+    wrap it in ``dask.array.from_array`` so that a damaged chunk met while drawing or scoring is
+    reported like any other bad input.
+    """
+
+    def __init__(self, arr, path, what: str = "corrupt or truncated image data (a chunk cannot be decoded)"):
+        self.arr, self.path, self.what = arr, path, what
+        self.shape, self.dtype, self.ndim = tuple(arr.shape), arr.dtype, len(arr.shape)
+        self.chunks = getattr(arr, "chunks", None)
+
+    def __getitem__(self, idx):
+        try:
+            return self.arr[idx]
+        except Exception as e:  # noqa: BLE001 - every decode failure is the file's fault
+            raise read_error(self.path, e, self.what) from None
 
 
 # plain words for the OS errors a user meets with files (strerror is kept for the others)
