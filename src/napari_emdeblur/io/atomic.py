@@ -180,8 +180,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, **kw) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", **kw) -> Path:
-    """:func:`atomic_write` of ``text`` encoded as is (no newline translation)."""
-    return atomic_write_bytes(path, text.encode(encoding), **kw)
+    """:func:`atomic_write` of ``text`` encoded as is (no newline translation); bytes of file
+    names that are not valid UTF-8 (surrogate escapes) are written as backslash escapes.
+    """
+    return atomic_write_bytes(path, text.encode(encoding, "backslashreplace"), **kw)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

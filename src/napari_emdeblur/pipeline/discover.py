@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..io.errors import EMReadError, os_reason, user_message
 from ..io.formats import IMAGE_SUFFIXES, is_image_file
-from ..io.multisem import COORDS_NAME, parse_coordinates
+from ..io.multisem import COORDS_NAME, parse_coordinates, tile_path
 from .config import corrected_rel
 
 MARKER_SUFFIX = ".done"
@@ -77,7 +77,7 @@ def tile_positions(path: str | os.PathLike) -> dict[str, tuple[float, float]] | 
     (e.g. being written).
     """
     try:
-        return _positions(parse_coordinates(path))
+        return _positions(parse_coordinates(path), Path(path).parent)
     except (EMReadError, OSError):
         return None
 
@@ -154,6 +154,9 @@ class Scanner:
                 if not stat.S_ISREG(st.st_mode):
                     res.bad[str(p)] = f"{self._rel(p)}: not a regular file (a pipe or device), skipped"
                     continue
+                if not utf8_name(str(p)):  # the journal and the reports hold paths as UTF-8 text
+                    res.bad[str(p)] = f"{self._rel(p)}: file or folder name is not valid UTF-8 (rename it), skipped"
+                    continue
                 found.add(str(p))
                 marked = (fn + MARKER_SUFFIX) in names or (p.stem + MARKER_SUFFIX) in names
                 files.append((p, sec[0], st, marked))
@@ -175,7 +178,7 @@ class Scanner:
                 fp = (st.st_size, st.st_mtime_ns)
                 if self._coords_fp.get(key) != fp:
                     try:
-                        parsed = _positions(parse_coordinates(cpath))
+                        parsed = _positions(parse_coordinates(cpath), cpath.parent)
                         self._coords_fp[key] = fp
                         self._coord_errors.pop(key, None)
                         changed = True
@@ -238,12 +241,30 @@ class Scanner:
         return res
 
 
-def _positions(rows) -> dict[str, tuple[float, float]]:
+def _positions(rows, folder: Path) -> dict[str, tuple[float, float]]:
+    """``{tile path relative to folder (posix): (x, y)}``; entries are resolved as the reader
+    resolves them (:func:`napari_emdeblur.io.multisem.tile_path`); those outside ``folder`` are left out.
+    """
     out: dict[str, tuple[float, float]] = {}
+    base = folder.resolve()
     for name, x, y, _z in rows:
         if math.isfinite(x) and math.isfinite(y):
-            out[name.lstrip("/") if not name.startswith("./") else name[2:]] = (float(x), float(y))
+            try:
+                rel = _posix_rel(tile_path(folder, name).resolve(), base)
+            except (ValueError, OSError, RuntimeError):
+                continue
+            if utf8_name(rel):  # the others are reported and skipped as files
+                out[rel] = (float(x), float(y))
     return out
+
+
+def utf8_name(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 (no undecodable bytes from the file system)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_input_folder(folder: str | os.PathLike) -> Path:
@@ -253,12 +274,14 @@ def check_input_folder(folder: str | os.PathLike) -> Path:
     p = Path(folder)
     if not p.exists():
         raise FileNotFoundError(f"input folder {folder} does not exist")
+    if not utf8_name(str(p.resolve())):
+        raise ValueError(f"input folder {folder}: its name is not valid UTF-8 (rename it)")
     if not p.is_dir():
         raise NotADirectoryError(f"input folder {folder} is not a folder")
     try:
         with os.scandir(p) as it:
             for entry in it:
-                entry.stat()  # needs search permission on the folder
+                entry.stat(follow_symlinks=False)  # needs search permission on the folder
                 break
     except OSError as e:
         raise OSError(e.errno, f"input folder {folder}: cannot read it ({os_reason(e)})") from None
@@ -293,6 +316,8 @@ def candidates_for_inputs(inputs: list[str | os.PathLike], exclude: list | None 
                 raise ValueError(f"input {inp} is not a tile ({', '.join(IMAGE_SUFFIXES)})")
             if not stat.S_ISREG(p.stat().st_mode):
                 raise ValueError(f"input {inp} is not a regular file (a pipe or device)")
+            if not utf8_name(str(p.resolve())):
+                raise ValueError(f"input {inp}: file or folder name is not valid UTF-8 (rename it)")
             by_root.setdefault(p.resolve().parent, []).append(p.resolve())
     for root, paths in by_root.items():
         sc = Scanner(root, 0.0, exclude)
