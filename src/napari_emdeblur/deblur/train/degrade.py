@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from scipy import ndimage, signal
@@ -245,7 +246,7 @@ class DegradationRanges:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ValueError(f"unknown degradation range key(s) {unknown} (known: {', '.join(sorted(names))})")
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in overrides.items():
             default = getattr(base, key)
             if key == "kinds":
