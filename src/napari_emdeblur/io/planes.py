@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import read_error
 from .formats import is_tiff
-from .tiff import _check_tiff_complete, read_tiff, tiff_to_yx
+from .tiff import check_tiff_complete, read_tiff, tiff_to_yx
 from .values import MIN_SIZE, validate_image
 
 __all__ = ["probe_shape", "read_other", "read_plane", "yx_shape"]
@@ -42,7 +42,7 @@ def probe_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         try:
             with tifffile.TiffFile(path) as tif:
                 s = tif.series[0]
-                _check_tiff_complete(tif, s, path)
+                check_tiff_complete(tif, s, path)
                 shape = tuple(int(v) for v, a in zip(s.shape, s.axes) if v > 1 or a in "YX")
                 return shape, np.dtype(s.dtype)
         except Exception as e:  # noqa: BLE001

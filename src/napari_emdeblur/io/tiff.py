@@ -24,7 +24,7 @@ from .units import ok_pixel_nm, plausible_nm, unit_to_nm
 
 PLAIN_TIFF_MAX_NM = 1000.0  # plain TIFF cm/inch resolution tags trusted only below 1 um/px
 
-__all__ = ["read_tiff", "read_tiff_levels", "tiff_pixel_size", "tiff_to_yx"]
+__all__ = ["check_tiff_complete", "read_tiff", "read_tiff_levels", "tiff_pixel_size", "tiff_to_yx"]
 
 
 def _tif_name(tif) -> str:
@@ -171,7 +171,7 @@ def tiff_pixel_size(tif, notes: list[str] | None = None) -> tuple[tuple[float, f
     return None, None, extra
 
 
-def _check_tiff_complete(tif, series, path: Path, size: int | None = None, notes: list[str] | None = None) -> None:
+def check_tiff_complete(tif, series, path: Path, size: int | None = None, notes: list[str] | None = None) -> None:
     """Raise EMReadError when image data would lie beyond the end of the file or a page holds no
     data at all; warn (``notes``) when some strips or tiles are missing (they read as black).
     """
@@ -249,7 +249,7 @@ def read_tiff(
         if not tif.series:
             raise EMReadError(f"{path}: TIFF file holds no image")
         series = tif.series[0]
-        _check_tiff_complete(tif, series, path, None if content is None else len(content), notes)
+        check_tiff_complete(tif, series, path, None if content is None else len(content), notes)
         _other_images(tif, series, path, notes)
         if notes is not None and int(getattr(series.keyframe, "photometric", 0) or 0) == 5:  # SEPARATED
             notes.append(f"{path}: CMYK (ink-separated) image: its first three inks are taken as RGB and "
