@@ -78,7 +78,7 @@ RL_MAX_ITER = 60
 WIENER_BALANCES = np.logspace(-4, 1, 21)
 WIENER_BETA = 3.0  # ``--fit-beta`` on the training folders: best mean PSNR gain over 0.3..20 (run 2026-12-02)
 BETA_GRID = (0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
-METHODS = ("input", "wiener_est", "wiener", "rl", "blind", "sbgran", "sbgran_ens", "equal", "nograph")
+METHODS = ("input", "wiener_est", "wiener", "rl", "blind", "sbgran", "sbgran_ens", "sbgran_raw", "equal", "nograph")
 METHOD_NAMES = {
     "input": "input",
     "wiener_est": "Wiener, estimated PSF",
@@ -87,6 +87,7 @@ METHOD_NAMES = {
     "blind": "blind GRAN (v1)",
     "sbgran": "semi-blind GRAN",
     "sbgran_ens": "semi-blind + ensemble",
+    "sbgran_raw": "semi-blind, gate off",
     "equal": "equal budget, graph on",
     "nograph": "equal budget, graph off",
 }
@@ -286,11 +287,13 @@ def load(path) -> dict:
     return dict(model=model, card=card, path=rel, sha=sha256_file(path)[:12])
 
 
-def run_model(model, win_u8: np.ndarray, ensemble: bool = False) -> np.ndarray:
-    """Model output for a uint8 window via ``correct_image`` (one window), as float [0, 1]."""
+def run_model(model, win_u8: np.ndarray, ensemble: bool = False, keep_sharp: bool = True) -> np.ndarray:
+    """Model output for a uint8 window via ``correct_image`` (one window), as float [0, 1]; ``keep_sharp``:
+    the do-no-harm gate (``deblur.gate``, on in the product)."""
     from napari_emdeblur.deblur.infer import InferenceParams, correct_image
 
-    params = InferenceParams(tile=max(512, max(win_u8.shape)), overlap=32, batch=1, device="cpu", ensemble=ensemble)
+    params = InferenceParams(tile=max(512, max(win_u8.shape)), overlap=32, batch=1, device="cpu", ensemble=ensemble,
+                             keep_sharp=keep_sharp)
     return correct_image(win_u8, model, params).astype(np.float64) / 255.0
 
 
@@ -323,6 +326,8 @@ def evaluate(windows, conds, models: dict, seed: int, ensemble: int = 2, beta: f
                     outs[name] = (centre(run_model(m["model"], obs_u8)), None) if m else (None, None)
                 m = models.get("sbgran")
                 outs["sbgran_ens"] = (centre(run_model(m["model"], obs_u8, True)), None) if m and k < ensemble else (None, None)
+                raw = m and (not cond.blurred or (cond.kind == "gaussian" and cond.deg.sigma <= 1.0))
+                outs["sbgran_raw"] = (centre(run_model(m["model"], obs_u8, keep_sharp=False)), None) if raw else (None, None)
                 ref_for = centre(obs) if cond.noise == "clean" else ref  # clean: how far a perfect tile moves
                 for meth in METHODS:
                     out, param = outs[meth]
@@ -373,7 +378,7 @@ def summarise(records, conds) -> dict:
         """{(domain, cond, crop): psnr} of a method."""
         return {(r["domain"], r["cond"], r["crop"]): r["psnr"] for r in records if r["method"] == meth}
 
-    sb, inp, ens = per_image("sbgran"), per_image("input"), per_image("sbgran_ens")
+    sb, inp, ens, raw = per_image("sbgran"), per_image("input"), per_image("sbgran_ens"), per_image("sbgran_raw")
     ens_keys = [k for k in ens if np.isfinite(ens[k]) and k[1] in blurred]
     mild_keys = [k for k in sb if k[1] in mild and np.isfinite(sb[k])]
     T = {"domains": {}}
@@ -388,6 +393,8 @@ def summarise(records, conds) -> dict:
             "blind_vs_oracle_wiener": g["blind"] - g["wiener"],
             "clean_out_vs_in": table[(d, clean[0], "sbgran")][0] if clean else np.nan,
             "sharp_gain": (table[(d, sharp[0], "sbgran")][0] - table[(d, sharp[0], "input")][0]) if sharp else np.nan,
+            "clean_raw": table[(d, clean[0], "sbgran_raw")][0] if clean else np.nan,
+            "sharp_gain_raw": (table[(d, sharp[0], "sbgran_raw")][0] - table[(d, sharp[0], "input")][0]) if sharp else np.nan,
             "ensemble_gain": float(np.mean([ens[k] - sb[k] for k in ens_keys if k[0] == d] or [np.nan])),
         }
     ga = {m: means[("all", "all blurred", m)][0] for m in METHODS}
@@ -400,6 +407,9 @@ def summarise(records, conds) -> dict:
         clean_min=min((T["domains"][d]["clean_out_vs_in"] for d in domains), default=np.nan),
         sharp_min=min((T["domains"][d]["sharp_gain"] for d in domains), default=np.nan),
         mild_worse=sum(1 for k in mild_keys if sb[k] < inp[k]),
+        mild_worse_raw=sum(1 for k in mild_keys if np.isfinite(raw.get(k, np.nan)) and raw[k] < inp[k]),
+        clean_min_raw=min((T["domains"][d]["clean_raw"] for d in domains), default=np.nan),
+        sharp_min_raw=min((T["domains"][d]["sharp_gain_raw"] for d in domains), default=np.nan),
         mild_total=len(mild_keys),
         ensemble_gain=float(np.mean([ens[k] - sb[k] for k in ens_keys] or [np.nan])),
         ensemble_n=len(ens_keys),
@@ -702,6 +712,9 @@ def render(ctx: dict) -> str:
       f"{_ok(T['sharp_min'], 0.0)} |")
     a(f"| mild blur (Gaussian sigma 1): images made worse than their input | {T['mild_worse']} of "
       f"{T['mild_total']} | 0 | {'**met**' if T['mild_worse'] == 0 else '**not met**'} |")
+    a(f"| (information) the same three checks with the do-no-harm gate off (the network alone): clean "
+      f"{_f(T['clean_min_raw'])} dB, sharp low-noise {T['sharp_min_raw']:+.2f} dB, mild made worse "
+      f"{T['mild_worse_raw']} of {T['mild_total']} | | | |")
     a(f"| graph units on − off at an equal budget, mean over all blurred conditions and domains | "
       f"{T['graph_on_minus_off']:+.2f} dB | > 0 | {_ok(T['graph_on_minus_off'], 1e-9)} |")
     tp = [r for r in ctx["throughput"] if r["model"] == "semi-blind GRAN" and r["device"].startswith("cpu")]

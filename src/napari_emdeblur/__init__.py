@@ -3,7 +3,8 @@
 Layers, each importing only the ones before it:
 
 * :mod:`napari_emdeblur.io` and :mod:`napari_emdeblur.qc`: reading/writing sections, focus
-  scores, thresholds and decisions (numpy/scipy; no torch, Qt or napari);
+  scores, the QC blur map (blur in px, content check), thresholds and decisions (numpy/scipy; no
+  torch, Qt or napari);
 * :mod:`napari_emdeblur.deblur`: the networks, weights, tiled inference, training and the one
   correction service (torch, imported only where a model runs);
 * :mod:`napari_emdeblur.pipeline`, :mod:`napari_emdeblur.cli`, :mod:`napari_emdeblur.widgets` and
@@ -19,11 +20,12 @@ import importlib
 from typing import Any
 
 from .io import EMReadError, Section, can_read, load_section, save_image, save_ome_zarr
-from .qc.decisions import CORRECT, OK, RETAKE, classify
+from .qc.blurmap import BlurMap, qc_grid
+from .qc.decisions import CORRECT, EMPTY, OK, RETAKE, classify
 from .qc.focus import DEFAULT_METRIC, METRICS, score_tiles
 from .qc.messages import Notice, Progress, SectionScores, TileResult, drain
 from .qc.scoring import ScoreParams, iter_score_stack, score_stack
-from .qc.thresholds import absolute_thresholds, auto_thresholds, section_thresholds
+from .qc.thresholds import absolute_thresholds, auto_thresholds, px_thresholds, section_thresholds
 from .qc.tiling import TileGrid
 
 __version__ = "0.1.0"
@@ -50,8 +52,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "BlurMap",
     "CORRECT",
     "DEFAULT_METRIC",
+    "EMPTY",
     "METRICS",
     "OK",
     "RETAKE",
@@ -71,6 +75,8 @@ __all__ = [
     "drain",
     "iter_score_stack",
     "load_section",
+    "px_thresholds",
+    "qc_grid",
     "save_image",
     "save_ome_zarr",
     "score_stack",

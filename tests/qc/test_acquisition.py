@@ -121,3 +121,40 @@ def test_stack_raster_and_indexing():
     lv = r.levels[0]
     assert lv.shape == (2, 40, 50) and lv[1, 39, 49] == 23 and lv[1].shape == (40, 50)
     assert lv[:, 0, :].shape == (2, 50) and np.asarray(lv).shape == (2, 40, 50)
+
+
+# --------------------------------------------------------------------------- blur metric: px and empty files
+def test_files_in_px_empty_file_never_ok_gap_not_flagged(shared_data, tmp_path):
+    """Three real-EM tile files with a gap between them: sharp, 2 px Gaussian blur, blank resin.
+    Blur in px per file, the blank file EMPTY whatever the thresholds, blur columns in the CSV rows."""
+    import tifffile
+
+    from napari_emdeblur.deblur.train import degrade
+    from napari_emdeblur.io.section import AcqTile
+
+    img = np.asarray(load_section(shared_data / "sbem_rodent_cdeep3m" / "086.png").data)[:512, :512]
+    soft = np.clip(np.round(degrade.blur(img.astype(np.float32) / 255, degrade.gaussian_psf(2.0)) * 255), 0, 255)
+    blank = np.clip(np.round(130 + 5 * np.random.default_rng(0).standard_normal((512, 512))), 0, 255)
+    tiles = []
+    for k, (name, a) in enumerate((("sharp", img), ("soft", soft), ("blank", blank))):
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, a.astype(np.uint8))
+        tiles.append(AcqTile(str(path), 0, 0, k * 600, 512, 512))  # 88 px gaps between the files
+    result = list(iter_score_files(tiles, ScoreParams(tile=256), (512, 1712)))[-1]
+    names = [result.decision_name(i) for i in range(3)]
+    assert names == ["ok", "correct", "empty"], names
+    assert result.thresholds[0] == pytest.approx((0.5, 0.25))  # the absolute px defaults: 1 and 3 px
+    px = result.blur_px
+    assert px[0] < 1.0 and 1.5 < px[1] < 2.6 and np.isnan(px[2])
+    assert result.n_empty() == 1 and result.counts() == (2, 1, 0)  # counted apart
+    result.set_thresholds(1.0, 1.0)  # flag everything scored: the empty file stays empty, never "correct"
+    assert result.decisions[2] == dec.EMPTY and result.decisions[0] == dec.RETAKE
+    assert result.footprints().owner_at(0, 100, 550) is None  # the gap belongs to no file: nothing decided there
+    rows = result.rows(subtiles=True)
+    files = [r for r in rows if r["level"] == "file"]
+    assert float(files[1]["blur_px"]) == pytest.approx(px[1], rel=1e-3) and files[1]["blur_major_px"]
+    assert files[2]["decision"] == "empty" and files[2]["empty_reason"] == "no_signal" and files[2]["score"] == ""
+    assert {r["decision"] for r in rows if r["level"] == "subtile" and r["file"] == files[2]["file"]} == {"empty"}
+    # thresholds in px: 3 px lets the 2 px file pass
+    result = list(iter_score_files(tiles, ScoreParams(tile=256, correct_px=3.0), (512, 1712)))[-1]
+    assert [result.decision_name(i) for i in range(3)] == ["ok", "ok", "empty"]

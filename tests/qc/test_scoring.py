@@ -195,7 +195,8 @@ def test_cli_score_end_to_end(tmp_path, capsys):
     stack_path = tmp_path / "stack.tif"
     tifffile.imwrite(stack_path, np.stack([img, _section(seed=6)]))
     out = tmp_path / "report.csv"
-    rc = main(["score", str(path), str(stack_path), "--tile", "128", "--csv", str(out)])
+    # section-relative thresholds of autocorr on a synthetic texture (the blur metric: test_blurmap.py)
+    rc = main(["score", str(path), str(stack_path), "--tile", "128", "--csv", str(out), "--metric", "autocorr"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5  # 1 + 2 sections, total, "wrote"
@@ -209,7 +210,8 @@ def test_cli_score_end_to_end(tmp_path, capsys):
     assert sum(r["decision"] != "ok" for r in rows if r["file"].endswith("sec.tif")) == 2
 
     # explicit thresholds: everything below 1e9 is flagged for correction
-    rc = main(["score", str(path), "--tile", "128", "--correct-threshold", "1e9", "--retake-threshold", "-1"])
+    rc = main(["score", str(path), "--tile", "128", "--correct-threshold", "1e9", "--retake-threshold", "-1",
+               "--metric", "autocorr"])
     assert rc == 0 and "correct 24 (100.0%)" in capsys.readouterr().out
 
 

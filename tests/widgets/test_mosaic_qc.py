@@ -83,9 +83,13 @@ def test_qc_per_acquisition_tile_on_real_footprints(mosaic, qtbot, tmp_path):
     # the flag ends where the file ends (later neighbours overlap it; beyond them: other files)
     right = t.x0 + t.width + 5
     assert flags.data[0][yc, right] == dec.OK or r.footprints.owner_at(0, yc, right) == i
-    # hover names the file and its score
+    # hover names the file and its blur in px (the default blur metric)
     info = w.tile_info_at((yc, xc))
-    assert blurred[0] in info and "focus" in info and ("correct" in info or "retake" in info)
+    assert blurred[0] in info and " px " in info and ("correct" in info or "retake" in info)
+    # the blur map in px on the same footprints, with its colour bar in px
+    blur = viewer.layers[f"{layer.name} blur (px)"]
+    assert blur.multiscale and blur.colorbar.visible and blur.metadata["emdeblur_heatmap"]["unit"] == "px"
+    assert blur.data[0][yc, xc] == pytest.approx(r.blur.excess[i]) and r.blur.excess[i] > 1.0
     # export: one row per file with its path
     out = w.export_csv(tmp_path / "qc.csv")
     rows = list(csv.DictReader(out.open()))

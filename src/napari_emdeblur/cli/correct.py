@@ -4,8 +4,10 @@
 classifies it like ``emdeblur score`` and the napari widget (``qc.scoring``, ``qc.decisions``):
 tiles scoring below ``--threshold`` but not below ``--retake-threshold`` are corrected; tiles
 below the retake threshold are too blurred to correct, left untouched and only counted as
-"to retake". Both thresholds default to automatic, per section (``qc.thresholds``). Every pixel
-not corrected is copied byte for byte. ``--tiles all`` corrects the whole image with blended
+"to retake". With the default metric, ``blur``, the thresholds are px of excess blur
+(``--correct-px`` / ``--retake-px``, default 1 and 3 px); for the other metrics both default to
+automatic, per section (``qc.thresholds``). Tiles without tissue signal (``empty``) are never
+corrected, whatever ``--tiles`` says. Every pixel not corrected is copied byte for byte. ``--tiles all`` corrects the whole image with blended
 overlapping windows. The correction is the correction service's (``deblur.service``, the same as
 the napari widget and the pipeline), fidelity check included: ``<output>_report.csv`` and
 ``.json`` beside the output hold one row per corrected QC tile (focus before/after, estimated
@@ -23,7 +25,7 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..qc.focus import METRICS
-    from .options import int_range, threshold_or_auto, value_range_arg
+    from .options import finite_float, int_range, threshold_or_auto, value_range_arg
 
     p = subparsers.add_parser(
         "correct",
@@ -40,6 +42,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--retake-threshold", type=threshold_or_auto, default="auto",
                    help="tiles scoring below this are too blurred to correct: left untouched and "
                         "reported as to retake (number or 'auto', per section)")
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: tiles with more than PX px of excess blur are left untouched, to retake "
+                        "(default 3)")
     p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default)")
     p.add_argument("--tile-size", type=int_range(16, unit="px"), default=256, help="QC tile size in px (default 256)")
     p.add_argument("--weights", default=None, help="weights .pt (default: the shipped GRAN)")
@@ -54,6 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "depth, default), dtype (/65535) or an explicit LO,HI")
     p.add_argument("--ensemble", action="store_true",
                    help="quality mode: average the model over the 8 flips/rotations of each window (8x slower)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="let the model change windows without excess blur too (the do-no-harm gate off; "
+                        "by default a sharp window comes out unchanged)")
     p.add_argument("--no-fidelity", action="store_true",
                    help="skip the per-tile blur estimate and fidelity check (faster; the report then lacks them)")
     p.add_argument("--no-report", action="store_true", help="do not write OUTPUT_report.csv / .json")
@@ -112,12 +122,15 @@ def run(args) -> int:
         metric=metric,
         correct_threshold=_threshold(args.threshold),
         retake_threshold=_threshold(args.retake_threshold, "--retake-threshold"),
+        correct_px=args.correct_px,
+        retake_px=args.retake_px,
     )
     score_params.validate()  # unknown metric, retake > correct: ValueError -> one-line message
     params = CorrectionParams(
         weights=args.weights, device=args.device, precision=args.precision, tile=args.infer_tile,
         overlap=args.overlap, batch=args.batch, qc_tile=args.tile_size, metric=metric,
         fidelity=not args.no_fidelity, value_range=args.value_range, ensemble=args.ensemble,
+        keep_sharp=not args.no_gate,
     )
     params.validate()  # a bad --value-range: ValueError -> one-line message
 

@@ -12,7 +12,7 @@ import json
 import math
 from typing import Callable
 
-__all__ = ["finite_float", "int_range", "json_object", "threshold_or_auto", "value_range_arg"]
+__all__ = ["finite_float", "int_range", "json_object", "threshold_or_auto", "value_range_arg", "window_arg"]
 
 
 def int_range(lo: int, hi: int | None = None, unit: str = "") -> Callable[[str], int]:
@@ -81,3 +81,10 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"width\": 32}'")
     return value
+
+
+def window_arg(v: str) -> int | None:
+    """``--window`` (blur metric): a size in px (at least 1) or ``full`` (None)."""
+    if str(v).strip().lower() in ("full", "none", "whole"):
+        return None
+    return int_range(1, unit="px")(v)

@@ -15,15 +15,22 @@ __all__ = ["EXIT_TILES_FAILED", "add_pipeline_args", "config_from_args", "print_
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``watch`` and ``batch``."""
     from ..qc.focus import METRICS
-    from .options import finite_float, int_range, value_range_arg
+    from .options import finite_float, int_range, value_range_arg, window_arg
 
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (journal, reports, corrected tiles)")
     p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="QC subtile size in px (default 256)")
-    p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default, autocorr)")
+    p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default, blur)")
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: tiles with more than PX px of excess blur are flagged for re-imaging, "
+                   "not corrected (default 3)")
+    p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
+                   help="blur metric: analyse the centred 128 px (default) or 160 px of each subtile, or full subtiles")
     p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
-                   help="tiles scoring below T are corrected (default: the metric's fixed default)")
+                   help="tiles scoring below T are corrected (a score; default: the metric's fixed default)")
     p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
-                   help="tiles scoring below T are flagged for re-imaging, not corrected")
+                   help="tiles scoring below T are flagged for re-imaging, not corrected (a score)")
     p.add_argument("--calibrate", type=int_range(0), default=0, metavar="N",
                    help="set both thresholds from the subtile scores of the first N tiles instead")
     p.add_argument("--weights", default=None, metavar="PATH", help="GRAN weights (.pt with its .json card)")
@@ -67,6 +74,9 @@ def config_from_args(args):
         max_failures=args.max_failures,
         report_interval=args.report_interval,
         hash_inputs=not getattr(args, "no_hash", False),
+        correct_px=args.correct_px,
+        retake_px=args.retake_px,
+        window=args.window,
     )
 
 

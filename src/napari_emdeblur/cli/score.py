@@ -1,24 +1,32 @@
 """``emdeblur score``: focus score per tile of EM sections, decisions and a CSV report.
 
     emdeblur score INPUT... [--tile N] [--metric NAME] [--csv OUT] [--overwrite] [--subtiles]
+                   [--correct-px PX] [--retake-px PX] [--window 128|160|full]
                    [--correct-threshold T] [--retake-threshold T] [--anisotropy]
 
 Each INPUT is anything ``io.load_section`` reads (a TIFF / PNG, a multi-page stack, a
 folder of images, a MultiSEM mosaic folder, OME-Zarr). One line per section is printed:
-tiles scored, % to correct, % to retake, and the thresholds used. Thresholds default to
-automatic, per section (``qc.thresholds``, section-relative); with only one given, the other is
-automatic, clipped so that retake <= correct.
+tiles scored, % to correct, % to retake, empty tiles (no tissue signal: never "ok", never
+corrected), and the thresholds used. With the default metric, ``blur``, thresholds are in px of
+excess blur (``--correct-px`` / ``--retake-px``, default 1 and 3 px, the same for every dataset:
+``qc.thresholds``); ``--window`` sets the blur map's analysis window (128 px, the default fast
+path; 160; or ``full`` tiles, the most accurate). For the other metrics thresholds default to
+automatic, per section (section-relative); with only one given, the other is automatic, clipped
+so that retake <= correct. ``--correct-threshold`` / ``--retake-threshold`` give thresholds as
+scores for any metric.
 
 A MultiSEM mosaic is scored per acquisition tile (``qc.acquisition``): every tile file is read
-once and scored on its own ``--tile`` px sub-tiles, and gets one decision; the printed line
-counts files, and the files to correct / retake are listed by name. Other inputs are scored on
-a regular ``--tile`` px grid.
+once and scored on its own ``--tile`` px sub-tiles, and gets one decision (a file without tissue
+signal is ``empty``; mosaic gaps are no file and never flagged); the printed line counts files,
+and the files to correct / retake / empty are listed by name. Other inputs are scored on a
+regular ``--tile`` px grid.
 
 ``--csv`` writes the report atomically and refuses to replace an existing file unless
-``--overwrite``: one row per grid tile (``qc.decisions.CSV_COLUMNS``), or for a mosaic one row
-per acquisition tile with its file path (``qc.acquisition.FILE_CSV_COLUMNS``; ``--subtiles``
-adds each file's sub-tile rows). Bad input (unreadable file, existing output, retake > correct)
-ends with a one-line message and a non-zero exit code.
+``--overwrite``: one row per grid tile (``qc.decisions.CSV_COLUMNS``, with the blur columns), or
+for a mosaic one row per acquisition tile with its file path (``qc.acquisition.FILE_CSV_COLUMNS``,
+with the blur columns; ``--subtiles`` adds each file's sub-tile rows). Bad input (unreadable
+file, existing output, retake > correct, a threshold that is not a finite number) ends with a
+one-line message and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..qc.focus import DEFAULT_METRIC, METRICS
-    from .options import finite_float, int_range
+    from .options import finite_float, int_range, window_arg
 
     p = sub.add_parser(
         "score",
@@ -47,9 +55,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subtiles", action="store_true",
                    help="mosaics: also write each acquisition tile's sub-tile rows into the CSV")
     p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
-                   help="tiles scoring below T are deblurred (default: automatic per section)")
+                   help="tiles scoring below T are deblurred (a score; default: automatic per section, "
+                   "for the blur metric 1 px)")
     p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
-                   help="tiles scoring below T must be re-imaged (default: automatic per section)")
+                   help="tiles scoring below T must be re-imaged (a score; default: automatic per section, "
+                   "for the blur metric 3 px)")
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
+                   help="blur metric: retake tiles with more than PX px of excess blur (default 3)")
+    p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
+                   help="blur metric: analyse the centred 128 px (default, fast) or 160 px of each tile, "
+                   "or full tiles (most accurate)")
     p.add_argument("--anisotropy", action="store_true",
                    help="also print the median blur anisotropy (astigmatism) per section")
     p.set_defaults(func=run)
@@ -63,7 +80,8 @@ def _load(path: str):
     return sec, (sec.source or str(path))
 
 
-def _score_files(sec, name: str, params, subtiles: bool, out_rows: list[dict] | None) -> tuple[int, int, int]:
+def _score_files(sec, name: str, params, subtiles: bool, out_rows: list[dict] | None,
+                 ) -> tuple[int, int, int, int]:
     """Per-acquisition-tile QC of a mosaic: print one line (+ the flagged files), collect CSV rows."""
     from ..qc import decisions as dec
     from ..qc.acquisition import AcquisitionQC, iter_score_files
@@ -82,20 +100,38 @@ def _score_files(sec, name: str, params, subtiles: bool, out_rows: list[dict] | 
         c, r = result.thresholds[z]
         nc = int(((result.decisions == dec.CORRECT) & valid).sum())
         nr = int(((result.decisions == dec.RETAKE) & valid).sum())
+        ne = int(((result.decisions == dec.EMPTY) & m).sum())
         pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
         zs = f" z={z}" if len(result.thresholds) > 1 else ""
-        unscored = f" ({int(m.sum()) - n} unscored)" if n < int(m.sum()) else ""
-        med = f"{float(np.median(scores[valid])):.4g}" if n else "n/a"
-        print(f"{name}{zs}: {n} acquisition tiles{unscored}, median {params.metric} {med}, "
-              f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%), "
-              f"thresholds correct<{c:.4g} retake<{r:.4g}")
-        for i in np.flatnonzero(m & (result.decisions != dec.OK) & np.isfinite(scores)):
-            print(f"  {result.decision_name(int(i))}: {result.files[int(i)].path} (focus {scores[i]:.4g})")
+        unscored = f" ({int(m.sum()) - n - ne} unscored)" if n + ne < int(m.sum()) else ""
+        px = result.blur_px[m] if params.has_blurmap else None
+        med, empty, th = _summary(params.metric, px, scores[m], ne, c, r)
+        print(f"{name}{zs}: {n} acquisition tiles{unscored}, {med}, "
+              f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%){empty}, {th}")
+        for i in np.flatnonzero(m & (result.decisions != dec.OK)):
+            f = result.files[int(i)]
+            what = ("no tissue signal" if f.empty else f"blur {result.blur_px[i]:.2f} px" if px is not None
+                    else f"focus {scores[i]:.4g}")
+            print(f"  {result.decision_name(int(i))}: {f.path} ({what})")
         n_total += n
     if out_rows is not None:
         out_rows.extend(result.rows(subtiles=subtiles))
     _, nc_all, nr_all = result.counts()
-    return n_total, nc_all, nr_all
+    return n_total, nc_all, nr_all, result.n_empty()
+
+
+def _summary(metric: str, blur_px, scores, n_empty: int, c: float, r: float) -> tuple[str, str, str]:
+    """``(median, empty count, thresholds)`` parts of a printed line: in px for the blur metric."""
+    from ..qc.thresholds import px_from_score
+
+    if blur_px is not None:
+        ex = blur_px[np.isfinite(blur_px)]
+        med = f"median blur {float(np.median(ex)):.2f} px" if ex.size else "median blur n/a"
+        th = f"thresholds correct>{px_from_score(c):.3g} px retake>{px_from_score(r):.3g} px"
+        return med, f", empty {n_empty} ({100.0 * n_empty / max(1, scores.size):.1f}%)", th
+    fin = scores[np.isfinite(scores)]
+    med = f"median {metric} {float(np.median(fin)):.4g}" if fin.size else f"median {metric} n/a"
+    return med, "", f"thresholds correct<{c:.4g} retake<{r:.4g}"
 
 
 def run(args) -> int:
@@ -111,6 +147,9 @@ def run(args) -> int:
         correct_threshold=args.correct_threshold,
         retake_threshold=args.retake_threshold,
         anisotropy=bool(args.anisotropy),
+        correct_px=args.correct_px,
+        retake_px=args.retake_px,
+        window=args.window,
     )
     params.validate()  # ValueError -> one-line message, exit 1
     out = Path(args.csv) if args.csv else None
@@ -131,12 +170,13 @@ def run(args) -> int:
 
     rows: list[dict] = []
     file_rows: list[dict] = []
-    total_tiles = total_c = total_r = 0
+    total_tiles = total_c = total_r = total_e = 0
     for path in args.inputs:
         sec, name = _load(path)
         if sec.tiles:
-            n, nc, nr = _score_files(sec, name, params, bool(args.subtiles), file_rows if out is not None else None)
-            total_tiles, total_c, total_r = total_tiles + n, total_c + nc, total_r + nr
+            n, nc, nr, ne = _score_files(sec, name, params, bool(args.subtiles),
+                                         file_rows if out is not None else None)
+            total_tiles, total_c, total_r, total_e = total_tiles + n, total_c + nc, total_r + nr, total_e + ne
             continue
         data = sec.data
         if len(data.shape) not in (2, 3):
@@ -148,17 +188,18 @@ def run(args) -> int:
                 continue
             s, d = msg.scores, msg.extras["decisions"]
             c, r = msg.extras["correct_threshold"], msg.extras["retake_threshold"]
+            blur = msg.extras.get("blurmap")
             valid = np.isfinite(s)
             n = int(valid.sum())
+            n_empty = dec.count_empty(d)
             nc, nr = dec.count_flagged(s, c, r) if np.isfinite(c) else (0, 0)
             pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
             zs = f" z={msg.z}" if nz > 1 else ""
-            unscored = f" ({s.size - n} unscored)" if n < s.size else ""
-            med = f"{float(np.median(s[valid])):.4g}" if n else "n/a"
+            unscored = f" ({s.size - n - n_empty} unscored)" if n + n_empty < s.size else ""
+            med, empty, th = _summary(params.metric, None if blur is None else blur.excess, s, n_empty, c, r)
             line = (
-                f"{name}{zs}: {n} tiles{unscored}, median {params.metric} {med}, "
-                f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%), "
-                f"thresholds correct<{c:.4g} retake<{r:.4g}"
+                f"{name}{zs}: {n} tiles{unscored}, {med}, "
+                f"correct {nc} ({pct(nc):.1f}%), retake {nr} ({pct(nr):.1f}%){empty}, {th}"
             )
             if params.anisotropy:
                 ratio = msg.extras["anisotropy_ratio"]
@@ -168,11 +209,12 @@ def run(args) -> int:
             total_tiles += n
             total_c += nc
             total_r += nr
+            total_e += n_empty
             if out is not None:
-                rows.extend(dec.tile_rows(name, msg.z, grid, s, d))
+                rows.extend(dec.tile_rows(name, msg.z, grid, s, d, blur=blur))
     if len(args.inputs) > 1 and total_tiles:
         print(f"total: {total_tiles} tiles, correct {100.0 * total_c / total_tiles:.1f}%, "
-              f"retake {100.0 * total_r / total_tiles:.1f}%")
+              f"retake {100.0 * total_r / total_tiles:.1f}%" + (f", empty {total_e}" if total_e else ""))
     if out is not None:
         if file_rows and rows:
             raise CLIError("cannot write mosaics (one row per acquisition tile) and images (one row per grid "

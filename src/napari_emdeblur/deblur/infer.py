@@ -14,6 +14,8 @@ Values (``InferenceParams.value_range``, see ``io.values``): uint8 /255; uint16 
 significant bit depth (``auto``: a 12-bit image in a uint16 file /4095) or /65535 (``dtype``);
 other integer types by their range; floats in [0, 1] as they are, other floats by their min/max;
 or an explicit ``(lo, hi)``. One range per call, so all tiles of an image share it.
+Every model output passes the do-no-harm gate (``InferenceParams.keep_sharp``, :mod:`.gate`): a
+window whose input shows no excess blur comes out unchanged.
 The output is clipped to the range and cast back (rounded for integers): same dtype, same
 shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
 used. A CUDA out-of-memory error halves the batch (then the tile, down to ``MIN_TILE``) and
@@ -33,6 +35,7 @@ from torch import nn
 from ..io.values import from_unit, parse_range_mode, to_unit, value_range
 from ..qc.messages import Notice, Progress, TileResult, drain
 from .device import resolve_device
+from .gate import apply_gate
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_TILE = 64
@@ -47,6 +50,7 @@ class InferenceParams:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on CUDA only)
     value_range: str | tuple[float, float] = "auto"  # auto | dtype | (lo, hi): see io.values
     ensemble: bool = False  # average the model over the 8 flips/rotations of each window (8x the time)
+    keep_sharp: bool = True  # do-no-harm gate: windows without excess blur pass through (deblur.gate)
 
     def validate(self) -> None:
         parse_range_mode(self.value_range)
@@ -99,17 +103,24 @@ class _Runner:
         self.dtype = PRECISIONS[params.precision]
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.ensemble = params.ensemble
+        self.keep_sharp = params.keep_sharp
+        self.quant = 1.0 / 255.0  # the data's quantisation step in model units (set_range)
+
+    def set_range(self, rng: tuple[float, float], dtype) -> None:
+        """The value range of the image being corrected: the gate's quantisation step."""
+        if np.dtype(dtype).kind in "iub" and rng[1] > rng[0]:
+            self.quant = 1.0 / (rng[1] - rng[0])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self._run(x)
-        if not np.isfinite(out).all():
+        y = self._model(x)
+        if not np.isfinite(y).all():
             raise NonFiniteOutputError(
                 "the model's output holds NaN or infinite values (damaged weights, or input the model cannot handle)"
             )
-        return out
+        return apply_gate(x, y, self.quant) if self.keep_sharp else y
 
     @torch.inference_mode()
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _model(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         with torch.autocast("cuda", dtype=self.dtype, enabled=self.autocast):
             if not self.ensemble:
@@ -243,6 +254,7 @@ def iter_correct_image(
     image = _check_2d(image)
     rng = value_range(image, params.value_range)
     run = _Runner(model, params)
+    run.set_range(rng, image.dtype)
     out = np.empty(image.shape, image.dtype)
 
     def put(y0: int, rows: np.ndarray) -> None:
@@ -293,6 +305,7 @@ def iter_correct_tiles(
     gt = grid_tile or max([max(b[2], b[3]) for b in boxes], default=1)
     rng = value_range(image, params.value_range)
     run = _Runner(model, params)
+    run.set_range(rng, image.dtype)
     margin = max(params.overlap, 16)
     total = len(boxes)
     done = 0

@@ -15,6 +15,11 @@ rectangles) section by section, and yields, in order:
   fields: focus before/after, estimated blur, fidelity ratio and, with a ground truth, PSNR/SSIM);
 * last, the :class:`~napari_emdeblur.deblur.reports.CorrectionReport` (also returned).
 
+Tiles without tissue signal (the content check of the QC blur map, ``qc.blurmap``: flat, saturated,
+blank resin or pure noise) are never corrected, whatever the selection: they yield no
+``TileResult`` (the caller keeps their pixels), a ``Notice`` says how many were skipped, and the
+report's ``meta["skipped_empty"]`` lists them as ``[z, row, col]``.
+
 The caller pastes ``TileResult.data`` into its output; the input is never modified. The
 generator stops cleanly between batches when the consumer stops iterating (a napari worker's
 ``quit()``), after releasing GPU memory. Importing this module does not import torch.
@@ -31,6 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..io.values import fixed_range, parse_range_mode, value_range
+from ..qc.blurmap import qc_grid
 from ..qc.focus import DEFAULT_METRIC, MIN_IMAGE_SIDE, score_tiles
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
 from ..qc.psf import quant_step
@@ -57,6 +63,7 @@ class CorrectionParams:
     metric: str | None = None  # focus metric for before/after scores (None = default)
     fidelity: bool = True  # estimate each tile's blur and check the correction against it
     ensemble: bool = False  # quality mode: average the 8 flips/rotations (8x the inference time)
+    keep_sharp: bool = True  # do-no-harm gate: windows without excess blur come out unchanged (deblur.gate)
     fidelity_limit: float = FIDELITY_RATIO_LIMIT
     # how values map onto the model's [0, 1] and the PSNR peak: auto | dtype | (lo, hi) (io.values)
     value_range: str | tuple[float, float] = "auto"
@@ -151,6 +158,7 @@ def iter_correct(
     meta = {
         "device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch,
         "overlap": params.overlap, "qc_tile": params.qc_tile, "metric": metric, "ensemble": params.ensemble,
+        "keep_sharp": params.keep_sharp,
         "selection": "whole image" if selection.whole else f"{len(selection)} tiles",
         "weights": params.weights or "shipped", "weights_sha256": card.get("weights_sha256"),
         "model_type": card.get("model_type"), "fidelity_limit": params.fidelity_limit if params.fidelity else None,
@@ -160,6 +168,8 @@ def iter_correct(
     yield Notice(f"Correcting {total} tiles on {meta['device']} ({params.precision}, tile {tile}, batch {batch})",
                  info={k: meta[k] for k in ("device", "precision", "tile", "batch")})
     reports: list[TileReport] = []
+    skipped: list[list[int]] = []
+    meta["skipped_empty"] = skipped
     done, t0 = 0, time.perf_counter()
     try:
         yield Progress(0, total, "correct")
@@ -168,9 +178,22 @@ def iter_correct(
             gt = None if ground_truth is None else np.asarray(ground_truth[z] if is_stack else ground_truth)
             lo, hi = value_range(section, stack_range)
             ip = InferenceParams(tile=tile, overlap=params.overlap, batch=batch, device=str(device),
-                                 precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble)
-            before = score_tiles(section, params.qc_tile, metric)
+                                 precision=params.precision, value_range=(lo, hi), ensemble=params.ensemble,
+                                 keep_sharp=params.keep_sharp)
+            # the content check of the blur map: empty tiles are never corrected
+            qcmap = qc_grid(section, params.qc_tile, value_range=(lo, hi))
+            before = qcmap.score if metric == "blur" else score_tiles(section, params.qc_tile, metric)
             yield SectionScores(z, before, params.qc_tile, metric)  # before/after heatmaps need it
+            empty = [(i, j) for i, j in ij if qcmap.empty[i, j]]
+            if empty:
+                ij = [t for t in ij if not qcmap.empty[t]]
+                skipped.extend([z, i, j] for i, j in empty)
+                done += len(empty)
+                yield Notice(f"Section {z}: {len(empty)} tile(s) without tissue signal (empty) left uncorrected",
+                             info={"section": z, "empty_tiles": [list(t) for t in empty]})
+                yield Progress(done, total, "correct")
+            if not ij:
+                continue
             quant = quant_step(section.dtype, lo, hi)
             tiles = _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric)
             for item in _naming(tiles, params.weights or "the shipped weights", NonFiniteOutputError):
@@ -196,7 +219,7 @@ def iter_correct(
                 done += 1
                 yield TileResult(z, i, j, y0, x0, pixels, asdict(rep))
                 el = time.perf_counter() - t0
-                yield Progress(done, total, "correct", eta_s=el / done * (total - done))
+                yield Progress(done, total, "correct", eta_s=el / len(reports) * (total - done))
     finally:
         release_memory(device)
     report = CorrectionReport(tiles=reports, meta=meta)

@@ -6,7 +6,12 @@ percentiles from, so the numbers are set beforehand (``--correct-threshold`` /
 ``--retake-threshold``, defaults per metric in ``qc.thresholds.DEFAULT_THRESHOLDS``, measured on
 real sSEM data, see ``docs/pipeline.md``) or calibrated once from the first N tiles
 (``calibrate=N``). Either way they are stored in the output folder's journal and never change for
-it, so a tile's decision does not depend on when it was processed.
+it, so a tile's decision does not depend on when it was processed. With the default metric,
+``blur``, thresholds are px of excess blur (``correct_px`` / ``retake_px``, defaults 1 and 3 px from
+``qc.thresholds.DEFAULT_BLUR_PX``), which need no per-dataset calibration; subtiles without tissue
+signal are ``empty``, and an acquisition tile whose every analysed subtile is empty is decided
+``empty`` (never corrected; the correction service also leaves empty subtiles of a corrected tile
+untouched).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from ..deblur.cards import read_card
 from ..deblur.service import CorrectionParams
 from ..deblur.shipped import shipped_weights_path
 from ..io.values import parse_range_mode
+from ..qc.blurmap import DEFAULT_WINDOW
 from ..qc.focus import DEFAULT_METRIC
+from ..qc.scoring import ScoreParams
 from ..qc.thresholds import absolute_thresholds
 
 __all__ = [
@@ -55,6 +62,9 @@ class PipelineConfig:
     max_failures: int = 3  # permanent failures of one file before giving up
     hash_inputs: bool = True  # store the sha256 of each input read
     report_interval: float = 5.0  # at most one report regeneration per this many seconds
+    correct_px: float | None = None  # blur metric: thresholds in px of excess blur (None = the defaults)
+    retake_px: float | None = None
+    window: int | None = DEFAULT_WINDOW  # blur metric: analysis window of the blur map (None = whole subtiles)
 
     def __post_init__(self) -> None:
         if int(self.tile) < 8:
@@ -66,6 +76,13 @@ class PipelineConfig:
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
         parse_range_mode(self.value_range)  # ValueError with the accepted forms
+        self.score_params().validate()  # metric, px thresholds (finite, >= 0, retake >= correct), window
+
+    def score_params(self) -> ScoreParams:
+        """The scoring parameters of a subtile grid (the QC flow's dataclass)."""
+        return ScoreParams(tile=int(self.tile), metric=self.metric_name, correct_threshold=self.correct_threshold,
+                           retake_threshold=self.retake_threshold, correct_px=self.correct_px,
+                           retake_px=self.retake_px, window=self.window, value_range=self.value_range)
 
     @property
     def metric_name(self) -> str:
@@ -90,12 +107,14 @@ class TileRecord:
     file: str  # input path relative to its input root (as reported)
     section: str
     name: str  # path inside the section
-    decision: str = "ok"  # ok | correct | retake ('' when failed)
+    decision: str = "ok"  # ok | correct | retake | empty ('' when failed)
     score: float = math.nan
     subtile_scores: list = field(default_factory=list)  # rows x cols, None = NaN
     n_subtiles: int = 0
     n_flagged: int = 0  # subtiles below the correct threshold
     n_retake: int = 0  # subtiles below the retake threshold
+    n_empty: int = 0  # subtiles without tissue signal (blur metric)
+    blur_px: float = math.nan  # excess blur of the tile score in px (median over its subtiles; blur metric)
     corrected: str | None = None  # output path relative to OUTDIR
     score_after: float | None = None
     check_by_eye: int = 0  # corrected subtiles whose fidelity check failed (see deblur.fidelity)
@@ -122,7 +141,7 @@ class TileRecord:
         d = asdict(self)
         d.pop("staged", None)
         d["shape"] = list(self.shape)
-        for k in ("score", "score_after", "correct_threshold", "retake_threshold"):
+        for k in ("score", "score_after", "correct_threshold", "retake_threshold", "blur_px"):
             v = d.get(k)
             if isinstance(v, float) and not math.isfinite(v):
                 d[k] = None
@@ -130,8 +149,11 @@ class TileRecord:
 
 
 def resolve_thresholds(cfg: PipelineConfig) -> tuple[float, float]:
-    """``(correct_threshold, retake_threshold)`` from the config or the metric's defaults."""
-    return absolute_thresholds(cfg.metric_name, cfg.correct_threshold, cfg.retake_threshold)
+    """``(correct_threshold, retake_threshold)`` (scores) from the config (px converted) or the
+    metric's defaults.
+    """
+    c, r = cfg.score_params().score_thresholds()
+    return absolute_thresholds(cfg.metric_name, c, r)
 
 
 def correction_params(cfg: PipelineConfig, device: str | None = None) -> CorrectionParams:
@@ -171,6 +193,7 @@ def output_settings(cfg: PipelineConfig, thresholds: tuple[float, float]) -> dic
         "infer_tile": int(cfg.infer_tile),
         "infer_overlap": cfg.infer_overlap,
         "value_range": str(cfg.value_range),
+        **({"window": cfg.window} if cfg.score_params().has_blurmap else {}),
     }
 
 

@@ -2,7 +2,7 @@
 
 An *acquisition tile* is one image file written by the microscope (a MultiSEM beam image, an
 sSEM frame, ...). :func:`analyse_tile` reads it, scores it on the QC grid of ``cfg.tile`` px
-(``score_tiles``; the per-subtile scores are kept), and decides with fixed absolute thresholds
+(``qc.scoring.tile_scores``; the per-subtile scores are kept), and decides with fixed absolute thresholds
 (see :mod:`.config`):
 
 * tile score = median of its subtile scores (NaN subtiles, e.g. blank resin or padding, are
@@ -13,7 +13,12 @@ sSEM frame, ...). :func:`analyse_tile` reads it, scores it on the QC grid of ``c
   the correction service (``deblur.service.iter_correct``, the same as the widget and
   ``emdeblur correct``, fidelity check included) and written as TIFF with the per-subtile
   correction report in its metadata;
-* otherwise ``ok``. A tile with no scorable subtile is ``ok`` with a NaN score (nothing to judge).
+* otherwise ``ok``. A tile whose subtiles hold no tissue signal (``blur`` metric: the content
+  check, ``qc.acquisition.file_empty``) is ``empty``: never ok, never corrected. Any other tile
+  with no scorable subtile is ``ok`` with a NaN score (nothing to judge).
+
+Subtiles are scored by ``qc.scoring.tile_scores`` (for the ``blur`` metric the blur map;
+``blur_px`` is the px of the tile score), the same step as the viewer's per-file QC.
 
 Everything written is a deterministic function of the input bytes and of the settings, so that
 re-processing a tile after a crash produces the same bytes.
@@ -36,9 +41,9 @@ import numpy as np
 from ..io.read import load_section
 from ..io.write import save_image
 from ..qc import decisions
-from ..qc.acquisition import file_score
-from ..qc.focus import score_tiles
-from ..qc.thresholds import calibrated_thresholds
+from ..qc.acquisition import file_empty, file_score
+from ..qc.scoring import tile_scores
+from ..qc.thresholds import calibrated_thresholds, px_from_score
 from .config import PipelineConfig, TileRecord, corrected_rel, correction_params, resolve_thresholds
 from .errors import ModelLoadError, classify_error
 
@@ -52,9 +57,8 @@ __all__ = ["analyse_tile", "calibrate_thresholds", "correct_recorded", "needs_co
 
 def calibrate_thresholds(paths: list[str], cfg: PipelineConfig) -> tuple[float, float]:
     """Thresholds from the pooled subtile scores of ``paths`` (the "calibrated" policy)."""
-    return calibrated_thresholds(
-        score_tiles(_read_image(p), tile=cfg.tile, metric=cfg.metric_name) for p in paths
-    )
+    params = cfg.score_params()
+    return calibrated_thresholds(tile_scores(_read_image(p), params)[0] for p in paths)
 
 
 
@@ -217,19 +221,24 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     rec.pixel_size = None if ps is None else [float(v) for v in np.atleast_1d(ps)]
 
     ct, rt = rec.correct_threshold, rec.retake_threshold
-    scores = np.asarray(score_tiles(img, tile=cfg.tile, metric=rec.metric, workers=cfg.threads or None), np.float32)
+    params = cfg.score_params()
+    params.metric, params.workers = rec.metric, (cfg.threads or None)
+    scores, bm = tile_scores(img, params)  # the blur metric: excess blur in px and the content check
+    empty = None if bm is None else bm.empty
     finite = np.isfinite(scores)
     rec.subtile_scores = _nan_to_none(scores)
     rec.n_subtiles = int(scores.size)
-    sub = np.asarray(decisions.classify(scores, ct, rt))
+    sub = np.asarray(decisions.classify(scores, ct, rt, empty=empty))
     rec.n_flagged = int(np.count_nonzero((sub != decisions.OK) & finite))
     rec.n_retake = int(np.count_nonzero((sub == decisions.RETAKE) & finite))
     score, _ = file_score(scores, PIPELINE_QUANTILE)
     rec.score = round(score, 6) if math.isfinite(score) else math.nan
-    if math.isfinite(score):
-        code = int(np.asarray(decisions.classify(np.array([[score]], np.float32), ct, rt)).ravel()[0])
-    else:
-        code = decisions.OK
+    if bm is not None:
+        rec.n_empty = int(np.count_nonzero(bm.empty))
+        rec.blur_px = round(float(px_from_score(score)), 4) if math.isfinite(score) else math.nan
+    # no subtile with tissue signal: the acquisition tile is EMPTY (never corrected), as in qc.acquisition
+    is_empty = file_empty(scores, bm)
+    code = int(decisions.classify(np.array([score], np.float32), ct, rt, empty=np.array([is_empty]))[0])
     rec.decision = decisions.DECISION_NAMES[code]
     return img, ps
 

@@ -99,6 +99,7 @@ def section_summary(rows: Iterable[Row]) -> dict:
         "ok": dec.count("ok"),
         "correct": dec.count("correct"),
         "retake": dec.count("retake"),
+        "empty": dec.count("empty"),
         "corrected": n_corr,
         "pct_flagged": round(100.0 * (dec.count("correct") + dec.count("retake")) / n_done, 2) if n_done else 0.0,
         "pct_retake": round(100.0 * dec.count("retake") / n_done, 2) if n_done else 0.0,

@@ -77,6 +77,7 @@ class RunSummary:
     ok: int = 0
     correct: int = 0
     retake: int = 0
+    empty: int = 0  # tiles without tissue signal (never corrected)
     corrected: int = 0
     pixels: int = 0
     seconds: float = 0.0
@@ -96,6 +97,8 @@ class RunSummary:
             f"{self.new} new, {self.done} done ({self.ok} ok, {self.correct} to correct, "
             f"{self.retake} to retake, {self.corrected} corrected), {self.failed} failed"
         )
+        if self.empty:
+            s = s.replace(" to retake, ", f" to retake, {self.empty} empty, ", 1)
         if self.done:
             s += f", {self.tiles_per_s:.2f} tiles/s, {self.mpx_per_s:.1f} Mpx/s"
         if self.waiting:
@@ -278,6 +281,8 @@ class Session:
                 s.correct += 1
             elif rec.decision == "retake":
                 s.retake += 1
+            elif rec.decision == "empty":
+                s.empty += 1
             if rec.corrected:
                 s.corrected += 1
             self._settled[row.path] = out.fingerprint

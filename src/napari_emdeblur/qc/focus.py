@@ -14,6 +14,17 @@ from the quantisation of integer images.
 
 Metrics (``METRICS`` maps name -> description):
 
+``blur`` (the default)
+    ``1 / (1 + excess blur in px)``: the excess blur of :mod:`.blurmap` (the Gaussian-equivalent
+    blur added on top of what the modality looks like in focus, from a small learned layer on the
+    spectrum that :mod:`.psf` fits; :mod:`.excess`), so 1 = in focus, 0.5 = 1 px of excess blur,
+    0.25 = 3 px. It is the one metric whose thresholds are set in px (:mod:`.thresholds`) and
+    transfer between datasets, and the one that holds across modalities (ssTEM, SBEM, FIB-SEM),
+    noise white or correlated along either scan axis, and contrast (``docs/focus_metrics.md``).
+    Tiles without tissue signal (flat, saturated, blank resin or pure noise: the content check of
+    :mod:`.content`) score NaN; the scoring flow marks them ``empty``. Unlike the others it is
+    computed per tile on the centred ``blurmap.DEFAULT_WINDOW`` px of each tile (tiles under 64
+    px: NaN).
 ``autocorr``
     Noise-robust normalised autocorrelation along the slow-scan axis (y). On the tile with its
     own mean removed, ``R_k = sum x[y, x] * x[y + k, x]`` (both sums over the same rows
@@ -52,6 +63,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import blurmap
 from .tiling import TileGrid
 
 __all__ = [
@@ -69,6 +81,8 @@ MIN_IMAGE_SIDE = 16  # smaller images raise ValueError
 MIN_TILE_SIDE = 8  # partial edge tiles thinner than this score NaN
 
 METRICS: dict[str, str] = {
+    "blur": "1 / (1 + excess blur in px over the modality's in-focus look): learned layer on the PSF "
+    "estimator's spectrum; thresholds in px; empty tiles (no tissue signal) score NaN",
     "autocorr": "normalised slow-scan (y) autocorrelation (R1-R2)/R1 of the mean-removed tile; "
     "robust to white and fast-scan-correlated noise",
     "wafermapper": "WaferMapper/Hayworth 2014 check: (edge gradient at strongest-contrast "
@@ -77,7 +91,7 @@ METRICS: dict[str, str] = {
     "fft_ratio": "power-spectrum energy high band (0.25-0.5 cyc/px) / low band (0.02-0.125)",
 }
 
-DEFAULT_METRIC = "autocorr"
+DEFAULT_METRIC = "blur"
 
 # --------------------------------------------------------------------------- input checks
 def check_image(image) -> np.ndarray:
@@ -310,9 +324,18 @@ def _map_bands(img: np.ndarray, tile: int, func, n_out: int, workers: int | None
     return np.stack(parts, axis=0)  # (rows, cols, n_out)
 
 
+def _m_blur(img: np.ndarray, tile: int, workers: int | None) -> np.ndarray:
+    return blurmap.qc_grid(img, tile, workers=workers).score
+
+
+# metrics computed on the whole image at once (they need more than a tile's own pixels: the value
+# range of the image for the content check)
+_IMAGE_METRIC_FUNCS: dict[str, Callable[[np.ndarray, int, int | None], np.ndarray]] = {"blur": _m_blur}
+
+
 def _check_metric(metric: str) -> Callable:
     try:
-        return _METRIC_FUNCS[metric]
+        return _METRIC_FUNCS.get(metric) or _IMAGE_METRIC_FUNCS[metric]
     except KeyError:
         raise ValueError(f"unknown focus metric {metric!r}; choose one of {', '.join(METRICS)}") from None
 
@@ -329,6 +352,8 @@ def score_tiles(image, tile: int = 256, metric: str = DEFAULT_METRIC, workers: i
     img = check_image(image)
     if int(tile) < MIN_TILE_SIDE:
         raise ValueError(f"tile size must be at least {MIN_TILE_SIDE} px, got {tile}")
+    if metric in _IMAGE_METRIC_FUNCS:
+        return np.asarray(func(img, int(tile), workers), np.float32)
     out = _map_bands(img, int(tile), func, 1, workers)[..., 0]
     return out.astype(np.float32)
 

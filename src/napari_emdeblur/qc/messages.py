@@ -7,6 +7,7 @@ handler that dispatches on these types; the CLI and pipeline consume them direct
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,9 @@ class FileScores:
     its footprint in the mosaic; ``sub_scores`` the ``(rows, cols)`` scores of its ``sub_tile``
     px grid (partial sub-tiles at the right/bottom at their true size; NaN = unscorable);
     ``worst`` the ``(row, col)`` of its lowest scorable sub-tile (None when none is scorable).
+    For the ``blur`` metric ``blur`` is the sub-tiles' ``qc.blurmap.BlurMap`` (excess blur in px,
+    content check) and ``empty`` says that no sub-tile holds tissue signal
+    (:func:`napari_emdeblur.qc.acquisition.file_empty`): the file is decided EMPTY.
     """
 
     index: int
@@ -59,7 +63,8 @@ class FileScores:
     sub_scores: np.ndarray
     score: float
     worst: tuple[int, int] | None = None
-
+    blur: Any = None  # qc.blurmap.BlurMap of the sub-tiles (blur metric)
+    empty: bool = False
 
 @dataclass
 class TileResult:

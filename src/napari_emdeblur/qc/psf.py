@@ -13,7 +13,9 @@ which is flat for white noise and follows the noise's colour when it is correlat
 scan axis, so the fast-scan direction need not be known; then polar bins (``NR`` radial x ``NA``
 angular) and one weighted least-squares solve per tile, with weak priors (``alpha`` towards 2,
 ``Sigma`` towards isotropy) for tiles with few bins above the noise. Every step is batched over
-tiles: one FFT call, three medians, two matrix products and one batched 5x5 solve.
+tiles: the FFT, the noise model and the binning are the shared spectral front end
+(:func:`.spectral.tile_spectra`, which the QC blur map reads too), then one batched 5x5 solve
+(:func:`fit_spectra`).
 
 The result is the *total* Gaussian-equivalent blur of the tile (the acquisition's own resolution
 included) as a major/minor standard deviation and an angle, plus the noise standard deviation
@@ -30,12 +32,17 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..io.values import value_range
+from .spectral import F_MIN, F_NOISE, NA, NR, Spectra, tile_spectra
 from .tiling import TileGrid
 
-NR = 20  # radial bins between F_MIN and F_NOISE cycles/px
-NA = 8  # angular sectors over 180 degrees
-F_MIN = 0.03
-F_NOISE = 0.40
+__all__ = [
+    "NR", "NA", "F_MIN", "F_NOISE", "SNR_MIN", "SIGNIFICANCE", "MIN_BINS", "ALPHA_PRIOR", "ALPHA_WEIGHT",
+    "ISO_WEIGHT", "MIN_SIDE", "QUANT_8BIT", "PSFEstimate", "cov_axes", "estimate_psf_grid", "estimate_psf_tiles",
+    "fit_spectra", "noise_model", "power_spectra", "quant_step",
+]
+
+# NR radial bins between F_MIN and F_NOISE cycles/px, NA angular sectors over 180 degrees: the
+# binning of the shared spectral front end (:mod:`.spectral`)
 SNR_MIN = 2.0
 SIGNIFICANCE = 4.0  # a bin must also exceed the noise by this many of its standard errors
 MIN_BINS = 8
@@ -78,48 +85,11 @@ class PSFEstimate:
 
 
 @lru_cache(maxsize=16)
-def _setup(h: int, w: int):
+def _setup(h: int, w: int) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """``(Hann window float32, sum of its squares, rows |fy| > F_NOISE, columns fx > F_NOISE)``."""
     win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     wnorm = float((win.astype(np.float64) ** 2).sum())
-    fy1, fx1 = np.fft.fftfreq(h), np.fft.rfftfreq(w)
-    fy, fx = np.meshgrid(fy1, fx1, indexing="ij")
-    fr = np.hypot(fx, fy)
-    ang = np.mod(np.arctan2(fy, fx), np.pi)
-    mult = np.full(fr.shape, 2.0)  # rfft columns other than 0 and Nyquist stand for two
-    mult[:, 0] = 1.0
-    if w % 2 == 0:
-        mult[:, -1] = 1.0
-    redges = np.linspace(F_MIN, F_NOISE, NR + 1)
-    ri = np.digitize(fr, redges) - 1
-    ai = np.minimum((ang / np.pi * NA).astype(int), NA - 1)
-    idx = np.where((ri >= 0) & (ri < NR), ri * NA + ai, -1).ravel()
-    nb = NR * NA
-    B = np.zeros((fr.size, nb), np.float64)
-    sel = np.nonzero(idx >= 0)[0]
-    B[sel, idx[sel]] = mult.ravel()[sel]
-    cnt = B.sum(axis=0)
-    B /= np.maximum(cnt, 1e-12)
-
-    def bmean(v: np.ndarray) -> np.ndarray:
-        return v.ravel() @ B
-
-    f_b = np.maximum(bmean(fr), 1e-6)
-    X = np.stack(
-        [
-            np.ones(nb),
-            -np.log(f_b),
-            -4 * np.pi**2 * bmean(fx**2),
-            -8 * np.pi**2 * bmean(fx * fy),
-            -4 * np.pi**2 * bmean(fy**2),
-        ],
-        axis=1,
-    )
-    rows_hi = np.abs(fy1) > F_NOISE
-    cols_hi = fx1 > F_NOISE
-    # a bin's power of pure noise scatters by ~N / sqrt(independent samples); the Hann window
-    # correlates neighbouring frequencies, about 4 samples per independent one
-    z = np.where(cnt > 0, SIGNIFICANCE / np.sqrt(np.maximum(cnt / 4.0, 1.0)), 1e6)
-    return win, wnorm, B.astype(np.float32), X, z, rows_hi, cols_hi
+    return win, wnorm, np.abs(np.fft.fftfreq(h)) > F_NOISE, np.fft.rfftfreq(w) > F_NOISE
 
 
 def power_spectra(tiles: np.ndarray) -> np.ndarray:
@@ -144,7 +114,7 @@ def noise_model(P: np.ndarray, w: int, quant: float = QUANT_8BIT) -> tuple[np.nd
     Returns ``(Nx (n, w//2+1), Ny (n, h), Nc (n,))``, each at least the quantisation floor.
     """
     n, h, _ = P.shape
-    rows_hi, cols_hi = _setup(h, w)[5:7]
+    rows_hi, cols_hi = _setup(h, w)[2:]
     floor = np.float32(quant * quant / 12.0)
     Nx = np.maximum(np.median(P[:, rows_hi, :], axis=1), floor)  # noise vs fx
     Ny = np.maximum(np.median(P[:, :, cols_hi], axis=2), floor)  # noise vs fy
@@ -155,6 +125,88 @@ def noise_model(P: np.ndarray, w: int, quant: float = QUANT_8BIT) -> tuple[np.nd
 def _nan_estimate(n: int) -> PSFEstimate:
     nan = np.full(n, np.nan, np.float32)
     return PSFEstimate(nan, nan, nan, nan, nan, nan, np.full((n, 2, 2), np.nan, np.float32), np.zeros(n, np.int32))
+
+
+def cov_axes(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(major, minor, angle)`` of ``(n, 2, 2)`` covariances in (x, y) order, in closed form:
+    the square roots of the eigenvalues (negative ones clip to 0) and the major axis in degrees
+    from +x towards +y, in [0, 180).
+    """
+    sxx, sxy, syy = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
+    tr2 = 0.5 * (sxx + syy)
+    d = np.sqrt((0.5 * (sxx - syy)) ** 2 + sxy**2)
+    major = np.sqrt(np.clip(tr2 + d, 0.0, None))
+    minor = np.sqrt(np.clip(tr2 - d, 0.0, None))
+    angle = np.degrees(0.5 * np.arctan2(2.0 * sxy, sxx - syy)) % 180.0
+    return major, minor, angle
+
+
+def fit_spectra(
+    s: Spectra, axis_centred: bool = False, significance: float = SIGNIFICANCE, min_bins: int = MIN_BINS
+) -> PSFEstimate:
+    """The PSF / spectrum fit of the module docstring on the binned spectra of :mod:`.spectral`.
+
+    Parameters
+    ----------
+    s : Spectra
+        From :func:`.spectral.tile_spectra` (one FFT per tile, shared with the blur map).
+    axis_centred : bool
+        Fit on the sectors centred on the axes instead of this module's (the same model; exactly
+        equivariant under flips and transposes of the tile: the excess-blur features use it).
+    significance : float
+        A bin counts when its signal exceeds ``(SNR_MIN + significance * z) * noise``, ``z`` the
+        relative standard error of the bin's pure-noise power.
+    min_bins : int
+        Fewer valid bins give NaN.
+
+    Returns
+    -------
+    PSFEstimate
+        With the defaults: :func:`estimate_psf_tiles`.
+    """
+    g = s.setup
+    if axis_centred:
+        pb, nb, x, xx, good, z1 = s.pa, s.na, g.x_axis, g.xx_axis, g.good_axis, g.z1_axis
+    else:
+        pb, nb, x, xx, good, z1 = s.pb, s.nb, g.x_psf, g.xx_psf, g.good_psf, g.z1_psf
+    n = pb.shape[0]
+    sig = pb - nb
+    valid = good[None] & (sig > (SNR_MIN + significance * z1[None]) * nb)  # above the noise, not by chance
+    sp_ = np.where(valid, sig, 1.0)
+    wgt = np.where(valid, sp_ / (sp_ + nb), 0.0)
+    y = np.log(sp_)
+    a = np.einsum("nb,bk->nk", wgt, xx).reshape(n, 5, 5)  # einsum: no BLAS threads
+    rhs = np.einsum("nb,bi->ni", wgt * y, x)
+    a[:, 1, 1] += ALPHA_WEIGHT
+    rhs[:, 1] += ALPHA_WEIGHT * ALPHA_PRIOR
+    lam = ISO_WEIGHT  # penalise (Sxx - Syy)^2 + 2 Sxy^2
+    a[:, 2, 2] += lam
+    a[:, 4, 4] += lam
+    a[:, 2, 4] -= lam
+    a[:, 4, 2] -= lam
+    a[:, 3, 3] += 2 * lam
+    a += 1e-6 * np.eye(5)  # keeps tiles with no bin above the noise solvable (they give NaN)
+    coef = np.linalg.solve(a, rhs[..., None])[..., 0]
+    sxx, sxy, syy = coef[:, 2], coef[:, 3], coef[:, 4]
+    cov = np.stack([np.stack([sxx, sxy], -1), np.stack([sxy, syy], -1)], -2)
+    major, minor, angle = cov_axes(cov)
+    noise_var = s.nx.mean(axis=1) * s.ny.mean(axis=1) / s.nc
+    nbins = valid.sum(axis=1).astype(np.int32)
+    ok = nbins >= min_bins
+
+    def nanf(v: np.ndarray) -> np.ndarray:
+        return np.where(ok, v, np.nan).astype(np.float32)
+
+    return PSFEstimate(
+        sigma_major=nanf(major),
+        sigma_minor=nanf(minor),
+        angle=nanf(angle),
+        noise=np.sqrt(noise_var).astype(np.float32),
+        log_c=nanf(coef[:, 0]),
+        alpha=nanf(coef[:, 1]),
+        cov=np.where(ok[:, None, None], np.clip(cov, -1e4, 1e4), np.nan).astype(np.float32),
+        n_bins=nbins,
+    )
 
 
 def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstimate:
@@ -179,54 +231,7 @@ def estimate_psf_tiles(tiles: np.ndarray, quant: float = QUANT_8BIT) -> PSFEstim
     n, h, w = tiles.shape
     if n == 0 or min(h, w) < MIN_SIDE:
         return _nan_estimate(n)
-    _, _, B, X, z, _, _ = _setup(h, w)
-    P = power_spectra(tiles)
-    Nx, Ny, Nc = noise_model(P, w, quant)
-    Pf = P.reshape(n, -1)
-    Pb = Pf @ B
-    # binned separable noise: sum_k Nx[fx_k] Ny[fy_k] B[k, b] / Nc
-    Nb = (Ny[:, :, None] * Nx[:, None, :]).reshape(n, -1) @ B
-    Nb /= Nc[:, None]
-    S = Pb - Nb
-    valid = S > (SNR_MIN + z[None]) * Nb  # above the noise, and not by chance
-    Sp = np.where(valid, S, 1.0).astype(np.float64)
-    wgt = np.where(valid, Sp / (Sp + Nb), 0.0)
-    y = np.log(Sp)
-    A = np.einsum("nb,bi,bj->nij", wgt, X, X)
-    rhs = np.einsum("nb,bi,nb->ni", wgt, X, y)
-    A[:, 1, 1] += ALPHA_WEIGHT
-    rhs[:, 1] += ALPHA_WEIGHT * ALPHA_PRIOR
-    lam = ISO_WEIGHT  # penalise (Sxx - Syy)^2 + 2 Sxy^2
-    A[:, 2, 2] += lam
-    A[:, 4, 4] += lam
-    A[:, 2, 4] -= lam
-    A[:, 4, 2] -= lam
-    A[:, 3, 3] += 2 * lam
-    A += 1e-6 * np.eye(5)  # keeps tiles with no bin above the noise solvable (they give NaN)
-    coef = np.linalg.solve(A, rhs[..., None])[..., 0]
-    sxx, sxy, syy = coef[:, 2], coef[:, 3], coef[:, 4]
-    cov = np.stack([np.stack([sxx, sxy], -1), np.stack([sxy, syy], -1)], -2)
-    ev, evec = np.linalg.eigh(cov)
-    ev = np.clip(ev, 0.0, None)
-    major = np.sqrt(ev[:, 1])
-    minor = np.sqrt(ev[:, 0])
-    v = evec[:, :, 1]
-    angle = np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 180.0
-    noise_var = (Nx.mean(axis=1) * Ny.mean(axis=1) / Nc).astype(np.float64)
-    nb = valid.sum(axis=1).astype(np.int32)
-    ok = nb >= MIN_BINS
-    nanf = lambda a: np.where(ok, a, np.nan).astype(np.float32)  # noqa: E731
-    cov = np.where(ok[:, None, None], np.clip(cov, -1e4, 1e4), np.nan).astype(np.float32)
-    return PSFEstimate(
-        sigma_major=nanf(major),
-        sigma_minor=nanf(minor),
-        angle=nanf(angle),
-        noise=np.sqrt(noise_var).astype(np.float32),
-        log_c=nanf(coef[:, 0]),
-        alpha=nanf(coef[:, 1]),
-        cov=cov,
-        n_bins=nb,
-    )
+    return fit_spectra(tile_spectra(tiles, quant=quant, workers=-1))
 
 
 def quant_step(dtype: np.dtype, lo: float, hi: float) -> float:

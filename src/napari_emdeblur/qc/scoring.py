@@ -10,9 +10,14 @@ whole-section scores are identical.
 It yields, in order, for every z: ``Progress(done=z, total=nz, stage="score")`` (and one per
 band for banded sections) then ``SectionScores(z, scores, tile, metric, extras)``; finally
 ``Progress(nz, nz)``. ``extras`` holds ``correct_threshold``, ``retake_threshold`` (the given
-ones, or ``auto_thresholds`` of that section when None; NaN when the section has no finite
-score) and ``decisions`` (int8, ``decisions.classify``), plus ``anisotropy_ratio`` /
-``anisotropy_angle`` when ``params.anisotropy`` is set.
+ones, or, when None, the section's ``auto_thresholds`` -- the absolute px defaults for the
+``blur`` metric, ``thresholds.section_thresholds``; NaN when the section has no finite score)
+and ``decisions`` (int8, ``decisions.classify``), plus ``anisotropy_ratio`` /
+``anisotropy_angle`` when ``params.anisotropy`` is set. For the ``blur`` metric (the default)
+``extras["blurmap"]`` is the section's :class:`~.blurmap.BlurMap` (excess and total blur in px,
+noise, content check): its ``empty`` tiles are decided EMPTY (``extras["n_empty"]`` of them) and
+``scores`` is its ``score``. Thresholds may be given in px of excess blur
+(``ScoreParams.correct_px`` / ``retake_px``).
 """
 
 from __future__ import annotations
@@ -23,20 +28,30 @@ from typing import Iterator
 
 import numpy as np
 
+from ..io.values import parse_range_mode
 from . import decisions as dec
+from .blurmap import DEFAULT_WINDOW, BlurMap, qc_grid
+from .content import MIN_SIDE
 from .focus import DEFAULT_METRIC, METRICS, MIN_IMAGE_SIDE, anisotropy_tiles, score_tiles
 from .messages import Progress, SectionScores
-from .thresholds import check_thresholds, section_thresholds
+from .thresholds import PX_METRICS, check_px, check_thresholds, px_thresholds, section_thresholds
 from .tiling import TileGrid
 
 BAND_PIXELS = 8192 * 8192  # lazy sections above this are scored in row-bands of whole tiles
 
-__all__ = ["ScoreParams", "iter_score_stack", "score_stack", "BAND_PIXELS"]
+__all__ = ["ScoreParams", "iter_score_stack", "score_stack", "tile_scores", "BAND_PIXELS"]
 
 
 @dataclass
 class ScoreParams:
-    """Parameters of a scoring run (None thresholds = automatic, per section)."""
+    """Parameters of a scoring run.
+
+    None thresholds are automatic, per section (for the ``blur`` metric: the absolute px
+    defaults). ``correct_px`` / ``retake_px``: thresholds in px of excess blur (``blur`` metric
+    only; each replaces the score threshold of its level). ``window``: the blur map's analysis
+    window (``blurmap.qc_grid``; None = whole tiles). ``value_range``: how values map onto
+    [0, 1] for the blur map (``io.values.value_range`` modes).
+    """
 
     tile: int = 256
     metric: str = DEFAULT_METRIC
@@ -44,14 +59,52 @@ class ScoreParams:
     retake_threshold: float | None = None
     anisotropy: bool = False
     workers: int | None = None
+    correct_px: float | None = None
+    retake_px: float | None = None
+    window: int | None = DEFAULT_WINDOW
+    value_range: str | tuple[float, float] = "auto"
 
     def validate(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"unknown focus metric {self.metric!r}; choose one of {', '.join(METRICS)}")
         if int(self.tile) < 8:
             raise ValueError(f"tile size must be at least 8 px, got {self.tile}")
-        if self.correct_threshold is not None and self.retake_threshold is not None:
-            check_thresholds(self.correct_threshold, self.retake_threshold)
+        px = {"correct": self.correct_px, "retake": self.retake_px}
+        if any(v is not None for v in px.values()):
+            if self.metric not in PX_METRICS:
+                raise ValueError(
+                    f"thresholds in px need a blur metric ({', '.join(sorted(PX_METRICS))}), not {self.metric!r}"
+                )
+            for level, v in px.items():
+                if v is not None:
+                    check_px(v, f"{level} threshold (px)")
+                    if getattr(self, f"{level}_threshold") is not None:
+                        raise ValueError(f"give the {level} threshold either as a score or in px, not both")
+        for level in ("correct", "retake"):
+            v = getattr(self, f"{level}_threshold")
+            if v is not None and not np.isfinite(float(v)):
+                raise ValueError(f"{level} threshold must be a finite number, got {v!r}")
+        c, r = self.score_thresholds()
+        if c is not None and r is not None:
+            check_thresholds(c, r)
+        if self.has_blurmap and int(self.tile) < MIN_SIDE:
+            raise ValueError(f"the {self.metric} metric needs tiles of at least {MIN_SIDE} px, got {self.tile}")
+        if self.window is not None and int(self.window) < MIN_SIDE:
+            raise ValueError(f"QC window must be at least {MIN_SIDE} px (or None for whole tiles), got {self.window}")
+        parse_range_mode(self.value_range)
+
+    def score_thresholds(self) -> tuple[float | None, float | None]:
+        """``(correct, retake)`` as score thresholds (px converted; None = automatic)."""
+        c, r = self.correct_threshold, self.retake_threshold
+        if self.correct_px is None and self.retake_px is None:
+            return c, r
+        pc, pr = px_thresholds(self.correct_px, self.retake_px)
+        return (pc if self.correct_px is not None else c), (pr if self.retake_px is not None else r)
+
+    @property
+    def has_blurmap(self) -> bool:
+        """Whether scoring computes the blur map (the ``blur`` metric)."""
+        return self.metric in PX_METRICS
 
 
 
@@ -98,37 +151,75 @@ def iter_score_stack(data, params: ScoreParams | None = None) -> Iterator[Progre
         section = data[z] if ndim == 3 else data
         yield Progress(z, nz, "score", f"section {z + 1}/{nz}", eta(z))
         extras: dict = {}
+        blur: BlurMap | None = None
         if lazy and H * W > BAND_PIXELS:
             bands = _bands(H, tile, band_rows)
-            parts, ratio, angle = [], [], []
+            parts, ratio, angle, maps = [], [], [], []
             for k, (y0, y1) in enumerate(bands):
                 if k:
                     yield Progress(z, nz, "score", f"section {z + 1}/{nz}: band {k + 1}/{len(bands)}", eta(z))
                 img = _read(section[y0:y1])
-                parts.append(score_tiles(img, tile, params.metric, params.workers))
+                sc, bm = tile_scores(img, params)
+                parts.append(sc)
+                if bm is not None:
+                    maps.append(bm)
                 if params.anisotropy:
                     r, a = anisotropy_tiles(img, tile, params.workers)
                     ratio.append(r)
                     angle.append(a)
                 del img
             scores = np.concatenate(parts, axis=0)
+            blur = BlurMap.concat(maps) if maps else None
             if params.anisotropy:
                 extras["anisotropy_ratio"] = np.concatenate(ratio, axis=0)
                 extras["anisotropy_angle"] = np.concatenate(angle, axis=0)
         else:
             img = _read(section)
-            scores = score_tiles(img, tile, params.metric, params.workers)
+            scores, blur = tile_scores(img, params)
             if params.anisotropy:
                 extras["anisotropy_ratio"], extras["anisotropy_angle"] = anisotropy_tiles(img, tile, params.workers)
             del img
-        c, r = section_thresholds(scores, params.correct_threshold, params.retake_threshold)
+        c, r = section_thresholds(scores, *params.score_thresholds(), metric=params.metric)
         extras["correct_threshold"], extras["retake_threshold"] = c, r
+        empty = None
+        if blur is not None:
+            extras["blurmap"] = blur
+            empty = blur.empty
+            extras["n_empty"] = int(np.count_nonzero(empty))
         if np.isfinite(c) and np.isfinite(r):
-            extras["decisions"] = dec.classify(scores, c, r)
+            extras["decisions"] = dec.classify(scores, c, r, empty=empty)
         else:
-            extras["decisions"] = np.zeros(scores.shape, np.int8)
+            extras["decisions"] = np.where(empty, dec.EMPTY, dec.OK).astype(np.int8) if empty is not None \
+                else np.zeros(scores.shape, np.int8)
         yield SectionScores(z=z, scores=scores, tile=tile, metric=params.metric, extras=extras)
     yield Progress(nz, nz, "score", "done", 0.0)
+
+
+def tile_scores(img: np.ndarray, params: ScoreParams) -> tuple[np.ndarray, BlurMap | None]:
+    """Scores of one 2-D image on the ``params.tile`` px grid, and its blur map.
+
+    The one scoring step of a section, a band of one, an acquisition tile file
+    (:mod:`.acquisition`) and the pipeline's tiles.
+
+    Parameters
+    ----------
+    img : ndarray
+        A 2-D image.
+    params : ScoreParams
+        Metric, tile, workers; for the ``blur`` metric also window and value range.
+
+    Returns
+    -------
+    scores : ndarray
+        ``(rows, cols)`` float32, NaN = unscored (for the ``blur`` metric also empty tiles).
+    blur : BlurMap or None
+        The blur map (``blur`` metric: excess blur in px, content check), else None.
+    """
+    if params.has_blurmap:
+        bm = qc_grid(img, int(params.tile), window=params.window, workers=params.workers,
+                     value_range=parse_range_mode(params.value_range))
+        return bm.score, bm
+    return np.asarray(score_tiles(img, int(params.tile), params.metric, params.workers), np.float32), None
 
 
 def score_stack(data, params: ScoreParams | None = None) -> np.ndarray:

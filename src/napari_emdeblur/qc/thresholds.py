@@ -1,7 +1,19 @@
 """The one threshold policy: which focus score makes a tile CORRECT or RETAKE (numpy only).
 
 Scores are "higher = sharper"; a threshold pair is ``(correct, retake)`` with
-``retake <= correct`` (:func:`check_thresholds`). Three ways to set the pair:
+``retake <= correct`` (:func:`check_thresholds`).
+
+**Thresholds in px of blur.** The default metric, ``blur`` (:data:`PX_METRICS`), scores a tile
+``1 / (1 + excess blur in px)`` (:mod:`.blurmap`), so a threshold in px maps onto a score
+threshold exactly and the other way round (:func:`score_from_px`, :func:`px_from_score`): "correct
+above 1 px" is "correct below a score of 0.5". Because the excess blur is measured against each
+modality's in-focus look, px thresholds transfer between datasets without calibration, so for
+these metrics missing thresholds default to the *absolute* :data:`DEFAULT_BLUR_PX` everywhere
+(:func:`section_thresholds` with ``metric``; :func:`px_thresholds` checks px given by a user).
+The defaults, 1 px to correct and 3 px to retake, come from ``benchmarks/focus_metrics.py``: at
+1 px one threshold for every modality calls 1-2 % of the sharp tiles (<= 0.5 px added) soft and
+lets 4 % of the soft ones (>= 1 px) through, almost all of them within a few tenths of a px of
+1 px; 3 px is about where the correction stops restoring faithfully. Three ways to set the pair:
 
 * **absolute** (:func:`absolute_thresholds`): fixed numbers, given or the metric's defaults in
   :data:`DEFAULT_THRESHOLDS`. A stream (the pipeline) has no distribution to judge from, so
@@ -45,15 +57,89 @@ _MIN_DIST_REL = (0.2, 0.7)  # the same as fractions of |median|, linear scale
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
     "autocorr": (0.12, 0.03),
 }
+#: metrics scored ``1 / (1 + blur in px)``: thresholds may be given in px, and default to the absolute ones
+PX_METRICS: frozenset[str] = frozenset({"blur"})
+#: (correct above, retake above) in px of excess blur
+DEFAULT_BLUR_PX: tuple[float, float] = (1.0, 3.0)
+
+
+def score_from_px(px):
+    """The focus score ``1 / (1 + px)`` of an excess blur in px (scalar or array; higher = sharper)."""
+    if np.ndim(px):
+        return 1.0 / (1.0 + np.asarray(px, np.float64))
+    return 1.0 / (1.0 + float(px))
+
+
+def px_from_score(score):
+    """The excess blur in px of a ``blur`` score (inverse of :func:`score_from_px`; NaN stays NaN)."""
+    if np.ndim(score):
+        with np.errstate(divide="ignore"):
+            return 1.0 / np.asarray(score, np.float64) - 1.0
+    s = float(score)
+    return math.inf if s == 0 else 1.0 / s - 1.0
+
+
+DEFAULT_THRESHOLDS["blur"] = (score_from_px(DEFAULT_BLUR_PX[0]), score_from_px(DEFAULT_BLUR_PX[1]))
+
+
+def check_px(value, name: str = "threshold") -> float:
+    """A blur threshold in px as a float: finite and >= 0 (``ValueError`` naming ``name`` otherwise)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of px, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number of px >= 0, got {value!r}")
+    return v
+
+
+def px_thresholds(correct_px: float | None = None, retake_px: float | None = None) -> tuple[float, float]:
+    """Score thresholds ``(correct, retake)`` of the ``blur`` metric from px of excess blur.
+
+    Parameters
+    ----------
+    correct_px, retake_px : float or None
+        Correct tiles with more excess blur than ``correct_px``, retake those above ``retake_px``
+        (None: :data:`DEFAULT_BLUR_PX`; with only one given, the default other one is moved so
+        that retake_px >= correct_px).
+
+    Returns
+    -------
+    tuple of float
+        Score thresholds (``score_from_px``), retake <= correct.
+
+    Raises
+    ------
+    ValueError
+        For NaN, infinite or negative px, or retake_px < correct_px when both are given.
+    """
+    c = None if correct_px is None else check_px(correct_px, "correct threshold (px)")
+    r = None if retake_px is None else check_px(retake_px, "retake threshold (px)")
+    if c is not None and r is not None and r < c:
+        raise ValueError(
+            f"retake threshold ({r:g} px) must not be below the correct threshold ({c:g} px): "
+            "retake is for the blurrier tiles"
+        )
+    if c is None:
+        c = DEFAULT_BLUR_PX[0] if r is None else min(DEFAULT_BLUR_PX[0], r)
+    if r is None:
+        r = max(DEFAULT_BLUR_PX[1], c)
+    return score_from_px(c), score_from_px(r)
 
 __all__ = [
     "AUTO_K_CORRECT",
     "AUTO_K_RETAKE",
+    "DEFAULT_BLUR_PX",
     "DEFAULT_THRESHOLDS",
+    "PX_METRICS",
     "absolute_thresholds",
     "auto_thresholds",
     "calibrated_thresholds",
+    "check_px",
     "check_thresholds",
+    "px_from_score",
+    "px_thresholds",
+    "score_from_px",
     "section_thresholds",
 ]
 
@@ -100,7 +186,9 @@ def auto_thresholds(scores, k_correct: float = AUTO_K_CORRECT, k_retake: float =
     return med - dc, med - dr
 
 
-def section_thresholds(scores, correct: float | None = None, retake: float | None = None) -> tuple[float, float]:
+def section_thresholds(
+    scores, correct: float | None = None, retake: float | None = None, metric: str | None = None
+) -> tuple[float, float]:
     """The ``(correct, retake)`` pair for one section: given values, automatic for missing ones.
 
     Parameters
@@ -109,6 +197,9 @@ def section_thresholds(scores, correct: float | None = None, retake: float | Non
         The section's tile scores (NaN = unscored).
     correct, retake : float or None
         Given thresholds; None = :func:`auto_thresholds` of the section.
+    metric : str, optional
+        For a metric of :data:`PX_METRICS` missing thresholds are the absolute
+        :data:`DEFAULT_BLUR_PX` instead (px thresholds need no per-section calibration).
 
     Returns
     -------
@@ -117,6 +208,13 @@ def section_thresholds(scores, correct: float | None = None, retake: float | Non
         NaN when automatic thresholds are needed and no score is finite.
     """
     c, r = correct, retake
+    if metric in PX_METRICS and (c is None or r is None):
+        dc, dr = DEFAULT_THRESHOLDS[str(metric)]
+        if c is None and r is None:
+            return float(dc), float(dr)
+        if c is None:
+            return float(max(dc, float(r))), float(r)  # type: ignore[arg-type]
+        return float(c), float(min(dr, float(c)))
     if c is None or r is None:
         finite = np.asarray(scores)[np.isfinite(scores)]
         ac, ar = auto_thresholds(finite) if finite.size else (np.nan, np.nan)

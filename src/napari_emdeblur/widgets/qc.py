@@ -16,10 +16,24 @@ read through public layer metadata:
   partial edge tiles end where the image ends; mosaic gaps and overlaps as in the mosaic:
   the later tile wins, gaps stay empty);
 * ``"<image> flagged"``: the decisions the same way (an Image layer with a fixed colour per
-  decision: 1 = correct (deblur, cyan), 2 = retake (red); nothing to paint). Its metadata
+  decision: 1 = correct (deblur, cyan), 2 = retake (red), 3 = empty (no tissue signal: never
+  "ok", never corrected; grey); nothing to paint; mosaic gaps stay clear). Its metadata
   ``emdeblur_decisions`` holds the thresholds and ``decisions``, the ``(z, rows, cols)``
   decisions of the ``tile`` px grid cells (for a mosaic: of the file owning each cell's
   centre), which the correction dock corrects.
+
+With the ``blur`` metric (the default) scoring also gives the blur map (``qc.blurmap``; for a
+mosaic each file's, ``qc.acquisition.file_blur``), and two more layers:
+
+* ``"<image> blur (px)"``: the excess blur in px per tile or file, drawn the same lazy
+  multiscale way, with its colour bar in px (contrast limits in px); the **show** choice
+  switches between it and the focus score;
+* ``"<image> astigmatism"``: a line per tile or file whose excess blur is clearly anisotropic
+  (minor / major < ``ASTIGMATISM_RATIO``), along the major axis, longer the stronger the
+  anisotropy.
+
+The thresholds are then set in px of excess blur ("correct above", "retake above"; defaults from
+``qc.thresholds.DEFAULT_BLUR_PX``, the same absolute policy as ``emdeblur score``).
 
 The layers are created empty when scoring starts and refreshed at most every
 ``REFRESH_S`` while results come in (a refresh redraws only what is on screen), the progress bar
@@ -50,11 +64,13 @@ from napari.viewer import Viewer
 
 from ..io.section import AcqTile
 from ..qc import decisions as dec
-from ..qc.acquisition import FILE_CSV_COLUMNS, AcquisitionQC, iter_score_files
+from ..qc.acquisition import FILE_CSV_COLUMNS, AcquisitionQC, file_blur, iter_score_files
+from ..qc.blurmap import BlurMap
+from ..qc.content import REASONS
 from ..qc.focus import DEFAULT_METRIC, METRICS
 from ..qc.messages import FileScores, Progress, SectionScores
 from ..qc.scoring import ScoreParams, iter_score_stack
-from ..qc.thresholds import auto_thresholds
+from ..qc.thresholds import DEFAULT_BLUR_PX, PX_METRICS, auto_thresholds, px_from_score, score_from_px
 from ..qc.tilemap import TileFootprints, TileRaster, raster_level_shapes
 from ..qc.tiling import TileGrid
 from .common import DECISIONS_KEY, HEATMAP_KEY, grayscale_data, image_layers, layer_by_name, notify, tie_to_viewer
@@ -65,7 +81,11 @@ DECISION_COLORS = {
     0: (0.0, 0.0, 0.0, 0.0),
     dec.CORRECT: (0.0, 0.9, 1.0, 0.5),
     dec.RETAKE: (1.0, 0.1, 0.1, 0.65),
+    dec.EMPTY: (0.6, 0.6, 0.6, 0.7),
 }
+SHOW_CHOICES = ("blur (px)", "focus score")
+ASTIGMATISM_RATIO = 0.7  # excess minor / major below this: the blur direction is shown
+ASTIGMATISM_MIN_PX = 0.5  # ... when its major axis has at least this much excess blur
 UNIT_GRID, UNIT_FILE = "grid tile", "acquisition tile"
 REFRESH_S = 2.0  # the QC layers are redrawn at most this often while results come in
 PROGRESS_S = 1.0  # the progress bar is updated at most this often (each update repaints the window)
@@ -75,8 +95,8 @@ def _flag_colormap():
     """Decision code -> colour (0 transparent), no blending between codes."""
     from napari.utils.colormaps import Colormap
 
-    colors = [DECISION_COLORS[0], DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE]]
-    return Colormap(colors, controls=[0.0, 1 / 3, 2 / 3, 1.0], interpolation="zero", name="emdeblur decisions")
+    colors = [DECISION_COLORS[0], DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE], DECISION_COLORS[dec.EMPTY]]
+    return Colormap(colors, controls=[0.0, 0.25, 0.5, 0.75, 1.0], interpolation="zero", name="emdeblur decisions")
 
 
 def layer_tiles(layer) -> list[AcqTile] | None:
@@ -97,7 +117,8 @@ class QCResult:
     ``unit`` is :data:`UNIT_GRID` (``scores``/``decisions`` are ``(Z, rows, cols)`` over the
     ``tile`` px grid) or :data:`UNIT_FILE` (one entry per acquisition tile file, in the layer's
     tile order; ``acquisition`` holds the files' sub-tile scores). ``cell_decisions`` is always
-    the ``(Z, rows, cols)`` grid view the correction dock reads.
+    the ``(Z, rows, cols)`` grid view the correction dock reads. ``blur`` (``blur`` metric): the
+    blur map shaped like ``scores`` (per file: :func:`~napari_emdeblur.qc.acquisition.file_blur`).
     """
 
     layer_name: str
@@ -115,6 +136,7 @@ class QCResult:
     footprints: TileFootprints | None = None
     cell_decisions: np.ndarray = field(default=None)  # (Z, rows, cols) int8
     cell_owner: np.ndarray | None = None  # (Z, rows, cols) file owning each grid cell (UNIT_FILE)
+    blur: BlurMap | None = None  # shaped like scores (blur metric)
 
     @property
     def grid(self) -> TileGrid:
@@ -127,6 +149,29 @@ class QCResult:
     @property
     def by_file(self) -> bool:
         return self.unit == UNIT_FILE
+
+    @property
+    def px_mode(self) -> bool:
+        """Thresholds and the heatmap in px of excess blur (the ``blur`` metric)."""
+        return self.metric in PX_METRICS
+
+    @property
+    def empty(self) -> np.ndarray | None:
+        """Tiles (or files) without tissue signal, shaped like ``scores``; None without a blur map."""
+        return None if self.blur is None else self.blur.empty
+
+    def blur_at(self, z: int) -> BlurMap | None:
+        """The blur map of section ``z`` of a grid result, None without one."""
+        if self.blur is None or self.by_file:
+            return None
+        return BlurMap(**{k: v[z] for k, v in vars(self.blur).items()})
+
+
+def _px_shown(score: float) -> float:
+    """A score threshold of the blur metric as px for the px sliders: a score <= 0 flags nothing
+    (infinitely many px), one > 1 everything (clipped to 0 by the widget's range).
+    """
+    return float(px_from_score(score)) if score > 0 else float("inf")
 
 
 class QCWidget(Container):
@@ -147,6 +192,8 @@ class QCWidget(Container):
         self.score_btn = PushButton(text="Score focus")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.show_combo = ComboBox(label="show", choices=list(SHOW_CHOICES), value=SHOW_CHOICES[0], enabled=False)
+        self.show_combo.tooltip = "heatmap: excess blur in px (colour bar in px) or the focus score"
         self.correct_slider = FloatSlider(label="correct below", min=0, max=1, value=0, readout=False)
         self.correct_spin = FloatSpinBox(label="", min=-1e9, max=1e9, step=0.01, value=0)
         self.retake_slider = FloatSlider(label="retake below", min=0, max=1, value=0, readout=False)
@@ -163,7 +210,7 @@ class QCWidget(Container):
             w.enabled = False
         self.extend([
             self.layer_combo, self.metric_combo, self.tile_spin, self.score_btn, self.cancel_btn,
-            self.progress, self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
+            self.progress, self.show_combo, self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
             self.auto_btn, self.count_label, self.hover_label, self.csv_path, self.subtiles_check, self.export_btn,
         ])
         self.tile_spin.tooltip = ("QC tile size; for a mosaic with acquisition tiles, the sub-tiles of each tile "
@@ -175,10 +222,11 @@ class QCWidget(Container):
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_btn.changed.connect(self.suggest_thresholds)
         self.export_btn.changed.connect(lambda: self.export_csv())
-        self.correct_slider.changed.connect(lambda v: self.set_thresholds(correct=v))
-        self.correct_spin.changed.connect(lambda v: self.set_thresholds(correct=v))
-        self.retake_slider.changed.connect(lambda v: self.set_thresholds(retake=v))
-        self.retake_spin.changed.connect(lambda v: self.set_thresholds(retake=v))
+        self.correct_slider.changed.connect(lambda v: self._threshold_edited(correct=v))
+        self.correct_spin.changed.connect(lambda v: self._threshold_edited(correct=v))
+        self.retake_slider.changed.connect(lambda v: self._threshold_edited(retake=v))
+        self.retake_spin.changed.connect(lambda v: self._threshold_edited(retake=v))
+        self.show_combo.changed.connect(lambda v: self.show(v))
         tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_move=self._on_mouse_move)
         self._runner = WorkerRunner(self, self._on_yield, self._on_error, self._on_finished, self._set_busy)
         self._refresh_layers()
@@ -205,6 +253,15 @@ class QCWidget(Container):
     def decisions_layer(self):
         return layer_by_name(self._viewer, f"{self.result.layer_name} flagged") if self.result else None
 
+    @property
+    def blur_layer(self):
+        """The excess-blur map in px (blur metric), or None."""
+        return layer_by_name(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
+
+    @property
+    def astigmatism_layer(self):
+        return layer_by_name(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
+
     # ------------------------------------------------------------------ scoring
     def run(self, sync: bool = False) -> None:
         """Score the chosen layer. ``sync=True`` runs in this thread (tests, scripts)."""
@@ -218,6 +275,7 @@ class QCWidget(Container):
         try:
             data = grayscale_data(layer)
             params = ScoreParams(tile=int(self.tile_spin.value), metric=str(self.metric_combo.value))
+            params.validate()  # e.g. the blur metric on tiles under 64 px: one line, nothing started
             TileGrid(tuple(data.shape[-2:]), params.tile)
             if min(data.shape[-2:]) < 16:
                 raise ValueError(f"layer '{layer.name}' is {data.shape[-2:]} px, too small to score")
@@ -272,6 +330,10 @@ class QCWidget(Container):
         self._cell_scores = (self.result.scores if not tiles
                              else np.full((nz, *grid.grid_shape), np.nan, np.float32))
         self._heat_values = np.full(scores.shape, np.nan, np.float32)
+        self._blur_values = np.full(scores.shape, np.nan, np.float32)
+        if self.result.px_mode:
+            self.result.blur = BlurMap.blank(scores.shape)
+        self._sections_done: set[int] = set()
         self._t0 = time.perf_counter()
         self._last_refresh = self._last_progress = 0.0
         self.progress.max = len(tiles) if tiles else nz
@@ -286,11 +348,14 @@ class QCWidget(Container):
         translate = tuple(float(t) for t in layer.translate)
         heat_raster = TileRaster(r.footprints, self._heat_values, shapes, fill=np.nan, dtype=np.float32)
         flag_raster = TileRaster(r.footprints, r.decisions, shapes, fill=0, dtype=np.uint8)
-        self._rasters = (heat_raster, flag_raster)
+        blur_raster = TileRaster(r.footprints, self._blur_values, shapes, fill=np.nan, dtype=np.float32)
+        self._rasters = (heat_raster, flag_raster, blur_raster)
+        self._image_xform = (tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
                 "unit": r.unit}
         hmeta = dict(meta, scores=self._cell_scores)
-        for name in (f"{r.layer_name} focus", f"{r.layer_name} flagged"):
+        for name in (f"{r.layer_name} focus", f"{r.layer_name} flagged", f"{r.layer_name} blur (px)",
+                     f"{r.layer_name} astigmatism"):
             old = layer_by_name(self._viewer, name)
             if old is not None:
                 self._viewer.layers.remove(old)
@@ -307,11 +372,28 @@ class QCWidget(Container):
             dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
             self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
-                contrast_limits=(-0.5, 2.5), interpolation2d="nearest", blending="translucent", scale=scale,
+                contrast_limits=(-0.5, 3.5), interpolation2d="nearest", blending="translucent", scale=scale,
                 translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
             )
 
         self._later(add_flags)  # the second layer a moment later: two shorter pauses, not one long
+        self.show_combo.enabled = r.px_mode
+        if r.px_mode:
+            bmeta = {k: v for k, v in meta.items() if k != "metric"}  # not a score heatmap (review dock)
+            bmeta.update(kind="blur_px", unit="px")
+
+            def add_blur() -> None:
+                if self.result is not r:
+                    return
+                blur = self._viewer.add_image(
+                    blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
+                    opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+                    contrast_limits=(0.0, float(DEFAULT_BLUR_PX[1]) + 1.0), metadata={HEATMAP_KEY: bmeta}, cache=False,
+                )
+                blur.colorbar.visible = True
+                self.show(self.show_combo.value)
+
+            self._later(add_blur)
 
     def _later(self, fn) -> None:
         """Run ``fn`` a moment later while a worker runs, after the repaint the previous step
@@ -327,6 +409,8 @@ class QCWidget(Container):
     def _update_heat_values(self) -> None:
         r = self.result
         np.copyto(self._heat_values, r.scores)
+        if r.blur is not None:
+            np.copyto(self._blur_values, r.blur.excess)
         if r.by_file and r.cell_owner is not None:
             own = r.cell_owner
             np.copyto(self._cell_scores, np.where(own >= 0, r.scores[np.maximum(own, 0)], np.nan))
@@ -344,6 +428,9 @@ class QCWidget(Container):
                 lo, hi = float(finite.min()), float(finite.max())
                 heat.contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
             heat.refresh()
+        blur = self.blur_layer
+        if blur is not None:
+            blur.refresh()
 
     def _set_progress(self, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -357,10 +444,17 @@ class QCWidget(Container):
         r = self.result
         if isinstance(msg, SectionScores):
             r.scores[msg.z] = msg.scores
+            self._sections_done.add(int(msg.z))
+            bm = msg.extras.get("blurmap")
+            if bm is not None and r.blur is not None:
+                r.blur.set(msg.z, bm)
             self._refresh_layers_throttled(force=msg.z == 0)
             self._set_progress(msg.z + 1, r.scores.shape[0])
         elif isinstance(msg, FileScores):
             r.scores[msg.index] = msg.score
+            fb = file_blur(msg)
+            if fb is not None and r.blur is not None:
+                r.blur.set(msg.index, fb.reshape(()))
             self._refresh_layers_throttled()
         elif isinstance(msg, AcquisitionQC):
             r.acquisition = msg
@@ -375,25 +469,42 @@ class QCWidget(Container):
         if r is None:
             return
         finite = r.scores[np.isfinite(r.scores)]
+        self._refresh_layers_throttled(force=True)
         if finite.size == 0:
-            notify("No tile could be scored (empty or constant image?)", "warning")
+            n_empty = 0 if r.empty is None else int(r.empty.sum())
+            if n_empty:  # nothing to judge, but the empty tiles are shown and counted
+                self._apply_decisions(np.where(r.empty, dec.EMPTY, dec.OK).astype(np.int8))
+                self.count_label.value = self._count_text()
+            notify(f"No tile could be scored ({n_empty} without tissue signal: empty or constant image?)"
+                   if n_empty else "No tile could be scored (empty or constant image?)", "warning")
             return
         lo, hi = float(finite.min()), float(finite.max())
         if hi <= lo:
             hi = lo + 1e-6
-        self._refresh_layers_throttled(force=True)
         heat = self.heatmap_layer
         if heat is not None:  # fixed contrast limits over the whole stack
             heat.contrast_limits = (lo, hi)
             heat.metadata[HEATMAP_KEY]["contrast_limits"] = (lo, hi)
+        if r.px_mode:  # the sliders, spin boxes and colour bar in px of excess blur
+            ex = r.blur.excess[np.isfinite(r.blur.excess)]
+            lo, hi = 0.0, max(float(DEFAULT_BLUR_PX[1]) + 1.0, float(np.percentile(ex, 99)) if ex.size else 0.0)
+            self._blur_limits = (0.0, hi)
+            blur = self.blur_layer
+            if blur is not None:
+                blur.contrast_limits = (0.0, hi)
+                blur.metadata[HEATMAP_KEY]["contrast_limits"] = (0.0, hi)
+            self._update_astigmatism()
+        self.correct_slider.label = "correct above (px)" if r.px_mode else "correct below"
+        self.retake_slider.label = "retake above (px)" if r.px_mode else "retake below"
         pad = 0.02 * (hi - lo)
         self._updating = True
         try:
             for w in (self.correct_slider, self.retake_slider):
-                w.min, w.max = lo - pad, hi + pad
+                w.min, w.max = (lo, hi) if r.px_mode else (lo - pad, hi + pad)
                 w.step = (hi - lo) / 500
             for w in (self.correct_spin, self.retake_spin):
                 w.step = max((hi - lo) / 500, 1e-6)
+                w.min = 0.0 if r.px_mode else -1e9
         finally:
             self._updating = False
         for w in (self.correct_slider, self.correct_spin, self.retake_slider, self.retake_spin,
@@ -405,13 +516,72 @@ class QCWidget(Container):
                 n_done = int(self.progress.value)
                 notify(f"Scoring stopped: {n_done} of {len(r.scores)} acquisition tiles scored", "warning")
         else:
-            done = int(np.isfinite(r.scores).all(axis=(1, 2)).sum())
+            done = len(self._sections_done)  # (empty and too-small tiles stay NaN in a finished section)
             if done < r.scores.shape[0]:
                 notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
         self._draw_histogram()
-        self.suggest_thresholds()
+        if r.px_mode:  # px thresholds transfer between datasets: start from the defaults
+            self.set_thresholds_px(*DEFAULT_BLUR_PX)
+        else:
+            self.suggest_thresholds()
         unit = "acquisition tiles" if r.by_file else "tiles"
         self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
+
+    def show(self, what: str) -> None:
+        """Show the blur map in px (``"blur (px)"``) or the focus score (``"focus score"``) as the heatmap."""
+        if what not in SHOW_CHOICES:
+            raise ValueError(f"show one of {SHOW_CHOICES}, not {what!r}")
+        if self.show_combo.value != what:
+            self.show_combo.value = what  # calls back here
+            return
+        heat, blur = self.heatmap_layer, self.blur_layer
+        if blur is None or heat is None:
+            return
+        blur.visible = what == SHOW_CHOICES[0]
+        heat.visible = not blur.visible
+
+    def _update_astigmatism(self) -> None:
+        """One line per clearly anisotropic tile or file: along the excess blur's major axis, centred
+        on it, ``0.9 (1 - minor / major)`` of its side long (image pixel coordinates).
+        """
+        r = self.result
+        if r is None or r.blur is None:
+            return
+        b = r.blur
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(b.excess_major > 0, b.excess_minor / b.excess_major, 1.0)
+            sel = np.isfinite(b.excess_major) & (b.excess_major >= ASTIGMATISM_MIN_PX) & (ratio < ASTIGMATISM_RATIO)
+        idx = np.nonzero(sel)
+        if r.by_file:  # centre and side of each file's footprint
+            t = [r.tiles[int(k)] for k in idx[0]] if r.tiles else []
+            z = np.array([a.z for a in t], np.float64)
+            cy = np.array([a.y0 + a.height / 2 for a in t], np.float64)
+            cx = np.array([a.x0 + a.width / 2 for a in t], np.float64)
+            side = np.array([min(a.height, a.width) for a in t], np.float64)
+        else:
+            z = idx[0].astype(np.float64)
+            cy, cx = (idx[1] + 0.5) * r.tile, (idx[2] + 0.5) * r.tile
+            side = np.full(len(z), float(r.tile))
+        a = np.radians(b.excess_angle[sel].astype(np.float64))
+        length = 0.9 * (1.0 - ratio[sel]) * side
+        dy, dx = np.sin(a) * length, np.cos(a) * length  # angle from +x towards +y (rows)
+        pos = np.stack([cy - dy / 2, cx - dx / 2], axis=1)
+        vec = np.stack([dy, dx], axis=1)
+        if r.is_stack:
+            pos = np.concatenate([z[:, None], pos], axis=1)
+            vec = np.concatenate([np.zeros((len(z), 1)), vec], axis=1)
+        nd = 3 if r.is_stack else 2
+        data = np.stack([pos, vec], axis=1) if len(z) else np.zeros((0, 2, nd))
+        scale, translate = self._image_xform
+        meta = {HEATMAP_KEY: {"source": r.layer_name, "tile": r.tile, "kind": "astigmatism",
+                              "ratio_below": ASTIGMATISM_RATIO}}
+        feats = {"ratio": ratio[sel].astype(np.float32), "angle": b.excess_angle[sel].astype(np.float32)}
+        old = self.astigmatism_layer
+        if old is not None:
+            self._viewer.layers.remove(old)
+        self._viewer.add_vectors(data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile),
+                                 length=1.0, edge_color="#7cff4f", vector_style="line", scale=scale,
+                                 translate=translate, ndim=nd, features=feats, metadata=meta)
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:
@@ -423,8 +593,52 @@ class QCWidget(Container):
         correct, retake = auto_thresholds(finite)
         self.set_thresholds(correct=correct, retake=retake)
 
+    def _threshold_edited(self, correct: float | None = None, retake: float | None = None) -> None:
+        """A slider or spin box moved: its value is a score, or px of excess blur in px mode."""
+        if self._updating or self.result is None:
+            return
+        if self.result.px_mode:
+            self.set_thresholds_px(correct, retake)
+        else:
+            self.set_thresholds(correct, retake)
+
+    def set_thresholds_px(self, correct_px: float | None = None, retake_px: float | None = None) -> None:
+        """Apply thresholds in px of excess blur (blur metric): correct above ``correct_px``, retake
+        above ``retake_px`` (kept >= correct_px).
+        """
+        if self.result is None:
+            return
+        if not self.result.px_mode:
+            raise ValueError(f"thresholds in px need the blur metric, this layer was scored with {self.result.metric!r}")
+        self.set_thresholds(
+            correct=None if correct_px is None else score_from_px(max(0.0, float(correct_px))),
+            retake=None if retake_px is None else score_from_px(max(0.0, float(retake_px))),
+        )
+
+    @property
+    def thresholds_px(self) -> tuple[float, float]:
+        """The current ``(correct, retake)`` thresholds in px of excess blur (NaN without them)."""
+        r = self.result
+        if r is None or not np.isfinite(r.correct_threshold):
+            return (np.nan, np.nan)
+        return float(px_from_score(r.correct_threshold)), float(px_from_score(r.retake_threshold))
+
+    def _apply_decisions(self, decisions: np.ndarray) -> None:
+        """Write decisions in place (the flags layer draws from them when sliced: a refresh of what
+        is on screen is all it needs), into the grid view of a mosaic too.
+        """
+        r = self.result
+        np.copyto(r.decisions, decisions)
+        if r.by_file:
+            owner = r.cell_owner
+            if owner is not None:
+                np.copyto(r.cell_decisions, np.where(owner >= 0, r.decisions[np.maximum(owner, 0)], 0))
+        labels = self.decisions_layer
+        if labels is not None:
+            labels.refresh()
+
     def set_thresholds(self, correct: float | None = None, retake: float | None = None) -> None:
-        """Apply thresholds (keeping retake <= correct), recolour the flagged tiles, recount."""
+        """Apply thresholds as scores (keeping retake <= correct), recolour the flagged tiles, recount."""
         if self._updating or self.result is None:
             return
         t0 = time.perf_counter()
@@ -440,24 +654,18 @@ class QCWidget(Container):
         elif retake is not None and t > c:
             c = t
         r.correct_threshold, r.retake_threshold = c, t
-        # in place: the flags layer draws from r.decisions when sliced, so a refresh (of what is
-        # on screen) is all it needs
-        np.copyto(r.decisions, dec.classify(r.scores, c, t))
-        if r.by_file:
-            if r.acquisition is not None:
-                r.acquisition.set_thresholds(c, t)
-            owner = r.cell_owner
-            if owner is not None:
-                np.copyto(r.cell_decisions, np.where(owner >= 0, r.decisions[np.maximum(owner, 0)], 0))
+        if r.by_file and r.acquisition is not None:
+            r.acquisition.set_thresholds(c, t)
+        self._apply_decisions(dec.classify(r.scores, c, t, empty=r.empty))  # one policy: qc.decisions
         labels = self.decisions_layer
         if labels is not None:
-            labels.refresh()
             labels.metadata[DECISIONS_KEY].update(correct_threshold=c, retake_threshold=t)
+        cv, tv = (_px_shown(c), _px_shown(t)) if r.px_mode else (c, t)
         self._updating = True
         try:
-            for w, v in ((self.correct_slider, c), (self.correct_spin, c), (self.retake_slider, t),
-                         (self.retake_spin, t)):
-                if isinstance(w, FloatSlider):
+            for w, v in ((self.correct_slider, cv), (self.correct_spin, cv), (self.retake_slider, tv),
+                         (self.retake_spin, tv)):
+                if isinstance(w, FloatSlider) or r.px_mode:
                     v = min(max(v, w.min), w.max)
                 if w.value != v:
                     w.value = v
@@ -474,7 +682,16 @@ class QCWidget(Container):
         nc = int(((r.decisions == dec.CORRECT) & valid).sum())
         nr = int(((r.decisions == dec.RETAKE) & valid).sum())
         pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
-        return f"correct {nc} ({pct(nc):.1f}%) | retake {nr} ({pct(nr):.1f}%) of {n}"
+        text = f"correct {nc} ({pct(nc):.1f}%) | retake {nr} ({pct(nr):.1f}%) of {n}"
+        if r.empty is not None:
+            text += f" | empty {self.empty_count}"
+        return text
+
+    @property
+    def empty_count(self) -> int:
+        """Tiles (or files) without tissue signal (decided empty; never corrected)."""
+        r = self.result
+        return 0 if r is None or r.empty is None else int(r.empty.sum())
 
     @property
     def flagged_counts(self) -> tuple[int, int]:
@@ -501,9 +718,15 @@ class QCWidget(Container):
     def _draw_histogram(self) -> None:
         ax = self._ax
         ax.clear()
-        finite = self.result.scores[np.isfinite(self.result.scores)]
+        r = self.result
+        if r.px_mode:
+            finite = r.blur.excess[np.isfinite(r.blur.excess)]
+            label = "excess blur (px, higher = softer)"
+        else:
+            finite = r.scores[np.isfinite(r.scores)]
+            label = f"{r.metric} score (higher = sharper)"
         ax.hist(finite, bins=min(60, max(10, finite.size // 5)), color="0.45", histtype="stepfilled")  # one patch
-        ax.set_xlabel(f"{self.result.metric} score (higher = sharper)", fontsize=7)
+        ax.set_xlabel(label, fontsize=7)
         ax.tick_params(labelsize=6)
         self._lines = [ax.axvline(np.nan, color="#00e5ff", lw=1.5), ax.axvline(np.nan, color="#ff2020", lw=1.5)]
         self._move_histogram_lines()
@@ -511,7 +734,9 @@ class QCWidget(Container):
     def _move_histogram_lines(self) -> None:
         if not self._lines or self.result is None:
             return
-        for line, v in zip(self._lines, (self.result.correct_threshold, self.result.retake_threshold)):
+        vals = self.thresholds_px if self.result.px_mode else (self.result.correct_threshold,
+                                                                self.result.retake_threshold)
+        for line, v in zip(self._lines, vals):
             line.set_xdata([v, v])
         self._canvas.draw_idle()
 
@@ -548,8 +773,18 @@ class QCWidget(Container):
             return f"{name}: {s:.3g}" if np.isfinite(s) else f"{name}: not scored yet"
         i, j = divmod(owner, r.scores.shape[2])
         s = r.scores[z, i, j]
-        name = dec.DECISION_NAMES[int(r.decisions[z, i, j])] if np.isfinite(s) else "not scored"
+        d = int(r.decisions[z, i, j])
+        name = dec.DECISION_NAMES[d] if np.isfinite(s) or d == dec.EMPTY else "not scored"
         zs = f"z={z} " if r.is_stack else ""
+        if r.blur is not None:
+            b = r.blur
+            if d == dec.EMPTY or b.empty[z, i, j]:
+                return f"{zs}({i}, {j}): empty ({REASONS[int(b.reason[z, i, j])]})"
+            if not np.isfinite(b.excess[z, i, j]):
+                return f"{zs}({i}, {j}): not scored"
+            return (f"{zs}({i}, {j}): blur {b.excess[z, i, j]:.2f} px ({b.excess_major[z, i, j]:.2f} / "
+                    f"{b.excess_minor[z, i, j]:.2f} px at {b.excess_angle[z, i, j]:.0f} deg), total "
+                    f"{b.total_major[z, i, j]:.2f} px, noise {b.noise[z, i, j]:.3g} -> {name}")
         return f"{zs}({i}, {j}): {s:.3g} -> {name}"
 
     def export_csv(self, path: str | Path | None = None, subtiles: bool | None = None) -> Path | None:
@@ -575,7 +810,7 @@ class QCWidget(Container):
         else:
             rows = []
             for z in range(r.scores.shape[0]):
-                rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z]))
+                rows.extend(dec.tile_rows(r.file, z, r.grid, r.scores[z], r.decisions[z], blur=r.blur_at(z)))
             columns = dec.CSV_COLUMNS
             what = f"{len(rows)} tile rows"
         try:

@@ -1,0 +1,66 @@
+"""The do-no-harm gate: sharp input comes out unchanged, blurred input gets the model's output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_emdeblur._sample_data import sample_paths
+from napari_emdeblur.deblur.gate import FULL_ABOVE_PX, KEEP_BELOW_PX, apply_gate, gate_weights
+from napari_emdeblur.deblur.infer import InferenceParams, correct_image
+from napari_emdeblur.deblur.weights import load_model
+from napari_emdeblur.io import load_section
+
+
+@pytest.fixture(scope="module")
+def sharp() -> np.ndarray:
+    """A sharp real EM crop (the bundled sample's ground truth), uint8."""
+    return np.asarray(load_section(sample_paths()["ground_truth"]).data)[:384, :384]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(device="cpu")[0]
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    return np.clip(np.rint(ndimage.gaussian_filter(img.astype(np.float32), sigma)), 0, 255).astype(np.uint8)
+
+
+def test_ramp_constants_sit_below_the_correct_decision():
+    from napari_emdeblur.qc.thresholds import DEFAULT_BLUR_PX
+
+    assert 0 < KEEP_BELOW_PX < FULL_ABOVE_PX < DEFAULT_BLUR_PX[0]
+
+
+def test_weights_sharp_blurred_empty_small(sharp):
+    u = sharp.astype(np.float32) / 255
+    blurred = _blur(sharp, 2.0).astype(np.float32) / 255
+    flat = np.full_like(u, 0.5)
+    g = gate_weights(np.stack([u, blurred, flat]))
+    assert g[0] == 0.0  # sharp: the input is kept
+    assert g[1] == 1.0  # 2 px of blur: the model's output
+    assert g[2] == 0.0  # no tissue signal: nothing to deblur
+    assert np.all(gate_weights(np.zeros((2, 32, 32), np.float32)) == 1.0)  # too small to judge
+    x = np.stack([u, blurred])[:, None]
+    y = x + 0.1
+    out = apply_gate(x, y)
+    assert np.array_equal(out[0], x[0]) and np.allclose(out[1], y[1])
+
+
+def test_sharp_image_passes_through_the_shipped_model_unchanged(sharp, model):
+    params = InferenceParams(tile=256, overlap=32, batch=2, device="cpu")
+    out = correct_image(sharp, model, params)
+    assert np.array_equal(out, sharp)
+    raw = correct_image(sharp, model, InferenceParams(tile=256, overlap=32, batch=2, device="cpu", keep_sharp=False))
+    assert not np.array_equal(raw, sharp)  # without the gate the network does change it
+
+
+def test_blurred_image_gets_the_full_correction(sharp, model):
+    blurred = _blur(sharp, 2.0)
+    on = correct_image(blurred, model, InferenceParams(tile=256, overlap=32, batch=2, device="cpu"))
+    off = correct_image(blurred, model, InferenceParams(tile=256, overlap=32, batch=2, device="cpu", keep_sharp=False))
+    assert np.array_equal(on, off)
+    err = lambda a: float(np.mean((a.astype(np.float64) - sharp) ** 2))  # noqa: E731
+    assert err(on) < err(blurred)
