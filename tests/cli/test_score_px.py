@@ -64,11 +64,11 @@ def test_score_px_thresholds_csv_and_errors(shared_data, tmp_path, capsys):
         e = capsys.readouterr().err.strip()
         return rc, e
 
-    for bad in ("nan", "-1", "inf"):
+    for bad in ("nan", "-1", "inf"):  # refused by the option's type: exit 2, one line naming the option
         rc, e = err(["score", str(path), "--correct-px", bad])
-        assert rc == 1 and len(e.splitlines()) == 1 and "px" in e, e
+        assert rc == 2 and len(e.splitlines()) == 1 and "argument --correct-px" in e, e
     rc, e = err(["score", str(path), "--retake-px", "nan"])
-    assert rc == 1 and "retake threshold (px)" in e and len(e.splitlines()) == 1
+    assert rc == 2 and "argument --retake-px" in e and len(e.splitlines()) == 1
     rc, e = err(["score", str(path), "--correct-px", "2", "--retake-px", "1"])
     assert rc == 1 and "must not be below" in e
     rc, e = err(["score", str(path), "--metric", "autocorr", "--correct-px", "1"])
@@ -98,4 +98,4 @@ def test_watch_px_thresholds_and_empty_tiles(shared_data, tmp_path, capsys):
     rc = main(["watch", str(tmp_path / "acq"), "--out", str(tmp_path / "out2"), "--once", "--no-correct",
                "--correct-px", "nan"])
     e = capsys.readouterr().err.strip()
-    assert rc == 1 and "px" in e and len(e.splitlines()) == 1
+    assert rc == 2 and "argument --correct-px" in e and len(e.splitlines()) == 1
