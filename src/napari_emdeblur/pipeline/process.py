@@ -5,9 +5,9 @@ sSEM frame, ...). :func:`analyse_tile` reads it, scores it on the QC grid of ``c
 (``qc.scoring.tile_scores``; the per-subtile scores are kept), and decides with fixed absolute thresholds
 (see :mod:`.config`):
 
-* tile score = median of its subtile scores (NaN subtiles, e.g. blank resin or padding, are
-  ignored; ``qc.acquisition.file_score`` with quantile 0.5: the absolute default thresholds were
-  measured on medians, while the viewer's section-relative per-file QC uses the lower quartile);
+* tile score = the file score of the viewer's per-file QC and ``emdeblur score``: the lower quartile
+  of its subtile scores (``qc.acquisition.file_score``, :data:`~..qc.acquisition.FILE_QUANTILE`; NaN
+  subtiles, e.g. blank resin or padding, are ignored), so a file gets the same decision everywhere;
 * ``score < retake_threshold`` -> ``retake`` (too soft to rescue: re-image it);
 * ``retake_threshold <= score < correct_threshold`` -> ``correct``: the whole tile is deblurred by
   the correction service (``deblur.service.iter_correct``, the same as the widget and
@@ -46,8 +46,6 @@ from ..qc.scoring import tile_scores
 from ..qc.thresholds import calibrated_thresholds, px_from_score
 from .config import PipelineConfig, TileRecord, corrected_rel, correction_params, resolve_thresholds
 from .errors import ModelLoadError, classify_error
-
-PIPELINE_QUANTILE = 0.5  # the tile score is the median of its subtile scores
 
 __all__ = ["analyse_tile", "calibrate_thresholds", "correct_recorded", "needs_correction", "process_tile"]
 
@@ -231,7 +229,7 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     sub = np.asarray(decisions.classify(scores, ct, rt, empty=empty))
     rec.n_flagged = int(np.count_nonzero((sub != decisions.OK) & finite))
     rec.n_retake = int(np.count_nonzero((sub == decisions.RETAKE) & finite))
-    score, _ = file_score(scores, PIPELINE_QUANTILE)
+    score, _ = file_score(scores)  # one file policy: qc.acquisition.FILE_QUANTILE
     rec.score = round(score, 6) if math.isfinite(score) else math.nan
     if bm is not None:
         rec.n_empty = int(np.count_nonzero(bm.empty))
