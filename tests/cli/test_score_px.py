@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 
 from napari_emdeblur.cli import main
@@ -74,9 +73,9 @@ def test_score_px_thresholds_csv_and_errors(shared_data, tmp_path, capsys):
     rc, e = err(["score", str(path), "--metric", "autocorr", "--correct-px", "1"])
     assert rc == 1 and "blur metric" in e
     rc, e = err(["score", str(path), "--correct-threshold", "nan"])
-    assert rc == 1 and "finite" in e
-    with pytest.raises(SystemExit):  # argparse: not a size
-        main(["score", str(path), "--window", "big"])
+    assert rc == 2 and "argument --correct-threshold" in e and "finite" in e
+    rc, e = err(["score", str(path), "--window", "big"])  # argparse: not a size, one line, exit 2
+    assert rc == 2 and "argument --window" in e and len(e.splitlines()) == 1
 
 
 def test_watch_px_thresholds_and_empty_tiles(shared_data, tmp_path, capsys):
