@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 
 from napari_emdeblur.cli import main
@@ -64,19 +63,19 @@ def test_score_px_thresholds_csv_and_errors(shared_data, tmp_path, capsys):
         e = capsys.readouterr().err.strip()
         return rc, e
 
-    for bad in ("nan", "-1", "inf"):
+    for bad in ("nan", "-1", "inf"):  # refused by the option's type: exit 2, one line naming the option
         rc, e = err(["score", str(path), "--correct-px", bad])
-        assert rc == 1 and len(e.splitlines()) == 1 and "px" in e, e
+        assert rc == 2 and len(e.splitlines()) == 1 and "argument --correct-px" in e, e
     rc, e = err(["score", str(path), "--retake-px", "nan"])
-    assert rc == 1 and "retake threshold (px)" in e and len(e.splitlines()) == 1
+    assert rc == 2 and "argument --retake-px" in e and len(e.splitlines()) == 1
     rc, e = err(["score", str(path), "--correct-px", "2", "--retake-px", "1"])
     assert rc == 1 and "must not be below" in e
     rc, e = err(["score", str(path), "--metric", "autocorr", "--correct-px", "1"])
     assert rc == 1 and "blur metric" in e
     rc, e = err(["score", str(path), "--correct-threshold", "nan"])
-    assert rc == 1 and "finite" in e
-    with pytest.raises(SystemExit):  # argparse: not a size
-        main(["score", str(path), "--window", "big"])
+    assert rc == 2 and "argument --correct-threshold" in e and "finite" in e
+    rc, e = err(["score", str(path), "--window", "big"])  # argparse: not a size, one line, exit 2
+    assert rc == 2 and "argument --window" in e and len(e.splitlines()) == 1
 
 
 def test_watch_px_thresholds_and_empty_tiles(shared_data, tmp_path, capsys):
@@ -98,4 +97,4 @@ def test_watch_px_thresholds_and_empty_tiles(shared_data, tmp_path, capsys):
     rc = main(["watch", str(tmp_path / "acq"), "--out", str(tmp_path / "out2"), "--once", "--no-correct",
                "--correct-px", "nan"])
     e = capsys.readouterr().err.strip()
-    assert rc == 1 and "px" in e and len(e.splitlines()) == 1
+    assert rc == 2 and "argument --correct-px" in e and len(e.splitlines()) == 1

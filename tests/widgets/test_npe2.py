@@ -50,7 +50,7 @@ def test_reader_layer_tuple_with_scale_and_metadata(tmp_path):
 
 def test_reader_stack_and_list_of_paths(tmp_path):
     st = _img((3, 40, 48))
-    tifffile.imwrite(tmp_path / "st.tif", st)
+    tifffile.imwrite(tmp_path / "st.tif", st, photometric="minisblack")  # a stack, not planar RGB
     (data, kw, _), = read_sections(str(tmp_path / "st.tif"))
     assert data.shape == (3, 40, 48) and kw["scale"] == (1.0, 1.0, 1.0)
     for i in range(3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .options import int_range
 from .runs import add_pipeline_args, config_from_args, print_run
 
 
@@ -16,7 +17,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tiles or folders")
     add_pipeline_args(p)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="existing scheduler, e.g. tcp://host:8786")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=int_range(0), default=None, metavar="N",
                    help="LocalCluster worker processes (default: CPU count; 0 = serial, no Dask)")
     p.add_argument("--gpu-workers", action="store_true",
                    help="run corrections as tasks needing the worker resource GPU=1")
@@ -26,8 +27,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..pipeline.batch import batch
 
-    if args.workers is not None and args.workers < 0:
-        raise ValueError("--workers must be >= 0")
     cfg = config_from_args(args)
     gen = batch(args.inputs, args.out, cfg, scheduler=args.scheduler, workers=args.workers,
                 gpu_workers=args.gpu_workers)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..qc.focus import METRICS
+    from .options import finite_float, int_range, threshold_or_auto, value_range_arg
+
     p = subparsers.add_parser(
         "correct",
         help="deblur an image or stack (all tiles, or only those flagged soft)",
@@ -33,26 +36,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .tif / .ome.tif / .zarr")
     p.add_argument("--tiles", choices=("all", "flagged"), default="flagged",
                    help="correct every pixel, or only QC tiles scoring below the threshold (default)")
-    p.add_argument("--threshold", default="auto",
+    p.add_argument("--threshold", type=threshold_or_auto, default="auto",
                    help="tiles scoring below this are corrected, with --tiles flagged "
                         "(number or 'auto', per section)")
-    p.add_argument("--retake-threshold", default="auto",
+    p.add_argument("--retake-threshold", type=threshold_or_auto, default="auto",
                    help="tiles scoring below this are too blurred to correct: left untouched and "
                         "reported as to retake (number or 'auto', per section)")
-    p.add_argument("--correct-px", type=float, default=None, metavar="PX",
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
-    p.add_argument("--retake-px", type=float, default=None, metavar="PX",
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: tiles with more than PX px of excess blur are left untouched, to retake "
                         "(default 3)")
-    p.add_argument("--metric", default=None, help="focus metric (default: the package default)")
-    p.add_argument("--tile-size", type=int, default=256, help="QC tile size in px (default 256)")
+    p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default)")
+    p.add_argument("--tile-size", type=int_range(16, unit="px"), default=256, help="QC tile size in px (default 256)")
     p.add_argument("--weights", default=None, help="weights .pt (default: the shipped GRAN)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--infer-tile", type=int, default=512, help="inference window size (px)")
-    p.add_argument("--overlap", type=int, default=32, help="window overlap / context margin (px)")
-    p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--value-range", default="auto", metavar="auto|dtype|LO,HI",
+    p.add_argument("--infer-tile", type=int_range(64, unit="px"), default=512,  # deblur.infer.MIN_TILE
+                   help="inference window size (px)")
+    p.add_argument("--overlap", type=int_range(0, unit="px"), default=32, help="window overlap / context margin (px)")
+    p.add_argument("--batch", type=int_range(1), default=4, help="windows per forward pass")
+    p.add_argument("--value-range", type=value_range_arg, default="auto", metavar="auto|dtype|LO,HI",
                    help="how values map onto the model's [0, 1]: auto (uint16 by its significant bit "
                         "depth, default), dtype (/65535) or an explicit LO,HI")
     p.add_argument("--ensemble", action="store_true",
@@ -86,7 +90,7 @@ def run(args) -> int:
     from ..deblur.selection import Selection
     from ..deblur.service import CorrectionParams, iter_correct
     from ..io.read import load_section
-    from ..io.write import save_image
+    from ..io.write import input_conflict, save_image
     from ..qc import decisions as dec
     from ..qc.focus import DEFAULT_METRIC
     from ..qc.messages import Notice, SectionScores, TileResult
@@ -99,20 +103,19 @@ def run(args) -> int:
     if not src.exists():
         raise CLIError(f"{src}: no such file or folder", 1)
     t0 = time.monotonic()
-    try:
-        same = out.resolve() == src.resolve() or (out.exists() and out.samefile(src))
-    except OSError:
-        same = False
-    if same:
-        raise CLIError(f"{out}: refusing to write over the input", 2)
     targets = [out] + ([] if args.no_report else list(report_paths(out)))
+    for t in targets:  # never over the input, a tile or a stack member, nor into an input folder
+        clash = input_conflict(t, [src])
+        if clash:
+            raise CLIError(clash, 2)
     existing = [t for t in targets if t.exists()]
     if existing and not args.overwrite:
         raise CLIError(f"{existing[0]}: already exists (pass --overwrite to replace it)", 2)
     if not out.parent.is_dir():
         raise CLIError(f"{out.parent}: output folder does not exist", 2)
-    if args.tile_size < 16:
-        raise CLIError("--tile-size must be at least 16 px", 2)
+    if not args.overlap < args.infer_tile // 2:
+        raise CLIError(f"argument --overlap: must be less than half of --infer-tile ({args.infer_tile}), "
+                       f"got {args.overlap}", 2)
     metric = args.metric or DEFAULT_METRIC
     score_params = ScoreParams(
         tile=args.tile_size,
@@ -178,7 +181,8 @@ def run(args) -> int:
             **{k: report.meta.get(k) for k in ("weights", "weights_sha256", "model_type", "value_range")},
         }
     }
-    written = save_image(out, result, pixel_size, metadata=meta, overwrite=args.overwrite, protect=[str(src)])
+    protect = [str(src)] + [t.path for t in sec_in.tiles or []] + list(sec_in.metadata.get("files") or [])
+    written = save_image(out, result, pixel_size, metadata=meta, overwrite=args.overwrite, protect=protect)
     if not args.no_report:
         write_reports(out, report.tiles, dict(report.meta, **meta["emdeblur"]), overwrite=args.overwrite)
     retake = f", {n_retake} to retake" if args.tiles == "flagged" else ""

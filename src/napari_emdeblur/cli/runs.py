@@ -7,8 +7,6 @@ import signal
 import sys
 import time
 
-from .score import window_arg
-
 EXIT_TILES_FAILED = 3
 
 __all__ = ["EXIT_TILES_FAILED", "add_pipeline_args", "config_from_args", "print_run"]
@@ -16,39 +14,42 @@ __all__ = ["EXIT_TILES_FAILED", "add_pipeline_args", "config_from_args", "print_
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``watch`` and ``batch``."""
+    from ..qc.focus import METRICS
+    from .options import finite_float, int_range, value_range_arg, window_arg
+
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (journal, reports, corrected tiles)")
-    p.add_argument("--tile", type=int, default=256, help="QC subtile size in px (default 256)")
-    p.add_argument("--metric", default=None, help="focus metric (default: the package default, blur)")
-    p.add_argument("--correct-px", type=float, default=None, metavar="PX",
+    p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="QC subtile size in px (default 256)")
+    p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default, blur)")
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
-    p.add_argument("--retake-px", type=float, default=None, metavar="PX",
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: tiles with more than PX px of excess blur are flagged for re-imaging, "
                    "not corrected (default 3)")
     p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
                    help="blur metric: analyse the centred 128 px (default) or 160 px of each subtile, or full subtiles")
-    p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are corrected (a score; default: the metric's fixed default)")
-    p.add_argument("--retake-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are flagged for re-imaging, not corrected (a score)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+    p.add_argument("--calibrate", type=int_range(0), default=0, metavar="N",
                    help="set both thresholds from the subtile scores of the first N tiles instead")
     p.add_argument("--weights", default=None, metavar="PATH", help="GRAN weights (.pt with its .json card)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--value-range", default="auto", metavar="auto|dtype|LO,HI",
+    p.add_argument("--value-range", type=value_range_arg, default="auto", metavar="auto|dtype|LO,HI",
                    help="how tile values map onto the model's [0, 1]: auto (uint16 by its significant bit "
                         "depth, per tile), dtype (/65535) or a fixed LO,HI for the whole run")
     p.add_argument("--no-correct", action="store_true", help="score and decide only, write no corrected tiles")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
+    p.add_argument("--threads", type=int_range(0), default=0, metavar="N",
                    help="tiles processed in parallel by this process, each on one thread for reading, "
                    "scoring and GRAN (default 0: one per CPU core, at most 8; batch workers use 1)")
     p.add_argument("--no-hash", action="store_true",
                    help="do not record the sha256 of each input (saves ~0.6 ms of CPU per MB)")
-    p.add_argument("--stable-seconds", type=float, default=2.0, metavar="S",
+    p.add_argument("--stable-seconds", type=finite_float(0.0), default=2.0, metavar="S",
                    help="a tile without marker is complete once unchanged for S seconds (default 2)")
-    p.add_argument("--max-failures", type=int, default=3, metavar="N",
+    p.add_argument("--max-failures", type=int_range(0), default=3, metavar="N",
                    help="retries of a bad (corrupt) tile, each only after the file changed (default 3)")
-    p.add_argument("--report-interval", type=float, default=5.0, metavar="S",
+    p.add_argument("--report-interval", type=finite_float(0.0), default=5.0, metavar="S",
                    help="regenerate reports at most every S seconds while running (default 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only notices and the summary")
 

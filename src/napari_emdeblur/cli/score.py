@@ -39,6 +39,7 @@ import numpy as np
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..qc.focus import DEFAULT_METRIC, METRICS
+    from .options import finite_float, int_range, window_arg
 
     p = sub.add_parser(
         "score",
@@ -46,22 +47,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Score focus per tile (higher = sharper) and flag soft tiles.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s), stack(s) or folder(s)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in px (default 256)")
+    p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="tile size in px (default 256)")
     p.add_argument("--metric", choices=list(METRICS), default=DEFAULT_METRIC,
                    help=f"focus metric (default {DEFAULT_METRIC})")
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--subtiles", action="store_true",
                    help="mosaics: also write each acquisition tile's sub-tile rows into the CSV")
-    p.add_argument("--correct-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are deblurred (a score; default: automatic per section, "
                    "for the blur metric 1 px)")
-    p.add_argument("--retake-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T must be re-imaged (a score; default: automatic per section, "
                    "for the blur metric 3 px)")
-    p.add_argument("--correct-px", type=float, default=None, metavar="PX",
+    p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
-    p.add_argument("--retake-px", type=float, default=None, metavar="PX",
+    p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: retake tiles with more than PX px of excess blur (default 3)")
     p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
                    help="blur metric: analyse the centred 128 px (default, fast) or 160 px of each tile, "
@@ -69,16 +70,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anisotropy", action="store_true",
                    help="also print the median blur anisotropy (astigmatism) per section")
     p.set_defaults(func=run)
-
-
-def window_arg(v: str) -> int | None:
-    """``--window`` values: a size in px or ``full``."""
-    if v.strip().lower() in ("full", "none", "whole"):
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in px or 'full', got {v!r}") from None
 
 
 def _load(path: str):
@@ -163,6 +154,11 @@ def run(args) -> int:
     params.validate()  # ValueError -> one-line message, exit 1
     out = Path(args.csv) if args.csv else None
     if out is not None:
+        from ..io.write import input_conflict
+
+        clash = input_conflict(out, args.inputs)  # never over an input, nor into an input folder
+        if clash:
+            raise CLIError(f"--csv {clash}")
         if out.exists() and not args.overwrite:
             raise CLIError(f"{out} already exists (use --overwrite to replace it)")
         if out.is_dir():

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 
-def _json_arg(text: str | None, flag: str) -> dict:
-    """A JSON object given on the command line ({} when absent); ValueError names the flag."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag} is not valid JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"width\": 32}}'")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from .options import finite_float, int_range, json_object
+
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a deblurring model on folders of sharp EM images",
@@ -34,31 +22,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-type", choices=("gran", "unet", "sbgran"), default="gran")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="--data/--val entries are relative to DIR (the model card records them so)")
-    p.add_argument("--ranges", default=None, metavar="JSON",
+    p.add_argument("--ranges", type=json_object, default=None, metavar="JSON",
                    help='degradation range overrides, e.g. \'{"sharp_prob": 0.15}\'')
-    p.add_argument("--snapshot-steps", type=int, nargs="*", default=[], metavar="N",
+    p.add_argument("--snapshot-steps", type=int_range(1), nargs="*", default=[], metavar="N",
                    help="also keep the weights at these steps (model_step<N>.pt), e.g. for equal-budget comparisons")
-    p.add_argument("--arch", default=None, metavar="JSON", help='architecture overrides, e.g. \'{"width": 32}\'')
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--arch", type=json_object, default=None, metavar="JSON", help='architecture overrides, e.g. \'{"width": 32}\'')
+    p.add_argument("--steps", type=int_range(1), default=20000)
+    p.add_argument("--max-minutes", type=finite_float(0.0), default=None, help="stop after this much wall time")
+    p.add_argument("--batch", type=int_range(1), default=8)
+    p.add_argument("--crop", type=int_range(16, unit="px"), default=128)
+    p.add_argument("--lr", type=finite_float(0.0, lo_open=True), default=5e-4)
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="pixel loss (mse optimises PSNR)")
-    p.add_argument("--adv-weight", type=float, default=0.0, help="patch-discriminator loss weight (0 = L1 only)")
+    p.add_argument("--adv-weight", type=finite_float(0.0), default=0.0, help="patch-discriminator loss weight (0 = L1 only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-seed", type=int, default=None, help="seed of the validation crops (default: seed + 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a previous run in OUT")
     p.add_argument("--init-weights", default=None, metavar="PATH", help="fine-tune from these weights")
-    p.add_argument("--grow", default=None, metavar="JSON",
+    p.add_argument("--grow", type=json_object, default=None, metavar="JSON",
                    help='with --init-weights: grow that GRAN first, e.g. \'{"n_groups": 3}\' or '
                         '\'{"width": 40}\' (same output at step 0)')
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--val-crops", type=int, default=16)
+    p.add_argument("--threads", type=int_range(1), default=None, help="torch CPU threads")
+    p.add_argument("--log-every", type=int_range(1), default=50)
+    p.add_argument("--checkpoint-every", type=int_range(1), default=500)
+    p.add_argument("--val-crops", type=int_range(1), default=16)
     p.add_argument("--no-augment", action="store_true", help="no contrast/geometric augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -66,12 +55,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from ..deblur.train.degrade import DegradationRanges
     from ..deblur.train.loop import TrainConfig, iter_train
+    from ..deblur.weights import checked_config
     from ..qc.messages import Notice, Progress
+    from . import CLIError
 
-    if args.steps < 1:
-        raise ValueError("--steps must be at least 1")
-    arch = _json_arg(args.arch, "--arch")
+    arch = args.arch or {}
+    if not args.init_weights:
+        checked_config(args.model_type, arch, source="argument --arch")  # WeightsError names the option
+    try:
+        DegradationRanges.with_overrides(args.ranges)
+    except ValueError as e:
+        raise CLIError(f"argument --ranges: {e}") from None
     cfg = TrainConfig(
         data=list(args.data),
         val=list(args.val or []),
@@ -86,9 +82,10 @@ def run(args) -> int:
         adv_weight=args.adv_weight,
         pixel_loss=args.loss,
         val_seed=args.val_seed,
-        grow=_json_arg(args.grow, "--grow"),
+        grow=args.grow or {},
         seed=args.seed,
         resume=args.resume,
+        overwrite=args.overwrite,
         init_weights=args.init_weights,
         device=args.device,
         amp=args.amp,
@@ -98,7 +95,7 @@ def run(args) -> int:
         val_crops=args.val_crops,
         augment=not args.no_augment,
         data_root=args.data_root,
-        ranges=_json_arg(args.ranges, "--ranges"),
+        ranges=args.ranges or {},
         snapshot_steps=list(args.snapshot_steps or []),
     )
     bar = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .options import finite_float
 from .runs import add_pipeline_args, config_from_args, print_run
 
 
@@ -16,8 +17,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("dir", metavar="DIR", help="acquisition folder to watch")
     add_pipeline_args(p)
     p.add_argument("--once", action="store_true", help="process what is there (waiting for files being written), then exit")
-    p.add_argument("--poll", type=float, default=2.0, metavar="S", help="seconds between scans (default 2)")
-    p.add_argument("--max-seconds", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--poll", type=finite_float(0.0, lo_open=True), default=2.0, metavar="S", help="seconds between scans (default 2)")
+    p.add_argument("--max-seconds", type=finite_float(0.0), default=None, metavar="S", help="stop after S seconds")
     p.set_defaults(func=run)
 
 

@@ -88,6 +88,10 @@ def ramp_1d(n: int, overlap: int, left: bool, right: bool) -> np.ndarray:
     return w
 
 
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or infinite values: the result would be garbage, so nothing is written."""
+
+
 class _Runner:
     """Runs the model on float32 (B,1,h,w) batches with autocast + OOM back-off."""
 
@@ -109,6 +113,10 @@ class _Runner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = self._model(x)
+        if not np.isfinite(y).all():
+            raise NonFiniteOutputError(
+                "the model's output holds NaN or infinite values (damaged weights, or input the model cannot handle)"
+            )
         return apply_gate(x, y, self.quant) if self.keep_sharp else y
 
     @torch.inference_mode()

@@ -149,7 +149,7 @@ def iter_correct(
     """
     from .cache import get_model
     from .device import device_name, release_memory, resolve_device
-    from .infer import InferenceParams
+    from .infer import InferenceParams, NonFiniteOutputError
 
     params.validate()
     metric = params.metric or DEFAULT_METRIC
@@ -217,7 +217,8 @@ def iter_correct(
                 continue
             quant = quant_step(section.dtype, lo, hi)
             left.start()  # reading the section and model loading never count as tile time
-            for item in _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric):
+            tiles = _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric)
+            for item in _naming(tiles, params.weights or "the shipped weights", NonFiniteOutputError):
                 if isinstance(item, (Notice, Progress)):
                     yield item
                     continue
@@ -279,6 +280,14 @@ class TimeLeft:
         else:
             rate = (now - self._t_start) / max(1, done)
         return rate * (total - done)
+
+
+def _naming(gen, where: str, kind: type[Exception]):
+    """``gen``, with an error of type ``kind`` re-raised naming ``where`` (the weights file)."""
+    try:
+        yield from gen
+    except kind as e:
+        raise kind(f"{where}: {e}") from None
 
 
 def _corrected_tiles(section, net, ij, grid: TileGrid, ip, z: int, whole: bool, done: int, total: int,

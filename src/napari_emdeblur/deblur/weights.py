@@ -9,8 +9,11 @@ A model is two files side by side: ``NAME.pt`` (a plain ``state_dict``, loaded w
 and, for trained models, ``training`` (data folders + sha256 of every file, degradation
 ranges, steps, losses, ...), ``validation`` (PSNR/SSIM), ``git_commit`` and ``created``.
 
-``load_model`` refuses (``WeightsError``) a missing card, a weights file whose sha256 differs
-from the card's, an unreadable file, or tensors whose shapes do not fit the architecture.
+``load_model`` refuses (``WeightsError``, its message naming the file) a missing or malformed
+card (checked field by field, :mod:`.cards`; the architecture's types, ranges and parameter count
+before any tensor is allocated), a weights file whose sha256 differs from the card's, an unreadable
+or foreign file, tensors holding NaN or infinities, or tensors whose shapes do not fit the
+architecture.
 """
 
 from __future__ import annotations
@@ -25,20 +28,18 @@ import torch
 from torch import nn
 
 from ..io.atomic import atomic_write, atomic_write_bytes, sha256_file
+from ..io.errors import os_reason
+from .cards import MODEL_TYPE_NAMES, WeightsError, card_path, check_weights_path, read_card  # noqa: F401
 from .nets.gran import GRAN, GRANConfig
 from .nets.sbgran import SBGRAN, SBGRANConfig
 from .nets.unet import UNet, UNetConfig
 from .shipped import SHIPPED_NAME, shipped_weights_path  # noqa: F401  (re-exported)
 
 MODEL_TYPES = {"gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig), "sbgran": (SBGRAN, SBGRANConfig)}
-
-
-class WeightsError(ValueError):
-    """Weights or model card missing, corrupt or not matching each other."""
-
-
-def card_path(weights_path: str | os.PathLike) -> Path:
-    return Path(weights_path).with_suffix(".json")
+assert set(MODEL_TYPES) == set(MODEL_TYPE_NAMES)
+#: a model card may declare at most this many parameters (400 MB in fp32): a damaged card
+#: (``width`` 100000) is refused before the allocator is asked for hundreds of GB
+MAX_PARAMETERS = 100_000_000
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
@@ -55,15 +56,38 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def build_model(model_type: str, architecture: dict | None = None) -> nn.Module:
-    """Instantiate an untrained model from its type and config dict."""
-    if model_type not in MODEL_TYPES:
-        raise WeightsError(f"unknown model_type {model_type!r} (expected one of {sorted(MODEL_TYPES)})")
+def checked_config(model_type: str, architecture: dict | None = None, *, source: str = "architecture"):
+    """``(model class, config)`` for a model type and config dict, every field checked.
+
+    Types and ranges are checked by the config class (:meth:`CardConfig.from_dict`) and the
+    parameter count is measured on the ``meta`` device (no memory allocated), so a damaged card is
+    refused before any tensor exists; :class:`WeightsError` names ``source`` (the card, or ``--arch``).
+    """
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+        raise WeightsError(f"{source}: unknown model_type {model_type!r} (expected one of {sorted(MODEL_TYPES)})")
+    if architecture is not None and not isinstance(architecture, dict):
+        raise WeightsError(f"{source}: the architecture must be a JSON object, got {architecture!r}"[:300])
     cls, cfg_cls = MODEL_TYPES[model_type]
     try:
         cfg = cfg_cls.from_dict(dict(architecture or {}))
     except (TypeError, ValueError) as e:
-        raise WeightsError(f"bad architecture in model card: {e}") from e
+        raise WeightsError(f"{source}: bad architecture: {e}") from None
+    try:
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in cls(cfg).parameters())
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise WeightsError(f"{source}: bad architecture: {e}") from None
+    if n_params > MAX_PARAMETERS:
+        raise WeightsError(
+            f"{source}: the architecture has {n_params / 1e6:.0f} M parameters "
+            f"({n_params * 4 / 2**30:.1f} GiB), more than the {MAX_PARAMETERS // 1_000_000} M allowed"
+        )
+    return cls, cfg
+
+
+def build_model(model_type: str, architecture: dict | None = None, *, source: str = "architecture") -> nn.Module:
+    """Instantiate an untrained model from its type and config dict (checked: :func:`checked_config`)."""
+    cls, cfg = checked_config(model_type, architecture, source=source)
     return cls(cfg)
 
 
@@ -98,21 +122,6 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict | None = No
     return card
 
 
-def read_card(path: str | os.PathLike) -> dict:
-    """The model card next to weights ``path`` (raises WeightsError if missing/invalid)."""
-    cp = card_path(path)
-    if not cp.is_file():
-        raise WeightsError(f"model card {cp} not found (every weights file needs its .json card)")
-    try:
-        card = json.loads(cp.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"model card {cp} is not valid JSON: {e}") from e
-    for key in ("model_type", "architecture", "weights_sha256"):
-        if key not in card:
-            raise WeightsError(f"model card {cp} lacks {key!r}")
-    return card
-
-
 def load_model(
     path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -122,23 +131,32 @@ def load_model(
     a message saying what is wrong if the weights or card are missing, corrupt or mismatched.
     """
     path = Path(path) if path is not None else shipped_weights_path()
-    if not path.is_file():
-        hint = " (shipped weights are not installed)" if path == shipped_weights_path() else ""
-        raise WeightsError(f"weights file {path} not found{hint}")
-    card = read_card(path)
-    digest = sha256_file(path)
-    if digest != card["weights_sha256"]:
+    if not path.exists() and path == shipped_weights_path():
+        raise WeightsError(f"{path}: weights file not found (the shipped weights are not installed)")
+    card = read_card(path)  # the files (regular, .pt + UTF-8 JSON card), the card's fields
+    cp = card_path(path)
+    cls, cfg = checked_config(card["model_type"], card["architecture"], source=str(cp))  # before any tensor
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the weights file ({os_reason(e)})") from None
+    if digest != str(card["weights_sha256"]).lower():
         raise WeightsError(
-            f"weights file {path} does not match its card: sha256 {digest[:12]}... != "
+            f"{path}: weights file does not match its card {cp.name}: sha256 {digest[:12]}... != "
             f"{str(card['weights_sha256'])[:12]}... (file corrupt or replaced)"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling error means a corrupt file
-        raise WeightsError(f"weights file {path} could not be read: {e}") from e
+    except Exception:  # noqa: BLE001 - any unpickling error means a damaged or foreign file
+        raise WeightsError(
+            f"{path}: could not be read as PyTorch weights (not a state_dict file, or truncated/corrupt)"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"weights file {path} does not hold a state_dict of tensors")
-    model = build_model(card["model_type"], card["architecture"])
+        raise WeightsError(f"{path}: does not hold a state_dict of tensors")
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise WeightsError(f"{path}: tensor {k!r} holds NaN or infinite values (damaged weights)")
+    model = cls(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -155,7 +173,7 @@ def load_model(
             parts.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
         if bad:
             parts.append(f"{len(bad)} shape mismatches (e.g. {bad[0]})")
-        raise WeightsError(f"weights {path} do not fit the card's architecture: " + "; ".join(parts))
+        raise WeightsError(f"{path}: weights do not fit the architecture of {cp.name}: " + "; ".join(parts))
     model.load_state_dict(state)
     model.eval()
     return model.to(device), card
@@ -165,7 +183,7 @@ def load_card_hash(path: str | os.PathLike | None = None) -> str:
     """sha256 of the model card file of ``path`` (None = shipped weights), for provenance logs."""
     cp = card_path(Path(path) if path is not None else shipped_weights_path())
     if not cp.is_file():
-        raise WeightsError(f"model card {cp} not found")
+        raise WeightsError(f"{cp}: model card not found")
     return sha256_file(cp)
 
 

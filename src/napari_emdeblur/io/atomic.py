@@ -12,7 +12,9 @@ reader sees either the previous file (or none) or the complete new one, never a 
   or FAT-like file systems) it falls back to an existence check followed by ``os.replace``.
 
 On any error (in the writer, or ``KeyboardInterrupt``) the temporary file is removed and the
-exception re-raised; an existing target is never touched unless ``overwrite=True``.
+exception re-raised; an existing target is never touched unless ``overwrite=True``. An
+``OSError`` (full disk, file size limit, permissions) is re-raised as the same kind of ``OSError``
+whose message names the file: ``cannot write <path>: <reason>``.
 OME-Zarr folders are not files and keep their own temp-folder + rename logic (``io.write``).
 """
 
@@ -25,6 +27,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from .errors import os_reason
 
 __all__ = [
     "atomic_write",
@@ -106,6 +110,18 @@ def _publish_new(tmp: str, path: Path) -> None:
         pass
 
 
+def _write_error(e: OSError, path: Path) -> OSError:
+    """``e`` as the same kind of OSError (same errno) whose message names the file written."""
+    if isinstance(e, FileExistsError) or getattr(e, "emdeblur_target", None) is not None:
+        return e
+    reason = os_reason(e)
+    if isinstance(e, FileNotFoundError) and not path.parent.is_dir():
+        reason = f"folder {path.parent} does not exist"
+    err = OSError(e.errno, f"cannot write {path}: {reason}")
+    err.emdeblur_target = str(path)  # type: ignore[attr-defined]
+    return err
+
+
 def atomic_write(
     path: str | os.PathLike,
     writer: Callable[[BinaryIO], object],
@@ -127,9 +143,12 @@ def atomic_write(
     """
     path = Path(path)
     folder = path.parent
-    if makedirs:
-        folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        if makedirs:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise _write_error(e, path) from e
     os.close(fd)
     try:
         with open(tmp, "w+b") as f:  # by name: f.name is a path (tifffile needs one)
@@ -142,11 +161,13 @@ def atomic_write(
             os.replace(tmp, path)
         else:
             _publish_new(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
         raise
     if sync_dir:
         fsync_dir(folder)
@@ -159,8 +180,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, **kw) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", **kw) -> Path:
-    """:func:`atomic_write` of ``text`` encoded as is (no newline translation)."""
-    return atomic_write_bytes(path, text.encode(encoding), **kw)
+    """:func:`atomic_write` of ``text`` encoded as is (no newline translation); bytes of file
+    names that are not valid UTF-8 (surrogate escapes) are written as backslash escapes.
+    """
+    return atomic_write_bytes(path, text.encode(encoding, "backslashreplace"), **kw)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -23,25 +23,27 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EMReadError
+from .errors import EMReadError, read_error
 from .formats import is_tiff
 from .planes import probe_shape, read_plane, yx_shape
 from .pyramid import Pyramid, Tile, multiscale_min_side, n_levels_for, padded_extent, source_key
 from .section import AcqTile, Section
 from .tiff import tiff_pixel_size
+from .values import MIN_SIZE
 
 COORDS_NAME = "full_image_coordinates.txt"
 THUMB_COORDS_NAME = "full_thumbnail_coordinates.txt"
 THUMB_PREFIX = "thumbnail_"
 _BEAM_NAME = re.compile(r"^(?P<scan>\d+)_(?P<mfov>\d+)_(?P<beam>\d+)_(?P<stamp>[^.]+)")
 
-__all__ = ["COORDS_NAME", "THUMB_COORDS_NAME", "MosaicReader", "load_multisem", "parse_coordinates"]
+__all__ = ["COORDS_NAME", "THUMB_COORDS_NAME", "MosaicReader", "load_multisem", "parse_coordinates", "tile_path"]
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -56,13 +58,15 @@ def parse_coordinates(path: str | os.PathLike) -> list[tuple[str, float, float, 
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the reader forever
+            raise EMReadError(f"{path}: coordinates file is not a regular file")
         raw = path.read_bytes()
     except OSError as e:
-        raise EMReadError(f"{path}: cannot read coordinates file ({e})") from e
+        raise read_error(path, e, "cannot read the coordinates file") from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    except UnicodeDecodeError:  # names as the file system spells them (undecodable bytes escaped)
+        text = os.fsdecode(raw)
     rows: list[tuple[str, float, float, float]] = []
     bad: list[int] = []
     first_data = True
@@ -110,7 +114,36 @@ def _fields_to_row(fields: list[str]) -> tuple[str, float, float, float] | None:
     return fields[0], nums[0], nums[1], nums[2]
 
 
-def _resolve_tile_path(folder: Path, rel: str) -> Path:
+def allow_outside_tiles() -> bool:
+    """Whether coordinate entries may name tiles outside the section folder (env
+    ``EMDEBLUR_ALLOW_OUTSIDE_TILES=1``); by default they may not.
+    """
+    return os.environ.get("EMDEBLUR_ALLOW_OUTSIDE_TILES", "").strip().lower() in ("1", "true", "yes")
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _resolvetile_path(folder: Path, rel: str, coords: Path | None = None, line: int | None = None) -> Path:
+    """The tile file a coordinates entry names; an entry that leads outside ``folder`` (``..``,
+    an absolute path elsewhere, a link) is refused unless :func:`allow_outside_tiles`.
+    """
+    p = tile_path(folder, rel)
+    if not allow_outside_tiles() and not _inside(folder, p):
+        where = f"{coords}" + (f" line {line}" if line else "") if coords else str(folder)
+        raise EMReadError(f"{where}: tile entry {rel!r} lies outside the section folder {folder} "
+                          "(set EMDEBLUR_ALLOW_OUTSIDE_TILES=1 to allow it)")
+    return p
+
+
+def tile_path(folder: Path, rel: str) -> Path:
+    """The file a coordinates entry ``rel`` names (relative to ``folder``; absolute paths from the
+    acquisition computer are matched by their tail under ``folder``); not checked to lie inside.
+    """
     p = Path(rel)
     if p.is_absolute() and p.exists():
         return p
@@ -126,6 +159,55 @@ def _resolve_tile_path(folder: Path, rel: str) -> Path:
         if cand.exists():
             return cand
     return direct
+
+
+#: a mosaic whose extent is this many times the area its tiles cover is refused (an outlying
+#: coordinate, e.g. x = 1e9, would otherwise build a graph of millions of empty chunks)
+MAX_EXTENT_FACTOR = 64.0
+#: and so is one above this many pixels per plane (1e12 px = a 1 mm square at 1 nm)
+MAX_MOSAIC_PIXELS = 1e12
+
+
+def _check_extent(entries, xs: np.ndarray, ys: np.ndarray, n_z: int, tile: tuple[int, int], coords: Path) -> None:
+    """Refuse a mosaic extent the tiles cannot fill (see :data:`MAX_EXTENT_FACTOR`), naming the
+    tiles that lie farthest from the others.
+    """
+    th, tw = tile
+    h, w = float(ys.max()) + th, float(xs.max()) + tw
+    covered = len(entries) / max(n_z, 1) * th * tw
+    if h * w <= MAX_MOSAIC_PIXELS and (h * w <= max(MAX_EXTENT_FACTOR * covered, 1 << 26)):
+        return
+    dist = np.maximum(np.abs(xs - np.median(xs)) / tw, np.abs(ys - np.median(ys)) / th)
+    far = [entries[i][0].name for i in np.argsort(-dist)[:3] if dist[i] > 2]
+    raise EMReadError(
+        f"{coords}: tile positions span {w:.4g} x {h:.4g} px, far more than {len(entries)} tiles of {tw}x{th} px "
+        f"can cover" + (f"; outlying tile(s): {', '.join(far)}" if far else "") + " (check the coordinates)"
+    )
+
+
+def _check_tile_headers(paths: list[Path], first: tuple[tuple[int, ...], np.dtype]) -> None:
+    """Every tile is a regular, non-empty, readable image with the first tile's shape and dtype
+    (headers only), so that a bad tile is refused when the mosaic is opened, not when drawn.
+    """
+    shape0, dtype0 = first
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise read_error(p, e, "cannot read the tile") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise EMReadError(f"{p}: mosaic tile is not a regular file")
+        if st.st_size == 0:
+            raise EMReadError(f"{p}: mosaic tile is empty (0 bytes)")
+        shape, dtype = probe_shape(p)
+        if min(yx_shape(tuple(shape))) < MIN_SIZE:
+            raise EMReadError(f"{p}: mosaic tile of {'x'.join(map(str, shape))} px is too small "
+                              f"(at least {MIN_SIZE}x{MIN_SIZE} px needed)")
+        if tuple(shape) != tuple(shape0) or np.dtype(dtype) != np.dtype(dtype0):
+            raise EMReadError(
+                f"{p}: mosaic tile is {'x'.join(map(str, shape))} {np.dtype(dtype)}, the first tile "
+                f"{paths[0].name} is {'x'.join(map(str, shape0))} {np.dtype(dtype0)}; all tiles must match"
+            )
 
 
 class MosaicReader:
@@ -235,7 +317,7 @@ def _thumbnails(coord_files: list[Path], tiles: list[Path]) -> list[Path | None]
         except EMReadError:
             continue
         for rel, *_ in rows:
-            p = _resolve_tile_path(cf.parent, rel)
+            p = tile_path(cf.parent, rel)
             listed[p.parent / p.name[len(THUMB_PREFIX):]] = p
     out: list[Path | None] = []
     for t in tiles:
@@ -255,16 +337,23 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
 
     entries: list[tuple[Path, float, float, float]] = []
     for cf in coord_files:
-        for rel, x, y, z in parse_coordinates(cf):
-            entries.append((_resolve_tile_path(cf.parent, rel), x, y, z))
+        for k, (rel, x, y, z) in enumerate(parse_coordinates(cf)):
+            entries.append((_resolvetile_path(cf.parent, rel, cf, k + 1), x, y, z))
     entries, superseded = _newest_per_beam(entries)
-    missing = [str(p) for p, *_ in entries if not p.is_file()]
-    if missing:
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise EMReadError(
-            f"{folder}: {len(missing)} tile(s) named in {coord_files[0].name} are missing:\n  {shown}"
-        )
     notes: list[str] = []
+    seen: dict[Path, int] = {}
+    for p, *_ in entries:
+        seen[p] = seen.get(p, 0) + 1
+    dups = [p.name for p, n in seen.items() if n > 1]
+    if dups:
+        notes.append(f"{coord_files[0]}: {len(dups)} tile(s) listed more than once (e.g. {dups[0]}); "
+                     "the entry listed last wins where they overlap")
+    missing = [p.name for p, *_ in entries if not os.path.lexists(p)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise EMReadError(
+            f"{folder}: {len(missing)} tile(s) named in {coord_files[0].name} are missing: {shown}"
+        )
     # shape and dtype of every tile: from the first tile's header when it is plain 8/16-bit grey,
     # else from reading it (colour or odd types are converted on reading)
     first: np.ndarray | None = None
@@ -275,6 +364,7 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
             raise EMReadError(f"{entries[0][0]}: mosaic tiles must be single 2-D images")
         shape0, dtype0 = first.shape, first.dtype
     th, tw = (int(v) for v in shape0)
+    _check_tile_headers([p for p, *_ in entries], probe_shape(entries[0][0]))
     z_values = sorted({z for *_, z in entries})
     z_index = {z: i for i, z in enumerate(z_values)}
     xs = np.array([round(x) for _, x, _, _ in entries], np.int64)
@@ -291,6 +381,7 @@ def load_multisem(coord_files: list[Path], folder: Path, origin: str, chunk: int
     else:
         raise ValueError(f"origin must be 'global' or 'per_z', got {origin!r}")
     H, W = int(ys.max()) + th, int(xs.max()) + tw
+    _check_extent(entries, xs, ys, len(z_values), (th, tw), coord_files[0])
     if multiscale is None:
         multiscale = max(H, W) > multiscale_min_side()
     n_levels = n_levels_for((H, W)) if multiscale else 1

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EMReadError
+from .errors import read_error
 from .formats import is_tiff
-from .tiff import read_tiff, tiff_to_yx
+from .tiff import check_tiff_complete, read_tiff, tiff_to_yx
 from .values import MIN_SIZE, validate_image
 
 __all__ = ["probe_shape", "read_other", "read_plane", "yx_shape"]
@@ -20,7 +20,7 @@ def read_other(path: Path, content: bytes | None = None) -> np.ndarray:
     try:
         arr = iio.imread(path) if content is None else iio.imread(content, extension=path.suffix.lower())
     except Exception as e:  # noqa: BLE001
-        raise EMReadError(f"{path}: corrupt, truncated or unsupported image ({e})") from e
+        raise read_error(path, e, "corrupt, truncated or not an image file") from None
     return np.asarray(arr)
 
 
@@ -42,16 +42,17 @@ def probe_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         try:
             with tifffile.TiffFile(path) as tif:
                 s = tif.series[0]
+                check_tiff_complete(tif, s, path)
                 shape = tuple(int(v) for v, a in zip(s.shape, s.axes) if v > 1 or a in "YX")
                 return shape, np.dtype(s.dtype)
         except Exception as e:  # noqa: BLE001
-            raise EMReadError(f"{path}: not a readable TIFF file ({e})") from e
+            raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
     import imageio.v3 as iio
 
     try:
         props = iio.improps(path)
     except Exception as e:  # noqa: BLE001
-        raise EMReadError(f"{path}: corrupt or unsupported image ({e})") from e
+        raise read_error(path, e, "corrupt, truncated or not an image file") from None
     return tuple(int(v) for v in props.shape), np.dtype(props.dtype)
 
 

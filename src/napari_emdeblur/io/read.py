@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EMReadError
+from .errors import EMReadError, read_error
 from .formats import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, TIFF_SUFFIXES, is_tiff, natural_sort_key, stem_of, suffix_of
 from .multisem import COORDS_NAME, load_multisem
 from .planes import probe_shape, read_other, read_plane, yx_shape
 from .pyramid import Pyramid, block_tiles, multiscale_min_side, n_levels_for, source_key
 from .section import Section
 from .tiff import read_tiff, read_tiff_levels, tiff_pixel_size, tiff_to_yx
+from .units import plausible_nm
 from .values import validate_image
 from .zarr import is_zarr_dir, load_zarr
 
@@ -39,7 +40,7 @@ def can_read(path: str | os.PathLike) -> bool:
     """Cheap check (no pixel data read) whether :func:`load_section` should handle ``path``."""
     p = Path(path)
     if p.is_dir():
-        if is_zarr_dir(p) or (p / COORDS_NAME).is_file():
+        if is_zarr_dir(p) or os.path.lexists(p / COORDS_NAME):
             return True
         try:
             with os.scandir(p) as it:
@@ -49,15 +50,20 @@ def can_read(path: str | os.PathLike) -> bool:
                         return True
                     if e.is_dir() and (Path(e.path) / COORDS_NAME).is_file():
                         return True
-        except OSError:
-            return False
-        return False
+        except OSError:  # cannot be listed: load_section says why
+            return True
+        return name_is_image(p)
     name = p.name.lower()
     if name == COORDS_NAME:
         return True
     if name.endswith(".zarr"):
         return p.is_dir()
     return name.endswith(IMAGE_SUFFIXES)
+
+
+def name_is_image(p: Path) -> bool:
+    """Whether ``p``'s name has an image suffix (a folder so named is taken, then refused by name)."""
+    return p.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -202,11 +208,18 @@ def load_section(
         raise EMReadError(f"{p}: no such file or folder")
     notes: list[str] = []
     if p.is_dir():
+        try:
+            with os.scandir(p) as it:
+                first = next(it, None)
+                if first is not None:
+                    first.stat(follow_symlinks=False)  # needs search permission on the folder
+        except OSError as e:
+            raise read_error(p, e, "cannot list the folder") from None
         if content is not None:
             raise EMReadError(f"{p}: content= is for single image files, not folders")
         if is_zarr_dir(p):
             sec = load_zarr(p)
-        elif (p / COORDS_NAME).is_file():
+        elif os.path.lexists(p / COORDS_NAME):
             sec = load_multisem([p / COORDS_NAME], p, origin, chunk, multiscale)
         else:
             subs = sorted(
@@ -227,9 +240,11 @@ def load_section(
         if (p.stat().st_size if content is None else len(content)) == 0:
             raise EMReadError(f"{p}: file is empty")
         if suf in TIFF_SUFFIXES or suf in (".ome.tif", ".ome.tiff"):
-            data, axes, extra, ps, pz = read_tiff(p, limit, content)
-            data = tiff_to_yx(data, axes, p)
-            meta = {"format": "ome-tiff" if suf.startswith(".ome") else "tiff", "z_spacing": pz}
+            tnotes: list[str] = []
+            data, axes, extra, ps, pz = read_tiff(p, limit, content, tnotes)
+            data = tiff_to_yx(data, axes, p, tnotes)
+            meta = {"format": "ome-tiff" if suf.startswith(".ome") else "tiff", "z_spacing": pz,
+                    "warnings": tnotes}
             if extra:
                 meta["emdeblur"] = extra
             sec = Section(data, ps, stem_of(p), str(p), "yx", None, meta)
@@ -254,10 +269,13 @@ def load_section(
             pixel_size = (float(pixel_size), float(pixel_size))
         sec.pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
     elif sec.pixel_size is not None:  # 10 significant digits: undo rational round-off
-        sec.pixel_size = tuple(float(f"{float(v):.10g}") for v in sec.pixel_size[:2])
-    if sec.metadata.get("z_spacing") is not None:
-        sec.metadata["z_spacing"] = float(f"{float(sec.metadata['z_spacing']):.10g}")
-    if sec.metadata.get("z_spacing") is None:
+        yx = [plausible_nm(v, "pixel size", str(p), notes) for v in sec.pixel_size[:2]]
+        sec.pixel_size = None if None in yx else tuple(float(f"{v:.10g}") for v in yx)  # type: ignore[arg-type]
+    pz = sec.metadata.get("z_spacing")
+    pz = plausible_nm(pz, "z spacing", str(p), notes) if sec.axes == "zyx" else None
+    if pz is not None:
+        sec.metadata["z_spacing"] = float(f"{pz:.10g}")
+    else:
         sec.metadata.pop("z_spacing", None)
     for n in notes:
         log.warning(n)

@@ -19,15 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EMReadError
-from .units import ok_pixel_nm, unit_to_nm
+from .errors import EMReadError, GuardedReads, read_error
+from .units import ok_pixel_nm, plausible_nm, unit_to_nm
 
 PLAIN_TIFF_MAX_NM = 1000.0  # plain TIFF cm/inch resolution tags trusted only below 1 um/px
 
-__all__ = ["read_tiff", "read_tiff_levels", "tiff_pixel_size", "tiff_to_yx"]
+__all__ = ["check_tiff_complete", "read_tiff", "read_tiff_levels", "tiff_pixel_size", "tiff_to_yx"]
 
 
-def _ome_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict]:
+def _tif_name(tif) -> str:
+    return str(getattr(tif.filehandle, "path", None) or tif.filename or "TIFF")
+
+
+def _ome_pixel_size(tif, notes: list[str] | None = None) -> tuple[tuple[float, float] | None, float | None, dict]:
     xml = tif.ome_metadata
     if not xml:
         return None, None, {}
@@ -48,24 +52,27 @@ def _ome_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict
     if pix is None:
         return None, None, extra
 
-    def size(ax: str) -> float | None:
+    def size(ax: str, judge: bool = True) -> float | None:
         v = pix.get(f"PhysicalSize{ax}")
         if v is None:
             return None
-        f = unit_to_nm(pix.get(f"PhysicalSize{ax}Unit", "µm"))
-        try:
-            return float(v) * f if f else None
-        except ValueError:
-            return None
+        unit = pix.get(f"PhysicalSize{ax}Unit", "µm")
+        if not judge:  # z: judged by load_section (only stacks have one)
+            f = unit_to_nm(unit)
+            try:
+                return float(v) * f if f else None
+            except ValueError:
+                return None
+        return plausible_nm(v, f"OME PhysicalSize{ax}", _tif_name(tif), notes if notes is not None else [], unit)
 
-    py, px, pz = size("Y"), size("X"), size("Z")
-    if ok_pixel_nm(px) and not ok_pixel_nm(py):
+    py, px, pz = size("Y"), size("X"), size("Z", judge=False)
+    if px is not None and py is None:
         py = px
-    ps = (py, px) if ok_pixel_nm(px) and ok_pixel_nm(py) else None
+    ps = (py, px) if px is not None and py is not None else None
     return ps, pz, extra
 
 
-def _tag_resolution(page, factor: float) -> tuple[float, float] | None:
+def _tag_resolution(page, factor: float, notes: list[str] | None = None) -> tuple[float, float] | None:
     try:
         xr = page.tags["XResolution"].value
         yr = page.tags["YResolution"].value
@@ -75,12 +82,19 @@ def _tag_resolution(page, factor: float) -> tuple[float, float] | None:
         return None
     if xres <= 0 or yres <= 0:
         return None
-    px, py = factor / xres, factor / yres
-    return (py, px) if ok_pixel_nm(px) and ok_pixel_nm(py) else None
+    if notes is None:
+        px, py = factor / xres, factor / yres
+        return (py, px) if ok_pixel_nm(px) and ok_pixel_nm(py) else None
+    name = str(getattr(page.parent.filehandle, "path", "") or "TIFF")
+    px = plausible_nm(factor / xres, "pixel size (XResolution)", name, notes)
+    py = plausible_nm(factor / yres, "pixel size (YResolution)", name, notes)
+    return (py, px) if px is not None and py is not None else None
 
 
-def tiff_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict]:
-    """((py, px) nm or None, z spacing nm or None, extra metadata)."""
+def tiff_pixel_size(tif, notes: list[str] | None = None) -> tuple[tuple[float, float] | None, float | None, dict]:
+    """((py, px) nm or None, z spacing nm or None, extra metadata); implausible or unreadable
+    pixel sizes found in the metadata are dropped with a warning in ``notes``.
+    """
     extra: dict = {}
     page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
     # our own JSON description (plain TIFFs written by save_image)
@@ -96,7 +110,7 @@ def tiff_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict
         except (ValueError, TypeError):
             pass
     if tif.is_ome:
-        ps, pz, extra = _ome_pixel_size(tif)
+        ps, pz, extra = _ome_pixel_size(tif, notes)
         if ps:
             return ps, pz, extra
     if tif.is_imagej:
@@ -108,10 +122,17 @@ def tiff_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict
             except ValueError:
                 pass
         f = unit_to_nm(ij.get("unit"))
+        if not f and ij.get("unit") not in (None, "", "pixel", "pixels") and notes is not None:
+            notes.append(f"{_tif_name(tif)}: ImageJ unit {str(ij.get('unit'))[:40]!r} is unknown; pixel size ignored")
         if f:
-            ps = _tag_resolution(page, f)
+            ps = _tag_resolution(page, f, notes)
             spacing = ij.get("spacing")
-            pz = float(spacing) * f if spacing else None
+            try:
+                pz = float(spacing) * f if spacing is not None else None
+            except (TypeError, ValueError):
+                pz = None
+                if notes is not None:
+                    notes.append(f"{_tif_name(tif)}: ImageJ spacing {str(spacing)[:40]!r} is not a number; ignored")
             if ps:
                 return ps, pz, extra
     try:  # Zeiss SEM
@@ -144,19 +165,26 @@ def tiff_pixel_size(tif) -> tuple[tuple[float, float] | None, float | None, dict
         unit = 2
     factor = {2: 2.54e7, 3: 1e7}.get(int(unit))
     if factor:
-        ps = _tag_resolution(page, factor)
+        ps = _tag_resolution(page, factor, notes if int(unit) == 3 else None)  # dpi: ordinary image software
         if ps and max(ps) < PLAIN_TIFF_MAX_NM:  # ignore the dpi of ordinary image software
             return ps, None, extra
     return None, None, extra
 
 
-def _check_tiff_complete(tif, series, path: Path, size: int | None = None) -> None:
-    """Raise EMReadError when image data would lie beyond the end of the file."""
+def check_tiff_complete(tif, series, path: Path, size: int | None = None, notes: list[str] | None = None) -> None:
+    """Raise EMReadError when image data would lie beyond the end of the file or a page holds no
+    data at all; warn (``notes``) when some strips or tiles are missing (they read as black).
+    """
     size = os.path.getsize(path) if size is None else size
+    first = series.pages[0] if len(series.pages) else None
+    cnts0 = getattr(first, "databytecounts", ()) or ()
+    if cnts0 and not any(cnts0):
+        raise EMReadError(f"{path}: TIFF page holds no image data (every strip or tile is empty)")
     if series.dataoffset is not None:
         if series.dataoffset + series.nbytes > size:
             raise EMReadError(f"{path}: TIFF file is truncated (image data beyond end of file)")
         return
+    missing = total = 0
     for page in series.pages:
         if page is None:
             continue
@@ -165,14 +193,48 @@ def _check_tiff_complete(tif, series, path: Path, size: int | None = None) -> No
         end = max((o + c for o, c in zip(offs, cnts) if c), default=0)
         if end > size:
             raise EMReadError(f"{path}: TIFF file is truncated (image data beyond end of file)")
+        if cnts and not any(cnts):
+            raise EMReadError(f"{path}: TIFF page holds no image data (every strip or tile is empty)")
+        missing += sum(1 for c in cnts if not c)
+        total += len(cnts)
+    if missing and notes is not None:
+        notes.append(f"{path}: {missing} of {total} TIFF strips/tiles are missing and read as black")
+
+
+def _other_images(tif, series, path: Path, notes: list[str] | None) -> None:
+    """The first image (series) of a TIFF is read. Reduced-resolution copies (both sides at most
+    half, e.g. thumbnails) are skipped silently; other smaller images are skipped with a warning
+    in ``notes``; a second full-size image (same size or larger, e.g. a page of another type or
+    a second OME image) is refused, since which one is meant cannot be known.
+    """
+    h, w = (int(v) for v in series.shape[-2:]) if len(series.shape) >= 2 else (0, 0)
+    skipped = 0
+    for k, s in enumerate(tif.series[1:], 2):
+        try:
+            sh, sw = (int(v) for v in s.shape[-2:])
+        except (TypeError, ValueError):
+            continue
+        if 2 * sh <= h and 2 * sw <= w:
+            continue
+        if sh >= h or sw >= w:
+            raise EMReadError(
+                f"{path}: TIFF holds {len(tif.series)} images ({'x'.join(map(str, series.shape))} "
+                f"{series.dtype} and {'x'.join(map(str, s.shape))} {s.dtype} as image {k}); "
+                "only one image or one uniform stack per file can be read"
+            )
+        skipped += 1
+    if skipped and notes is not None:
+        notes.append(f"{path}: {skipped} smaller page(s) of another shape ignored; only the first image "
+                     f"({'x'.join(map(str, series.shape))} {series.dtype}) is read")
 
 
 def read_tiff(
-    path: Path, lazy_bytes: int, content: bytes | None = None
+    path: Path, lazy_bytes: int, content: bytes | None = None, notes: list[str] | None = None,
 ) -> tuple[Any, str, dict, tuple | None, float | None]:
     """Returns (array, tifffile axes, extra metadata, pixel size, z spacing).
 
-    ``content``: the file's bytes, already read (decoded from memory, never lazily).
+    ``content``: the file's bytes, already read (decoded from memory, never lazily). What was
+    ignored (other pages) is described in ``notes``.
     """
     import tifffile
 
@@ -181,14 +243,18 @@ def read_tiff(
     try:
         tif = tifffile.TiffFile(path if content is None else io.BytesIO(content))
     except Exception as e:  # noqa: BLE001 - any parse failure is a read error
-        raise EMReadError(f"{path}: not a readable TIFF file ({e})") from e
+        raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
     keep_open = False
     try:
         if not tif.series:
             raise EMReadError(f"{path}: TIFF file holds no image")
         series = tif.series[0]
-        _check_tiff_complete(tif, series, path, None if content is None else len(content))
-        ps, pz, extra = tiff_pixel_size(tif)
+        check_tiff_complete(tif, series, path, None if content is None else len(content), notes)
+        _other_images(tif, series, path, notes)
+        if notes is not None and int(getattr(series.keyframe, "photometric", 0) or 0) == 5:  # SEPARATED
+            notes.append(f"{path}: CMYK (ink-separated) image: its first three inks are taken as RGB and "
+                         "converted to grey; the grey levels are approximate")
+        ps, pz, extra = tiff_pixel_size(tif, notes)
         axes = series.axes
         if series.nbytes > lazy_bytes:
             import dask.array as da
@@ -208,7 +274,8 @@ def read_tiff(
 
                 store = tif.aszarr(series=0, level=0)
                 z = zarr.open(store, mode="r")
-                data = da.from_zarr(z)
+                data = da.from_array(GuardedReads(z, path), chunks=z.chunks, name=f"tiffz-{path}-{os.path.getmtime(path)}",
+                                     meta=np.empty((0,) * z.ndim, z.dtype))
                 keep_open = True  # the store reads from this file handle on demand
         else:
             data = series.asarray()
@@ -216,7 +283,7 @@ def read_tiff(
     except EMReadError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise EMReadError(f"{path}: corrupt or truncated TIFF file ({e})") from e
+        raise read_error(path, e, "corrupt or truncated TIFF file (its image data cannot be decoded)") from None
     finally:
         if not keep_open and not tif.filehandle.closed:
             tif.close()
@@ -234,7 +301,7 @@ def read_tiff_levels(path: Path, lazy_bytes: int) -> tuple[list[Any], str] | Non
     try:
         tif = tifffile.TiffFile(path)
     except Exception as e:  # noqa: BLE001
-        raise EMReadError(f"{path}: not a readable TIFF file ({e})") from e
+        raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
     keep_open = False
     try:
         if not tif.series or len(tif.series[0].levels) < 2:
@@ -245,14 +312,15 @@ def read_tiff_levels(path: Path, lazy_bytes: int) -> tuple[list[Any], str] | Non
         import dask.array as da
         import zarr
 
-        levels = [da.from_zarr(zarr.open(tif.aszarr(series=0, level=k), mode="r"))
-                  for k in range(len(series.levels))]
+        zs = [zarr.open(tif.aszarr(series=0, level=k), mode="r") for k in range(len(series.levels))]
+        levels = [da.from_array(GuardedReads(z, path), chunks=z.chunks, name=f"tiffz{k}-{path}-{os.path.getmtime(path)}",
+                                meta=np.empty((0,) * z.ndim, z.dtype)) for k, z in enumerate(zs)]
         keep_open = True
         return levels, series.axes
     except EMReadError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise EMReadError(f"{path}: cannot read the TIFF's pyramid levels ({e})") from e
+        raise read_error(path, e, "corrupt pyramid levels (reduced-resolution images) in the TIFF file") from None
     finally:
         if not keep_open and not tif.filehandle.closed:
             tif.close()
@@ -281,14 +349,31 @@ class _MemmapView:
         return np.asarray(self._mm[idx], dtype=self.dtype)
 
 
-def tiff_to_yx(data: Any, axes: str, path: Path) -> Any:
-    """Squeeze singleton axes; colour stays as a trailing sample axis for validate_image."""
+def tiff_to_yx(data: Any, axes: str, path: Path, notes: list[str] | None = None) -> Any:
+    """Squeeze singleton axes; colour stays as a trailing sample axis for validate_image.
+
+    Channels are never read as sections: samples stored planar (axes ``SYX``) move last, like
+    contiguous colour; of a channel axis (``C``, e.g. ImageJ channels) only the first channel is
+    read, with a warning in ``notes``.
+    """
     shape = data.shape
     keep = [i for i, (a, s) in enumerate(zip(axes, shape)) if s > 1 or a in "YX"]
     if len(keep) != len(shape):
         idx = tuple(slice(None) if i in keep else 0 for i in range(len(shape)))
         data = data[idx]
         axes = "".join(axes[i] for i in keep)
+    if "C" in axes:
+        c = axes.index("C")
+        n = data.shape[c]
+        data = data[tuple(0 if i == c else slice(None) for i in range(data.ndim))]
+        axes = axes[:c] + axes[c + 1:]
+        if notes is not None:
+            notes.append(f"{path}: image has {n} channels; only the first channel is read")
+    if "S" in axes and not axes.endswith("S"):
+        s = axes.index("S")
+        order = [i for i in range(len(axes)) if i != s] + [s]
+        data = data.transpose(order)
+        axes = "".join(axes[i] for i in order)
     if axes.endswith("S") and data.shape[-1] not in (2, 3, 4):
         raise EMReadError(f"{path}: {data.shape[-1]}-sample TIFF is not supported")
     if len(axes) - axes.endswith("S") > 3:

@@ -1,10 +1,20 @@
-"""Physical units of pixel sizes: factors to nanometres and the plausibility check."""
+"""Physical units of pixel sizes: factors to nanometres and the one plausibility check.
+
+A pixel size or z spacing is plausible for EM when it is a finite number between
+``MIN_NM`` (0.01 nm) and ``MAX_NM`` (100 um). The readers drop anything else (a negative, NaN or
+infinite value, 1e-30 m, one metre per pixel, a unit they do not know) with a warning naming the
+file and the value, so it never reaches the napari layer scale (:func:`plausible_nm`).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["ok_pixel_nm", "unit_to_nm"]
+__all__ = ["MAX_NM", "MIN_NM", "ok_pixel_nm", "plausible_nm", "unit_to_nm"]
+
+MIN_NM = 0.01
+MAX_NM = 1e5
 
 _UNIT_NM = {
     "nm": 1.0, "nanometer": 1.0, "nanometers": 1.0, "nanometre": 1.0, "nanometres": 1.0,
@@ -28,4 +38,27 @@ def unit_to_nm(unit: str | None) -> float | None:
 
 
 def ok_pixel_nm(v: float | None) -> bool:
-    return v is not None and math.isfinite(v) and 0 < v < 1e5  # below 100 um
+    """True for a plausible EM pixel size or z spacing in nm (finite, 0.01 nm to 100 um)."""
+    return v is not None and math.isfinite(v) and MIN_NM <= v <= MAX_NM
+
+
+def plausible_nm(value: Any, what: str, name: str, notes: list[str], unit: str = "nm") -> float | None:
+    """``value`` (in ``unit``) as nm when plausible, else None with a warning in ``notes`` naming
+    ``name`` (the file), ``what`` (e.g. "z spacing") and the value. None stays None silently.
+    """
+    if value is None:
+        return None
+    try:
+        factor = unit_to_nm(unit)
+        if factor is None:
+            notes.append(f"{name}: {what} given in unknown unit {unit!r}, ignored")
+            return None
+        v = float(value) * factor
+    except (TypeError, ValueError, OverflowError):
+        notes.append(f"{name}: {what} {value!r} is not a number, ignored"[:300])
+        return None
+    if not ok_pixel_nm(v):
+        notes.append(f"{name}: {what} of {v:.6g} nm is implausible (outside {MIN_NM:g} nm to {MAX_NM / 1e3:g} um), "
+                     "ignored")
+        return None
+    return v

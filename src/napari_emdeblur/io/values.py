@@ -5,8 +5,11 @@ Two rules live here, once:
 * **what is accepted and how it is normalised** (:func:`validate_image`, :func:`to_grayscale`):
   uint8 and uint16 are kept as they are. Float images must be finite (NaN/inf ->
   :class:`~napari_emdeblur.io.errors.EMReadError`); floats in [0, 1] become
-  ``uint16 = round(x * 65535)``; other finite floats are rescaled linearly from their [min, max]
-  to [0, 65535]. int8/int16 with negative values are shifted by 2**(bits-1) into uint8/uint16;
+  ``uint16 = round(x * 65535)`` (unless they span fewer than ``MIN_LEVELS`` of those steps); other
+  finite floats are rescaled linearly from their [min, max] to [0, 65535], computed in float64 (so
+  float16 and +-3e38 float32 values neither overflow nor saturate); a span too wide for float64 is
+  refused. Every conversion is described in the notes (warnings); so is an in-memory image that
+  is constant (blank) or looks like pure noise (neighbouring pixels uncorrelated). int8/int16 with negative values are shifted by 2**(bits-1) into uint8/uint16;
   any other integer type is accepted if all values lie in [0, 65535], else refused. bool and
   complex images are refused, and images smaller than ``MIN_SIZE`` px along y or x. Colour
   (last axis 2/3/4) becomes grey: when all colour channels are equal the first is taken as is,
@@ -35,6 +38,7 @@ import numpy as np
 from .errors import EMReadError
 
 MIN_SIZE = 16
+MIN_LEVELS = 16  # a [0, 1] float image spanning fewer uint16 levels than this is rescaled instead
 MODES = ("auto", "dtype")
 
 __all__ = [
@@ -138,19 +142,36 @@ def validate_image(arr: Any, name: str = "image", notes: list[str] | None = None
         )
     dt = np.dtype(arr.dtype)
     if dt in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        _check_content(arr, name, notes)
         return arr
+    with np.errstate(all="ignore"):  # conversions are computed in float64 below: nothing to warn about
+        out = _to_16bit(arr, dt, name, notes)
+    _check_content(out, name, notes)
+    return out
+
+
+def _to_16bit(arr: Any, dt: np.dtype, name: str, notes: list[str]) -> Any:
+    """Other dtypes -> uint8/uint16 (see the module docstring)."""
     if dt.kind == "f":
         lo, hi, finite = _reduce_minmax(arr)
         if not finite:
             raise EMReadError(f"{name}: float image contains NaN or infinite values")
-        if lo >= 0.0 and hi <= 1.0:
+        if lo >= 0.0 and hi <= 1.0 and (hi == lo or (hi - lo) * 65535.0 >= MIN_LEVELS):
             notes.append(f"{name}: float image in [0, 1] stored as uint16 (x * 65535)")
-            return (arr * 65535.0).round().astype(np.uint16)
+            work = arr.astype(np.float64 if dt.itemsize >= 8 else np.float32)  # float16 * 65535 overflows
+            return (work * 65535.0).round().astype(np.uint16)
+        span = float(hi) - float(lo)  # float64: +-3e38 float32 values do not overflow here
+        if not math.isfinite(span):
+            raise EMReadError(
+                f"{name}: float values span [{lo:.6g}, {hi:.6g}], too wide to rescale to 16 bits"
+            )
         notes.append(
             f"{name}: float image rescaled from [{lo:.6g}, {hi:.6g}] to uint16 [0, 65535]"
         )
-        span = (hi - lo) or 1.0
-        return ((arr - lo) * (65535.0 / span)).round().clip(0, 65535).astype(np.uint16)
+        if span == 0.0:
+            return (arr * 0).astype(np.uint16)
+        # (x - lo) / span first: 65535 / span overflows for a subnormal span
+        return ((arr.astype(np.float64) - lo) / span * 65535.0).round().clip(0, 65535).astype(np.uint16)
     # integers other than uint8/uint16
     lo, hi, _ = _reduce_minmax(arr)
     if dt in (np.dtype(np.int8), np.dtype(np.int16)) and lo < 0:
@@ -168,6 +189,39 @@ def validate_image(arr: Any, name: str = "image", notes: list[str] | None = None
         f"{name}: {dt} values [{lo:.0f}, {hi:.0f}] do not fit 16 bits; "
         "convert the image to 8- or 16-bit first"
     )
+
+
+#: neighbouring pixels of EM images are strongly correlated (the probe is wider than a pixel);
+#: below this lag-1 correlation an image is taken for pure noise
+NOISE_CORRELATION = 0.15
+
+
+def _check_content(arr: Any, name: str, notes: list[str]) -> None:
+    """Warn (``notes``) about an in-memory image that is blank (constant) or pure noise; lazy data
+    are not read whole for this.
+    """
+    if not isinstance(arr, np.ndarray) or arr.size == 0:
+        return
+    step = max(1, arr.size // 65536)  # a cheap sample first: a varying sample ends the check
+    sample = arr.reshape(-1)[::step]
+    if sample.min() == sample.max() and arr.min() == arr.max():
+        notes.append(f"{name}: image is constant (every pixel is {arr.flat[0]}): blank, no contrast to score "
+                     "or correct")
+        return
+    plane = arr[arr.shape[0] // 2] if arr.ndim == 3 else arr
+    h, w = plane.shape
+    c = plane[max(0, h // 2 - 128): h // 2 + 128, max(0, w // 2 - 128): w // 2 + 128].astype(np.float32)
+    c -= c.mean()
+    var = float(np.mean(c * c))
+    if var <= 0.0:
+        return
+    rx = float(np.mean(c[:, 1:] * c[:, :-1])) / var
+    ry = float(np.mean(c[1:, :] * c[:-1, :])) / var
+    if max(rx, ry) < NOISE_CORRELATION:
+        notes.append(
+            f"{name}: image looks like pure noise (neighbouring pixels uncorrelated, r = {max(rx, ry):.2f}); "
+            "focus scores will be meaningless"
+        )
 
 
 def parse_range_mode(mode) -> str | tuple[float, float]:

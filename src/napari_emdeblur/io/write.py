@@ -34,7 +34,7 @@ from .section import json_safe
 from .units import ok_pixel_nm
 from .values import is_dask_array
 
-__all__ = ["export_levels", "iter_pyramid_blocks", "save_image", "save_ome_zarr"]
+__all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "save_image", "save_ome_zarr"]
 
 TIFF_TILE = 512  # tile size of pyramidal OME-TIFF outputs
 
@@ -142,6 +142,27 @@ def _write_tiff_pyramid(tmp: Any, data: Any, n_levels: int, md: dict, big: bool,
                 os.unlink(name)
             except OSError:
                 pass
+
+def input_conflict(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
+    """Why writing ``out`` would touch an input, or None: ``out`` is an input file (also through a
+    link), or lies inside an input folder (a folder stack or mosaic, the folder of a coordinates
+    file, an OME-Zarr), where it would replace a tile or join the input the next time it is read.
+    """
+    o = Path(out).expanduser()
+    for inp in inputs:
+        src = Path(inp).expanduser()
+        if _same_path(o, src):
+            return f"{o}: is the input {src}; refusing to write over it"
+        folder = src if src.is_dir() else (src.parent if src.name.lower() == "full_image_coordinates.txt" else None)
+        if folder is None:
+            continue
+        try:
+            inside = folder.resolve() in o.resolve().parents
+        except (OSError, RuntimeError):
+            inside = False
+        if inside:
+            return f"{o}: lies inside the input folder {folder}; write it elsewhere"
+    return None
 
 
 def _same_path(a: Path, b: str | os.PathLike) -> bool:

@@ -25,6 +25,10 @@
   commits the finished tiles of a group in one transaction.
 * ``workers=0`` runs everything serially in this process (no Dask), the reference the
   distributed results are identical to: the same functions compute the same bytes.
+* Inputs, options and (when correcting) the model are checked before OUTDIR is created; files
+  that cannot be tiles (pipes, unreadable folders, empty files, tiles listed in a coordinates file
+  but absent, an unparseable coordinates file) are reported as warnings naming them and counted
+  as failed.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .config import PipelineConfig, TileRecord
 from .discover import candidates_for_inputs
 from .errors import ModelLoadError
 from .process import analyse_tile, correct_recorded, needs_correction
-from .session import RunSummary, Session, progress_line
+from .session import RunSummary, Session, check_model, progress_line
 
 
 # --------------------------------------------------------------------------- worker side
@@ -162,10 +166,13 @@ def batch(
     out = Path(outdir).resolve()
     for inp in inputs:
         if Path(inp).resolve() == out:
-            raise ValueError("--out must not be one of the inputs")
+            raise ValueError(f"--out {outdir} must not be one of the inputs")
     found = candidates_for_inputs(list(inputs), exclude=[out])
+    check_model(cfg)  # device and model, before the output folder exists
     session = Session(out, cfg, "batch")
     try:
+        for msg in session.report_problems(found.bad):
+            yield Notice(f"warning: {msg}", "warning")
         session.update_positions(found.positions)
         if not session.settle_thresholds([c.path for c in found.complete], final=True):
             raise ValueError("no tiles to calibrate the thresholds from")
@@ -189,6 +196,8 @@ def _run_serial(session: Session, pending) -> Iterator[object]:
     k = 0
     for out, rec in session.process_rows(pending):
         k += 1
+        for w in rec.warnings:
+            yield Notice(f"warning: {w}", "warning")
         yield Progress(k, len(pending), "tile", progress_line(out, rec))
         session.flush_reports()
 
@@ -267,6 +276,8 @@ def _run_dask(session: Session, pending, scheduler, workers, gpu_workers, client
                 outs = session.finish_many(finished)
                 for out, (_row, rec) in zip(outs, finished):
                     done += 1
+                    for w in rec.warnings:
+                        yield Notice(f"warning: {w}", "warning")
                     yield Progress(done, total, "tile", progress_line(out, rec))
                 session.flush_reports()
             submit_scores()

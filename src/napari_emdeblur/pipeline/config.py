@@ -16,11 +16,11 @@ untouched).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..deblur.cards import read_card
 from ..deblur.service import CorrectionParams
 from ..deblur.shipped import shipped_weights_path
 from ..io.values import parse_range_mode
@@ -128,6 +128,7 @@ class TileRecord:
     sha256: str | None = None
     error: str | None = None
     error_kind: str | None = None  # permanent | transient
+    warnings: list = field(default_factory=list)  # what the reader converted or found suspicious
     seconds: float = 0.0  # processing time (not part of the deterministic reports)
     pixels: int = 0
     staged: str | None = None  # staged output file (pipeline internal)
@@ -170,20 +171,13 @@ def _weights_path(cfg: PipelineConfig) -> Path:
 
 def model_identity(cfg: PipelineConfig) -> dict | None:
     """What identifies the correcting model in the journal (the card's weights sha256), None if
-    not correcting. Reads only the JSON card, so a ``batch`` client never needs torch.
+    not correcting. Reads only the JSON card (checked: :func:`napari_emdeblur.deblur.cards.read_card`),
+    so this needs no torch; :class:`~napari_emdeblur.deblur.cards.WeightsError` names the file.
     """
     if not cfg.correct:
         return None
-    path = _weights_path(cfg)
-    if not path.is_file():
-        raise ValueError(
-            f"weights file {path} not found: give --weights PATH, or --no-correct to score only"
-        )
-    try:
-        card = json.loads(path.with_suffix(".json").read_text())
-        return {"weights_sha256": card["weights_sha256"], "model_type": card.get("model_type")}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"model card of {path} is missing or invalid: {e}") from None
+    card = read_card(_weights_path(cfg))
+    return {"weights_sha256": card["weights_sha256"], "model_type": card.get("model_type")}
 
 
 def output_settings(cfg: PipelineConfig, thresholds: tuple[float, float]) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-from ..io.errors import EMReadError
+from ..io.errors import EMReadError, user_message
 
 __all__ = ["ModelLoadError", "classify_error"]
 
@@ -20,22 +20,26 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
 
     ``permanent``: the file itself is bad (unreadable, truncated, wrong shape, vanished) and is
     retried only when it changes. ``transient``: the environment is (permissions, full disk, I/O,
-    out of memory) and the tile is retried later.
+    out of memory) and the tile is retried later. The message is the one line the user reads
+    (:func:`~napari_emdeblur.io.errors.user_message`): what is wrong, naming the file; only an
+    unexpected exception (a bug) is prefixed with its Python class.
     """
     name = type(exc).__name__
-    msg = f"{name}: {exc}"
+    text = user_message(exc)
     if isinstance(exc, EMReadError):
-        return "permanent", msg
+        return "permanent", text
     if isinstance(exc, FileNotFoundError):
-        return "permanent", f"file disappeared: {exc}"
+        return "permanent", f"file disappeared: {text}"
     if isinstance(exc, PermissionError):
-        return "transient", msg
+        return "transient", text
     if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "transient", f"disk full: {exc}"
-        return "transient", msg
+            return "transient", f"disk full: {text}"
+        return "transient", text
     if isinstance(exc, MemoryError):
         return "transient", "out of memory"
     if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
-        return "transient", msg
-    return "permanent", msg
+        return "transient", text
+    if isinstance(exc, ValueError):
+        return "permanent", text
+    return "permanent", f"{name}: {text}"

@@ -211,6 +211,7 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     if digest is not None:
         rec.sha256 = digest
     img = _as_2d(sec.data, path)
+    rec.warnings = [str(w).replace(str(path), rec.file) for w in sec.metadata.get("warnings", [])]
     rec.shape = tuple(int(s) for s in img.shape)
     rec.dtype = str(img.dtype)
     rec.pixels = int(img.size)

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -15,14 +18,52 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from .config import PipelineConfig, TileRecord, output_settings, resolve_thresholds
+from ..io.errors import os_reason, user_message
+from .config import PipelineConfig, TileRecord, model_identity, output_settings, resolve_thresholds
 from .discover import Candidate
 from .errors import classify_error
-from .journal import Journal, Row, is_transient_os_error, open_outdir
+from .journal import Journal, JournalLockedError, Row, is_transient_os_error, open_outdir
 from .process import analyse_tile, calibrate_thresholds
 from .report import ReportWriter, prewarm_in_background
 
-__all__ = ["RunSummary", "Session", "progress_line", "tile_workers"]
+__all__ = ["RunSummary", "Session", "check_model", "progress_line", "tile_workers"]
+
+
+def check_model(cfg: PipelineConfig) -> None:
+    """Refuse a correcting run whose device or model cannot be used, before any output exists:
+    the card is checked (no torch), then the model is loaded once through the model cache (the
+    tiles reuse it). ``ValueError`` (``WeightsError``) names the weights file or the device.
+    """
+    if not cfg.correct:
+        return
+    model_identity(cfg)
+    from ..deblur.cache import get_model
+
+    try:
+        get_model(cfg.weights, cfg.device)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a CUDA runtime error: a usage problem here
+        raise ValueError(f"cannot load the model ({cfg.weights or 'shipped weights'}, {cfg.device}): "
+                         f"{user_message(e)}") from None
+
+
+def _open_journal(outdir: str | os.PathLike, max_failures: int) -> tuple[Journal, bool]:
+    """``(journal, created)``; a start-up failure (full disk, permissions, a damaged journal)
+    raises one ``OSError`` naming the output folder and leaves no folder it created behind.
+    """
+    out = Path(outdir)
+    existed = out.exists()
+    try:
+        return open_outdir(out, max_failures=max_failures), not existed
+    except JournalLockedError:
+        raise
+    except (sqlite3.Error, OSError) as e:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        reason = os_reason(e) if isinstance(e, OSError) else str(e)
+        code = e.errno if isinstance(e, OSError) and e.errno else errno.EIO
+        raise OSError(code, f"output folder {out}: cannot start its journal ({reason})") from None
 
 
 @dataclass
@@ -72,14 +113,22 @@ class Session:
 
     def __init__(self, outdir: str | os.PathLike, cfg: PipelineConfig, kind: str):
         self.cfg = cfg
-        self.journal: Journal = open_outdir(outdir, max_failures=cfg.max_failures)
+        self.journal, created = _open_journal(outdir, cfg.max_failures)
         self.outdir = self.journal.outdir
-        self.reports = ReportWriter(self.journal, cfg.report_interval)
+        try:
+            self.reports = ReportWriter(self.journal, cfg.report_interval)
+            self.run_id = self.journal.start_run(kind)
+        except (sqlite3.Error, OSError) as e:
+            self.journal.close()
+            if created:
+                shutil.rmtree(self.outdir, ignore_errors=True)
+            reason = os_reason(e) if isinstance(e, OSError) else str(e)
+            raise OSError(errno.EIO, f"output folder {self.outdir}: cannot start its journal ({reason})") from None
         prewarm_in_background()
         self.summary = RunSummary()
         self.thresholds: tuple[float, float] | None = None
         self.settings: dict | None = None
-        self.run_id = self.journal.start_run(kind)
+        self._problems: dict[str, str] = {}  # path -> message: files reported and skipped in this run
         self._t0 = time.monotonic()
         self._settled: dict[str, str | None] = {}
         for r in self.journal.rows():
@@ -237,9 +286,18 @@ class Session:
             if rec.corrected:
                 s.corrected += 1
             self._settled[row.path] = out.fingerprint
-        s.failed = len(self._failed)
+        s.failed = len(self._failed) + len(self._problems)
         s.transient = sum(1 for k in self._failed.values() if k == "transient")
         return out
+
+    def report_problems(self, problems: dict[str, str]) -> list[str]:
+        """Record files that are skipped (``path -> message``); returns the messages not reported
+        before in this run. Each counts as a failed tile of the run.
+        """
+        new = [msg for key, msg in problems.items() if key not in self._problems]
+        self._problems.update(problems)
+        self.summary.failed = len(self._failed) + len(self._problems)
+        return new
 
     def process_serial(self, row: Row) -> tuple[Row, TileRecord] | None:
         claimed = self.claim(row)

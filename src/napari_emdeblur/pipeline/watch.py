@@ -5,6 +5,13 @@ works on network shares; discovery rules in :mod:`.discover`), registers every *
 the output folder's journal, processes the new ones and keeps the reports current (a
 :class:`~.session.Session`). It yields :class:`~napari_emdeblur.qc.messages.Progress` (one per
 tile), ``Notice`` and, at the end, a :class:`~.session.RunSummary`.
+
+Everything that can be checked before work starts is checked before the output folder is created
+(the input folder can be read, the output folder is not the input, the device exists, the
+correcting model loads), so a refused run leaves nothing behind. Files that can never be tiles
+(pipes, devices, unreadable folders) are reported once as warnings; with ``once``, what is still
+unfinished at the end (an empty tile, an unparseable coordinates file, listed tiles that never
+arrived) is reported too. All of them count as failed (exit code 3 in the CLI), none is waited for.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from typing import Iterator
 
 from ..qc.messages import Notice, Progress
 from .config import PipelineConfig
-from .discover import Scanner
-from .session import Session, progress_line
+from .discover import Scanner, check_input_folder
+from .session import Session, check_model, progress_line
 
 __all__ = ["watch"]
 
@@ -40,18 +47,13 @@ def watch(
     Otherwise run until ``stop`` is set, ``max_seconds`` have passed, or the consumer stops.
     """
     cfg = cfg or PipelineConfig()
-    root = Path(indir).resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"input folder {indir} does not exist")
+    root = check_input_folder(indir)
     out = Path(outdir).resolve()
     if out == root:
-        raise ValueError("--out must not be the watched folder itself")
+        raise ValueError(f"--out {outdir} must not be the watched folder itself")
     if out in root.parents:
-        raise ValueError("--out must not contain the watched folder")
-    if cfg.correct and cfg.device not in ("auto", "cpu"):
-        from ..deblur.device import resolve_device
-
-        resolve_device(cfg.device)  # e.g. --device cuda without CUDA: a usage error, now
+        raise ValueError(f"--out {outdir} must not contain the watched folder")
+    check_model(cfg)  # device and model, before the output folder exists
     session = Session(out, cfg, "watch --once" if once else "watch")
     t_start = time.monotonic()
     scanner = Scanner(root, cfg.stable_seconds, exclude=[out])
@@ -65,6 +67,8 @@ def watch(
             yield Notice(f"retrying {n_retry} tile(s) that failed for a transient reason before")
         while True:
             res = scanner.scan()
+            for msg in session.report_problems(res.bad):
+                yield Notice(f"warning: {msg}", "warning")
             ready = False
             try:
                 session.update_positions(res.positions)
@@ -79,6 +83,8 @@ def watch(
                     total = done_in_run + len(pending)
                     for done_row, rec in session.process_rows(pending, stop):
                         done_in_run += 1
+                        for w in rec.warnings:
+                            yield Notice(f"warning: {w}", "warning")
                         yield Progress(done_in_run, total, "tile", progress_line(done_row, rec))
                         session.flush_reports()
                     session.flush_reports()
@@ -103,6 +109,8 @@ def watch(
             if max_seconds is not None and time.monotonic() - t_start >= max_seconds:
                 break
             if once and ready and not res.waiting and not session.journal.pending():
+                for msg in session.report_problems(res.unfinished):
+                    yield Notice(f"warning: {msg}", "warning")
                 transient = [r for r in session.journal.rows(state="failed") if r.error_kind == "transient"]
                 if transient and not retried_transient and session.summary.transient:
                     retried_transient = True

@@ -26,6 +26,7 @@ whole tile through the graph units, so tiles overlap and are blended (see ``infe
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -33,23 +34,70 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_GRABS = 64  # attention blocks (n_groups x n_grabs) a card may declare
+
 
 class CardConfig:
     """Mixin for architecture dataclasses: ``to_dict``/``from_dict`` round-trip through the
     model card, and unknown keys (a card of another architecture) are refused by name.
+
+    ``from_dict`` checks every given field against its default's type (whole numbers, true/false,
+    lists of positive numbers) and the class's ``LIMITS`` (``{name: (low, high)}``, inclusive;
+    whole numbers without an entry must lie in ``[0, 1024]``), so that a damaged card is refused
+    with the field named before a model is built.
     """
 
     KIND: ClassVar[str] = "model"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.KIND} config must be a JSON object, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown {cls.KIND} config keys: {sorted(unknown)}")
-        return cls(**d)
+        defaults = cls()
+        for key, value in d.items():
+            _check_field(key, value, getattr(defaults, key), cls.LIMITS.get(key))
+        cfg = cls(**d)
+        blocks = getattr(cfg, "n_groups", 1) * getattr(cfg, "n_grabs", 1)
+        if blocks > MAX_GRABS:
+            raise ValueError(f"n_groups x n_grabs = {blocks} attention blocks, more than the {MAX_GRABS} allowed")
+        return cfg
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_field(key: str, value, default, limits: tuple[float, float] | None) -> None:
+    """Raise ValueError naming ``key`` when ``value`` does not fit the field (see CardConfig)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"field {key!r} must be true or false, got {value!r}"[:200])
+        return
+    if isinstance(default, int):
+        lo, hi = limits or (0, 1024)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"field {key!r} must be a whole number, got {value!r}"[:200])
+        if not lo <= value <= hi:
+            raise ValueError(f"field {key!r} must be between {lo:g} and {hi:g}, got {value}")
+        return
+    if isinstance(default, float):
+        lo, hi = limits or (0.0, 1e6)
+        if not _is_number(value) or not lo <= value <= hi:
+            raise ValueError(f"field {key!r} must be a number between {lo:g} and {hi:g}, got {value!r}"[:200])
+        return
+    if isinstance(default, list):
+        lo, hi = limits or (1e-6, 1e6)
+        if not (isinstance(value, list) and 1 <= len(value) <= 16 and all(_is_number(v) and lo <= v <= hi
+                                                                           for v in value)):
+            raise ValueError(f"field {key!r} must be a list of 1 to 16 numbers between {lo:g} and {hi:g}, "
+                             f"got {value!r}"[:200])
 
 
 @dataclass
@@ -57,6 +105,10 @@ class GRANConfig(CardConfig):
     """Architecture of a GRAN. ``to_dict``/``from_dict`` round-trip through the model card."""
 
     KIND: ClassVar[str] = "GRAN"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "in_channels": (1, 1), "scale": (1, 8), "width": (1, 512), "n_groups": (0, 32), "n_grabs": (0, 32),
+        "n_trunk": (0, 16), "n_mask": (0, 16), "mask_down": (0, 6), "graph_dim": (0, 512),
+    }
 
     in_channels: int = 1
     scale: int = 4  # pixel-unshuffle factor of the body

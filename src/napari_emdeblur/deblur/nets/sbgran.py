@@ -42,6 +42,11 @@ class SBGRANConfig(CardConfig):
     """Architecture of a semi-blind GRAN (round-trips through the model card)."""
 
     KIND: ClassVar[str] = "semi-blind GRAN"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "betas": (1e-3, 1e4), "half_width": (1, 512), "n_half": (0, 16), "width": (1, 512), "n_groups": (0, 32),
+        "n_grabs": (0, 32), "n_trunk": (0, 16), "n_mask": (0, 16), "mask_down": (0, 6), "graph_dim": (0, 512),
+        "wiener_pad": (0, 256),
+    }
 
     betas: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])  # Wiener strengths
     half_width: int = 24  # channels at half resolution

@@ -15,6 +15,7 @@ from .gran import CardConfig, pad_to_multiple
 @dataclass
 class UNetConfig(CardConfig):
     KIND: ClassVar[str] = "U-Net"
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"in_channels": (1, 1), "base": (1, 256), "depth": (1, 8)}
     in_channels: int = 1
     base: int = 14  # channels at full resolution; doubled at each level
     depth: int = 3  # number of 2x down-samplings

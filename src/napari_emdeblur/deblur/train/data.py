@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ...io.formats import is_image_file, is_tiff
+from ...io.errors import os_reason
+from ...io.formats import IMAGE_SUFFIXES, is_image_file
 from ...io.values import to_grayscale, value_range
 from .degrade import Degradation, DegradationRanges
 
@@ -26,33 +27,38 @@ MARGIN = 24  # context (px) around each crop for the blur; larger than any train
 
 
 def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
-    """All image files (png/tif/...) directly inside ``dirs``, sorted; error if none.
+    """All image files (the reader's suffixes, :mod:`napari_emdeblur.io.formats`) directly inside
+    ``dirs``, sorted; error naming the entry if one finds none.
 
     An entry may also be a file, or a glob pattern of files (``sbem/0[1-5]*.png``).
     """
     files: list[Path] = []
     for d in dirs:
         if any(ch in str(d) for ch in "*?["):
-            hits = sorted(p for p in Path(str(d)).parent.glob(Path(str(d)).name) if is_image_file(p))
+            hits = sorted(p for p in Path(str(d)).parent.glob(Path(str(d)).name) if is_image_file(p) and not p.is_dir())
             if not hits:
                 raise FileNotFoundError(f"training data pattern {d} matches no image")
             files.extend(hits)
             continue
         d = Path(d)
-        if d.is_file() and is_image_file(d):
+        if is_image_file(d) and d.exists() and not d.is_dir():
             files.append(d)
             continue
         if not d.is_dir():
             raise FileNotFoundError(f"training data folder {d} not found")
-        files.extend(sorted(p for p in d.iterdir() if is_image_file(p)))
+        try:
+            files.extend(sorted(p for p in d.iterdir() if is_image_file(p) and not p.is_dir()))
+        except OSError as e:
+            raise OSError(e.errno, f"training data folder {d}: cannot list it ({os_reason(e)})") from None
     if not files:
-        raise ValueError(f"no images (png/tif) found in {[str(d) for d in dirs]}")
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(str(d) for d in dirs)}")
     return files
 
 
 def to_float01(a: np.ndarray) -> np.ndarray:
     """Scale an image to float32 [0, 1] as inference does (``io.values.value_range``, mode
-    ``auto``: uint16 by its significant bit depth); floats are taken as they are.
+    ``auto``: uint16 by its significant bit depth). Images read by :func:`read_image_file` are
+    uint8/uint16 (the reader's dtype policy); floats are taken as they are.
     """
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] in (3, 4):  # colour -> grey as the readers do (io.values)
@@ -63,23 +69,22 @@ def to_float01(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def read_image_file(path: Path) -> list[np.ndarray]:
-    """2-D float32 [0,1] sections of one file (a multi-page TIFF gives several)."""
-    if is_tiff(path):
-        import tifffile
+def read_image_file(path: Path, notes: list[str] | None = None) -> list[np.ndarray]:
+    """2-D float32 [0,1] sections of one file (a multi-page TIFF gives several).
 
-        a = tifffile.imread(path)
-    else:
-        from skimage import io as skio
+    Read by the package's reader (``io.load_section``): the same formats, dtype and colour policy
+    and the same errors (:class:`~napari_emdeblur.io.errors.EMReadError` naming the file) as
+    everywhere else; what the reader converted is appended to ``notes``.
+    """
+    from ...io.read import load_section
 
-        a = skio.imread(path)
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        return [to_float01(a)]
+    sec = load_section(path)
+    if notes is not None:
+        notes.extend(sec.metadata.get("warnings", []))
+    a = np.asarray(sec.data)
     if a.ndim == 2:
         return [to_float01(a)]
-    if a.ndim == 3:
-        return [to_float01(s) for s in a]
-    raise ValueError(f"{path}: unsupported image shape {a.shape}")
+    return [to_float01(s) for s in a]
 
 
 def load_sections(dirs: list[str | os.PathLike]) -> tuple[list[np.ndarray], list[Path]]:
@@ -88,17 +93,18 @@ def load_sections(dirs: list[str | os.PathLike]) -> tuple[list[np.ndarray], list
 
 
 def load_grouped_sections(
-    dirs: list[str | os.PathLike],
+    dirs: list[str | os.PathLike], notes: list[str] | None = None,
 ) -> tuple[list[np.ndarray], list[Path], list[int]]:
     """Like :func:`load_sections`, plus the index in ``dirs`` each section came from (so a
-    sampler can weight the folders equally whatever their sizes).
+    sampler can weight the folders equally whatever their sizes). The reader's warnings (values
+    converted, channels dropped, ...) are appended to ``notes``.
     """
     secs: list[np.ndarray] = []
     files: list[Path] = []
     groups: list[int] = []
     for g, d in enumerate(dirs):
         for f in list_images([d]):
-            s = read_image_file(f)
+            s = read_image_file(f, notes)
             secs.extend(s)
             groups.extend([g] * len(s))
             files.append(f)

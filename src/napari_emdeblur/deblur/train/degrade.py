@@ -22,7 +22,9 @@ noise               Poisson (photon count 20 - 500 per unit intensity) plus
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from scipy import ndimage, signal
@@ -231,6 +233,48 @@ class DegradationRanges:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def with_overrides(cls, overrides: dict | None) -> "DegradationRanges":
+        """The default ranges with ``overrides`` applied, each checked (``ValueError`` names the key)."""
+        base = cls()
+        if not overrides:
+            return base
+        if not isinstance(overrides, dict):
+            raise ValueError("degradation ranges must be a JSON object")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown degradation range key(s) {unknown} (known: {', '.join(sorted(names))})")
+        out: dict[str, Any] = {}
+        for key, value in overrides.items():
+            default = getattr(base, key)
+            if key == "kinds":
+                ok_kinds = ("gaussian", "defocus", "astigmatic")
+                if not (isinstance(value, (list, tuple)) and value and all(v in ok_kinds for v in value)):
+                    raise ValueError(f"'kinds' must be a list of {', '.join(ok_kinds)}, got {value!r}")
+                out[key] = tuple(value)
+                continue
+            if isinstance(default, tuple):
+                n = len(overrides.get("kinds") or base.kinds) if key == "kind_weights" else len(default)
+                nums = list(value) if isinstance(value, (list, tuple)) else None
+                good = nums is not None and len(nums) == n and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in nums
+                )
+                if key != "kind_weights" and good and nums is not None and len(nums) == 2:
+                    good = nums[0] <= nums[1]
+                if not good:
+                    raise ValueError(f"'{key}' must be {n} finite non-negative numbers"
+                                     f"{' (low, high)' if key != 'kind_weights' and n == 2 else ''}, got {value!r}")
+                out[key] = tuple(float(v) for v in value)
+            else:
+                if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                        and 0.0 <= value <= 1.0):
+                    raise ValueError(f"'{key}' must be a probability between 0 and 1, got {value!r}")
+                out[key] = float(value)
+        if "kinds" in out and "kind_weights" not in out and len(out["kinds"]) != len(base.kind_weights):
+            raise ValueError("'kinds' needs matching 'kind_weights' (one weight per kind)")
+        return replace(base, **out)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -18,9 +18,9 @@ along, so a time-limited run still ends with a decayed learning rate.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from ...qc.messages import Notice, Progress
 from ..device import resolve_device
 from ..metrics import psnr, ssim
 from ..nets.sbgran import estimate_params
-from ..weights import atomic_torch_save, build_model, load_model, save_model
+from ..weights import atomic_torch_save, build_model, checked_config, load_model, save_model
 from .data import Augment, PairSampler, file_manifest, load_grouped_sections, make_val_set
 from .degrade import DegradationRanges
 
@@ -79,9 +79,43 @@ class TrainConfig:
     augment: bool = True
     data_root: str | None = None  # data/val entries are relative to this folder (cards name them so)
     snapshot_steps: list[int] = field(default_factory=list)  # also keep model_step<N>.pt at these steps
+    overwrite: bool = False  # replace the files of a previous run in ``out`` (else refused, unless resume)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting for values that cannot train (before any file is read)."""
+
+        def whole(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be a whole number >= {lo}, got {v!r}")
+
+        def number(name: str, lo: float, strict: bool = False, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or v < lo or (strict and v == lo):
+                raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {v!r}")
+
+        for name, lo in (("steps", 1), ("batch", 1), ("crop", 16), ("warmup", 0), ("log_every", 1),
+                         ("checkpoint_every", 1), ("val_crops", 1), ("val_crop", 16)):
+            whole(name, lo)
+        if self.threads is not None:
+            whole("threads", 1)
+        number("lr", 0.0, strict=True)
+        number("lr_min", 0.0)
+        number("adv_weight", 0.0)
+        number("max_minutes", 0.0, optional=True)
+        if self.pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}, not {self.pixel_loss!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.snapshot_steps):
+            raise ValueError(f"snapshot_steps must be whole numbers >= 1, got {self.snapshot_steps!r}")
+        DegradationRanges.with_overrides(self.ranges)  # ValueError names the key
+        if not self.init_weights:
+            checked_config(self.model_type, self.model, source="architecture")
 
 
 class PatchDiscriminator(nn.Module):
@@ -149,37 +183,47 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
 
     The last message has ``stage='done'`` and the path of ``model_best.pt`` as message.
     """
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    cfg.validate()
     if not cfg.data:
         raise ValueError("no training data folders given")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    root = Path(cfg.data_root) if cfg.data_root else None
+    under_root = (lambda d: str(root / d)) if root else str  # noqa: E731
+    data_dirs = [under_root(d) for d in cfg.data]
+    val_dirs = [under_root(d) for d in cfg.val]
+    _check_out(out, data_dirs + val_dirs, cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    if cfg.pixel_loss not in PIXEL_LOSSES:
-        raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}, not {cfg.pixel_loss!r}")
     pixel_loss = PIXEL_LOSSES[cfg.pixel_loss]
-    ranges = dataclasses.replace(DegradationRanges(), **cfg.ranges) if cfg.ranges else DegradationRanges()
-    root = Path(cfg.data_root) if cfg.data_root else None
-    under_root = (lambda d: str(root / d)) if root else str  # noqa: E731
-    sections, files, groups = load_grouped_sections([under_root(d) for d in cfg.data])
-    sampler = PairSampler(
-        sections, crop=cfg.crop, ranges=ranges, augment=Augment() if cfg.augment else None, groups=groups
-    )
+    ranges = DegradationRanges.with_overrides(cfg.ranges)
+    notes: list[str] = []
+    sections, files, groups = load_grouped_sections(data_dirs, notes)
+    try:
+        sampler = PairSampler(
+            sections, crop=cfg.crop, ranges=ranges, augment=Augment() if cfg.augment else None, groups=groups
+        )
+    except ValueError as e:
+        raise ValueError(f"training data {', '.join(data_dirs)}: {e}") from None
     val_set, val_files = [], []
     if cfg.val:
-        vsec, val_files, vgroups = load_grouped_sections([under_root(d) for d in cfg.val])
-        val_set = make_val_set(
-            vsec,
-            n=cfg.val_crops,
-            crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48),
-            seed=cfg.seed + 1 if cfg.val_seed is None else cfg.val_seed,
-            ranges=ranges,
-            groups=vgroups,
-        )
+        vsec, val_files, vgroups = load_grouped_sections(val_dirs, notes)
+        try:
+            val_set = make_val_set(
+                vsec,
+                n=cfg.val_crops,
+                crop=min(cfg.val_crop, min(min(s.shape) for s in vsec) - 48),
+                seed=cfg.seed + 1 if cfg.val_seed is None else cfg.val_seed,
+                ranges=ranges,
+                groups=vgroups,
+            )
+        except ValueError as e:
+            raise ValueError(f"validation data {', '.join(val_dirs)}: {e}") from None
+    for n in dict.fromkeys(notes):
+        yield Notice(f"warning: {n}", "warning")
     base_metrics = input_metrics(val_set) if val_set else None
 
     init_card = None
@@ -205,6 +249,37 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         model_type = cfg.model_type
         model = build_model(model_type, cfg.model)
         model.cfg.to_dict()
+    created = not out.exists()  # the data and the model are good: only now is OUT made
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield from _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler, val_set,
+                          val_files, files, root, base_metrics)
+    except Exception:
+        if created and not (out / "checkpoint.pt").exists():  # nothing of value: leave no partial run
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+_RUN_FILES = ("checkpoint.pt", "metrics.csv")
+
+
+def _check_out(out: Path, inputs: list[str], cfg: TrainConfig) -> None:
+    """Refuse an output folder inside a data folder, or holding another run (without resume/overwrite)."""
+    o = out.resolve()
+    for d in inputs:
+        base = Path(d).parent if any(ch in d for ch in "*?[") else Path(d)
+        b = base.resolve()
+        if b.is_dir() and (o == b or b in o.parents):
+            raise ValueError(f"--out {out} lies in the training data folder {base}; choose a folder outside it")
+    if o.is_dir() and not (cfg.resume or cfg.overwrite):
+        old = [n for n in _RUN_FILES if (o / n).exists()] + sorted(p.name for p in o.glob("model_*.pt"))
+        if old:
+            raise ValueError(f"--out {out} holds another run ({', '.join(old[:3])}); pass --resume to continue it "
+                             "or --overwrite to replace it")
+
+
+def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler, val_set, val_files, files, root,
+           base_metrics) -> Iterator[Progress | Notice]:
     model = model.to(device).train()
     semi_blind = model_type == "sbgran"
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
