@@ -98,4 +98,6 @@ def test_evaluate_summarise_and_render(bench, windows, tmp_path, shared_data):
     tiling = ctx["tiling"]
     assert [(r["tile"], r["overlap"]) for r in tiling] == [(512, 32), (256, 32)]
     # blended tiles stay close to the whole-image pass (a seam or a misplaced tile would not)
-    assert all(r["p999"] <= 24 and r["mean"] < 1.5 for r in tiling), tiling
+    # the semi-blind model estimates the PSF per window, so windows differ a little more than a blind model's
+    # would; a seam would show as large errors along window borders (p999)
+    assert all(r["p999"] <= 24 and r["mean"] < 2.5 for r in tiling), tiling
