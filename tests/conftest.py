@@ -108,6 +108,26 @@ def _em_image(seed: int = 0) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def synthetic_section(shape=(512, 768), seed=0, soft=(), retake=(), tile=128) -> np.ndarray:
+    """uint8 EM-like texture with noise; tiles in ``soft`` blurred 1.5 px, in ``retake`` 4 px."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.standard_normal(shape), 5.0)
+    cells = blobs > 0
+    mem = cells ^ ndimage.binary_erosion(cells)
+    img = 0.55 + 0.15 * cells - 0.3 * ndimage.binary_dilation(mem) + 0.05 * ndimage.gaussian_filter(
+        rng.standard_normal(shape), 1.0)
+    img = img.astype(np.float32)
+    for tiles, sigma in ((soft, 1.5), (retake, 4.0)):
+        b = ndimage.gaussian_filter(img, sigma)
+        for i, j in tiles:
+            sl = (slice(i * tile, (i + 1) * tile), slice(j * tile, (j + 1) * tile))
+            img[sl] = b[sl]
+    img = img + 0.02 * rng.standard_normal(shape).astype(np.float32)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+
+
 def make_tiles(folder: Path, n: int, seed: int = 0, sections=("secA", "secB")) -> dict[str, str]:
     """Write ``n`` 256x256 tiles (sharp / mildly blurred / very blurred) into section folders.
 

@@ -1,5 +1,5 @@
-"""Decisions, thresholds, the CSV report, stack scoring (numpy / dask / banded) and
-``emdeblur score`` end to end, including its bad-input exit codes."""
+"""Decisions, thresholds, the CSV report and stack scoring (numpy / dask / banded); the
+``emdeblur score`` command itself is tested in tests/cli/test_score_cli.py."""
 
 from __future__ import annotations
 
@@ -8,34 +8,14 @@ import time
 
 import numpy as np
 import pytest
-import tifffile
-from scipy import ndimage
+from conftest import synthetic_section
 
-from napari_emdeblur.cli import main
 from napari_emdeblur.qc import decisions as dec
 from napari_emdeblur.qc import scoring, thresholds
 from napari_emdeblur.qc.focus import score_tiles
 from napari_emdeblur.qc.messages import Progress, SectionScores
 from napari_emdeblur.qc.scoring import ScoreParams, iter_score_stack, score_stack
 from napari_emdeblur.qc.tiling import TileGrid
-
-
-def _section(shape=(512, 768), seed=0, soft=(), retake=(), tile=128) -> np.ndarray:
-    """uint8 EM-like texture with noise; tiles in ``soft`` blurred 1.5 px, in ``retake`` 4 px."""
-    rng = np.random.default_rng(seed)
-    blobs = ndimage.gaussian_filter(rng.standard_normal(shape), 5.0)
-    cells = blobs > 0
-    mem = cells ^ ndimage.binary_erosion(cells)
-    img = 0.55 + 0.15 * cells - 0.3 * ndimage.binary_dilation(mem) + 0.05 * ndimage.gaussian_filter(
-        rng.standard_normal(shape), 1.0)
-    img = img.astype(np.float32)
-    for tiles, sigma in ((soft, 1.5), (retake, 4.0)):
-        b = ndimage.gaussian_filter(img, sigma)
-        for i, j in tiles:
-            sl = (slice(i * tile, (i + 1) * tile), slice(j * tile, (j + 1) * tile))
-            img[sl] = b[sl]
-    img = img + 0.02 * rng.standard_normal(shape).astype(np.float32)
-    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -129,7 +109,7 @@ def test_tile_rows_and_atomic_csv(tmp_path):
 # --------------------------------------------------------------------------- stack scoring
 def test_iter_score_stack_numpy_dask_and_bands(monkeypatch):
     da = pytest.importorskip("dask.array")
-    stack = np.stack([_section(seed=s, soft=[(1, 1)]) for s in range(3)])  # (3, 512, 768)
+    stack = np.stack([synthetic_section(seed=s, soft=[(1, 1)]) for s in range(3)])  # (3, 512, 768)
     params = ScoreParams(tile=128, anisotropy=True)
     msgs = list(iter_score_stack(stack, params))
     secs = [m for m in msgs if isinstance(m, SectionScores)]
@@ -149,7 +129,7 @@ def test_iter_score_stack_numpy_dask_and_bands(monkeypatch):
     np.testing.assert_allclose(score_stack(lazy, params), ref, rtol=1e-6)
     # force row-bands of whole tiles (2 tile rows per band; the last band here is 1 row)
     monkeypatch.setattr(scoring, "BAND_PIXELS", 2 * 128 * 128 * 6 + 1)
-    lazy2 = da.from_array(np.stack([_section(shape=(600, 768), seed=4)]), chunks=(1, 256, 256))
+    lazy2 = da.from_array(np.stack([synthetic_section(shape=(600, 768), seed=4)]), chunks=(1, 256, 256))
     msgs = list(iter_score_stack(lazy2, ScoreParams(tile=128)))
     bands = [m for m in msgs if isinstance(m, Progress) and "band" in m.message]
     assert len(bands) == 2  # bands 2/3 and 3/3 announced
@@ -185,66 +165,3 @@ def test_section_thresholds_one_given():
     assert r == 0.19 and c == pytest.approx(max(ac, 0.19))
     c, r = thresholds.section_thresholds(np.full(4, np.nan))
     assert np.isnan(c) and np.isnan(r)
-
-
-# --------------------------------------------------------------------------- CLI
-def test_cli_score_end_to_end(tmp_path, capsys):
-    img = _section(seed=5, soft=[(0, 2)], retake=[(2, 4)])
-    path = tmp_path / "sec.tif"
-    tifffile.imwrite(path, img)
-    stack_path = tmp_path / "stack.tif"
-    tifffile.imwrite(stack_path, np.stack([img, _section(seed=6)]))
-    out = tmp_path / "report.csv"
-    # section-relative thresholds of autocorr on a synthetic texture (the blur metric: test_blurmap.py)
-    rc = main(["score", str(path), str(stack_path), "--tile", "128", "--csv", str(out), "--metric", "autocorr"])
-    assert rc == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 5  # 1 + 2 sections, total, "wrote"
-    assert "24 tiles" in lines[0] and "retake 1 (4.2%)" in lines[0] and "correct 1 (4.2%)" in lines[0], lines[0]
-    assert "z=1" in lines[2] and lines[3].startswith("total: 72 tiles")
-    with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 72 and list(rows[0]) == list(dec.CSV_COLUMNS)
-    by = {(r["file"].endswith("sec.tif"), r["row"], r["col"]): r["decision"] for r in rows if r["section"] == "0"}
-    assert by[(True, "0", "2")] == "correct" and by[(True, "2", "4")] == "retake"
-    assert sum(r["decision"] != "ok" for r in rows if r["file"].endswith("sec.tif")) == 2
-
-    # explicit thresholds: everything below 1e9 is flagged for correction
-    rc = main(["score", str(path), "--tile", "128", "--correct-threshold", "1e9", "--retake-threshold", "-1",
-               "--metric", "autocorr"])
-    assert rc == 0 and "correct 24 (100.0%)" in capsys.readouterr().out
-
-
-def test_cli_score_bad_input_exit_codes(tmp_path, capsys):
-    img = _section(shape=(256, 256), seed=7)
-    path = tmp_path / "sec.tif"
-    tifffile.imwrite(path, img)
-    out = tmp_path / "r.csv"
-    out.write_text("keep me\n")
-
-    def err(argv) -> tuple[int, str]:
-        rc = main(argv)
-        e = capsys.readouterr().err.strip()
-        return rc, e
-
-    rc, e = err(["score", str(path), "--csv", str(out)])
-    assert rc != 0 and "already exists" in e and len(e.splitlines()) == 1
-    assert out.read_text() == "keep me\n"
-    rc = main(["score", str(path), "--csv", str(out), "--overwrite", "--tile", "128"])
-    assert rc == 0 and out.read_text().startswith("file,section,row,col")
-    capsys.readouterr()
-
-    bad = tmp_path / "broken.tif"
-    bad.write_bytes(b"this is not a tiff")
-    rc, e = err(["score", str(bad)])
-    assert rc != 0 and "broken.tif" in e and len(e.splitlines()) == 1
-    rc, e = err(["score", str(tmp_path / "missing.tif")])
-    assert rc != 0 and "missing.tif" in e
-    rc, e = err(["score", str(path), "--correct-threshold", "0.1", "--retake-threshold", "0.2"])
-    assert rc != 0 and "must not exceed" in e
-    rc, e = err(["score", str(path), "--csv", str(tmp_path / "no" / "r.csv")])
-    assert rc != 0 and "does not exist" in e
-    rc, e = err(["score", str(path), "--tile", "4"])
-    assert rc != 0 and "tile" in e
-    rc, e = err(["score", str(path), "--metric", "nope"])  # argparse: one line naming the option, exit 2
-    assert rc == 2 and "argument --metric" in e and len(e.splitlines()) == 1

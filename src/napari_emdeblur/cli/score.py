@@ -181,7 +181,7 @@ def run(args) -> int:
         data = sec.data
         if len(data.shape) not in (2, 3):
             raise CLIError(f"{path}: expected a 2-D section or a (z, y, x) stack, got shape {tuple(data.shape)}")
-        grid = TileGrid(tuple(int(s) for s in data.shape[-2:]), params.tile)
+        grid = TileGrid((int(data.shape[-2]), int(data.shape[-1])), params.tile)
         nz = int(data.shape[0]) if len(data.shape) == 3 else 1
         for msg in iter_score_stack(data, params):
             if not isinstance(msg, SectionScores):

@@ -68,7 +68,7 @@ class Selection:
     @classmethod
     def rectangles(cls, grid: TileGrid, rects: Iterable[tuple[Iterable[int], float, float, float, float]]) -> "Selection":
         """The tiles overlapping pixel rectangles ``(sections, y0, x0, y1, x1)``."""
-        out = []
+        out: list[tuple[int, int, int]] = []
         for zs, y0, x0, y1, x1 in rects:
             out.extend((z, i, j) for z in zs for i, j in tiles_in_rectangle(grid, y0, x0, y1, x1))
         return cls.of_tiles(out)

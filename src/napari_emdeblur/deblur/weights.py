@@ -30,12 +30,14 @@ from torch import nn
 from ..io.atomic import atomic_write, atomic_write_bytes, sha256_file
 from ..io.errors import os_reason
 from .cards import MODEL_TYPE_NAMES, WeightsError, card_path, check_weights_path, read_card  # noqa: F401
-from .nets.gran import GRAN, GRANConfig
+from .nets.gran import GRAN, CardConfig, GRANConfig
 from .nets.sbgran import SBGRAN, SBGRANConfig
 from .nets.unet import UNet, UNetConfig
 from .shipped import SHIPPED_NAME, shipped_weights_path  # noqa: F401  (re-exported)
 
-MODEL_TYPES = {"gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig), "sbgran": (SBGRAN, SBGRANConfig)}
+MODEL_TYPES: dict[str, tuple[type[nn.Module], type[CardConfig]]] = {
+    "gran": (GRAN, GRANConfig), "unet": (UNet, UNetConfig), "sbgran": (SBGRAN, SBGRANConfig),
+}
 assert set(MODEL_TYPES) == set(MODEL_TYPE_NAMES)
 #: a model card may declare at most this many parameters (400 MB in fp32): a damaged card
 #: (``width`` 100000) is refused before the allocator is asked for hundreds of GB

@@ -73,6 +73,7 @@ __all__ = [
     "COARSEST_SIDE",
     "DEFAULT_MULTISCALE_SIDE",
     "LAYOUT_VERSION",
+    "LevelArray",
     "Pyramid",
     "PyramidLevel",
     "Tile",
@@ -738,26 +739,25 @@ def index_ranges(key: Any, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]
     return ranges, drop
 
 
-class PyramidLevel:
-    """Level ``k`` (>= 1) of a :class:`Pyramid` as a read-only array-like (``shape``, ``dtype``,
-    ``ndim``, step-1 slicing): what napari's multiscale layers need. Reading never blocks on
-    tile files: tiles not built yet read as 0 (overview levels) or as the finest overview level
-    enlarged (fine levels), and are queued.
+class LevelArray:
+    """A read-only array-like over one level of a multiscale image (``shape``, ``dtype``,
+    ``ndim``, ``size``, step-1 slicing): what napari's multiscale layers need.
+
+    Subclasses implement :meth:`_read`; integer indices and 2-D levels are handled here.
     """
 
-    def __init__(self, pyramid: Pyramid, k: int):
-        self.pyramid, self.k = pyramid, k
-        self.shape = pyramid.shapes[k]
-        self.dtype = pyramid.dtype
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, k: int):
+        self.k = k
+        self.shape = shape
+        self.dtype = dtype
         self.ndim = len(self.shape)
         self.size = int(np.prod(self.shape))
-        self.nbytes = self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"<PyramidLevel {self.k} of shape {self.shape}>"
+        return f"<{type(self).__name__} {self.k} of shape {self.shape}>"
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         a = self[...]
@@ -769,13 +769,33 @@ class PyramidLevel:
             (z0, z1), (y0, y1), (x0, x1) = ranges
         else:
             (z0, z1), ((y0, y1), (x0, x1)) = (0, 1), ranges
-        out = np.zeros((z1 - z0, y1 - y0, x1 - x0), self.dtype)
-        for z in range(z0, z1):
-            self._fill(out[z - z0], z, y0, y1, x0, x1)
+        out = self._read(z0, z1, y0, y1, x0, x1)
         if self.ndim == 2:
             out = out[0]
         if any(drop):
             out = out[tuple(0 if d else slice(None) for d in drop)]
+        return out
+
+    def _read(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Planes ``[z0, z1)``, rows ``[y0, y1)``, columns ``[x0, x1)`` as a ``(z, y, x)`` array."""
+        raise NotImplementedError
+
+
+class PyramidLevel(LevelArray):
+    """Level ``k`` (>= 1) of a :class:`Pyramid` as a read-only array-like (see :class:`LevelArray`).
+    Reading never blocks on tile files: tiles not built yet read as 0 (overview levels) or as
+    the finest overview level enlarged (fine levels), and are queued.
+    """
+
+    def __init__(self, pyramid: Pyramid, k: int):
+        super().__init__(pyramid.shapes[k], pyramid.dtype, k)
+        self.pyramid = pyramid
+        self.nbytes = self.size * self.dtype.itemsize
+
+    def _read(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        out = np.zeros((z1 - z0, y1 - y0, x1 - x0), self.dtype)
+        for z in range(z0, z1):
+            self._fill(out[z - z0], z, y0, y1, x0, x1)
         return out
 
     def _fill(self, out: np.ndarray, z: int, y0: int, y1: int, x0: int, x1: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,8 @@ def _load_folder_stack(folder: Path, files: list[Path], lazy_bytes: int) -> Sect
     axes = "zyx"
     if len(files) == 1:
         data, axes = data[0], "yx"
-    meta = {"warnings": notes, "format": "folder", "files": [str(f) for f in files], "z_spacing": pz}
+    meta: dict[str, Any] = {"warnings": notes, "format": "folder", "files": [str(f) for f in files],
+                            "z_spacing": pz}
     if extra:
         meta["emdeblur"] = extra
     return Section(data, ps, folder.name, str(folder), axes, None, meta)
@@ -243,8 +245,8 @@ def load_section(
             tnotes: list[str] = []
             data, axes, extra, ps, pz = read_tiff(p, limit, content, tnotes)
             data = tiff_to_yx(data, axes, p, tnotes)
-            meta = {"format": "ome-tiff" if suf.startswith(".ome") else "tiff", "z_spacing": pz,
-                    "warnings": tnotes}
+            meta: dict[str, Any] = {"format": "ome-tiff" if suf.startswith(".ome") else "tiff",
+                                    "z_spacing": pz, "warnings": tnotes}
             if extra:
                 meta["emdeblur"] = extra
             sec = Section(data, ps, stem_of(p), str(p), "yx", None, meta)
@@ -269,8 +271,8 @@ def load_section(
             pixel_size = (float(pixel_size), float(pixel_size))
         sec.pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
     elif sec.pixel_size is not None:  # 10 significant digits: undo rational round-off
-        yx = [plausible_nm(v, "pixel size", str(p), notes) for v in sec.pixel_size[:2]]
-        sec.pixel_size = None if None in yx else tuple(float(f"{v:.10g}") for v in yx)  # type: ignore[arg-type]
+        y, x = (plausible_nm(v, "pixel size", str(p), notes) for v in sec.pixel_size[:2])
+        sec.pixel_size = None if y is None or x is None else (float(f"{y:.10g}"), float(f"{x:.10g}"))
     pz = sec.metadata.get("z_spacing")
     pz = plausible_nm(pz, "z spacing", str(p), notes) if sec.axes == "zyx" else None
     if pz is not None:

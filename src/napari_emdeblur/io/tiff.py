@@ -14,6 +14,8 @@ import io
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,16 +238,10 @@ def read_tiff(
     ``content``: the file's bytes, already read (decoded from memory, never lazily). What was
     ignored (other pages) is described in ``notes``.
     """
-    import tifffile
-
     if content is not None:
         lazy_bytes = 1 << 62
-    try:
-        tif = tifffile.TiffFile(path if content is None else io.BytesIO(content))
-    except Exception as e:  # noqa: BLE001 - any parse failure is a read error
-        raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
-    keep_open = False
-    try:
+    with _open_tiff(path, content, "corrupt or truncated TIFF file (its image data cannot be decoded)") as opened:
+        tif = opened.tif
         if not tif.series:
             raise EMReadError(f"{path}: TIFF file holds no image")
         series = tif.series[0]
@@ -270,23 +266,11 @@ def read_tiff(
                 data = da.from_array(view, chunks=chunks, name=f"tiffmm-{path}-{os.path.getmtime(path)}",
                                      meta=np.empty((0,) * nd, view.dtype))
             else:
-                import zarr
-
-                store = tif.aszarr(series=0, level=0)
-                z = zarr.open(store, mode="r")
-                data = da.from_array(GuardedReads(z, path), chunks=z.chunks, name=f"tiffz-{path}-{os.path.getmtime(path)}",
-                                     meta=np.empty((0,) * z.ndim, z.dtype))
-                keep_open = True  # the store reads from this file handle on demand
+                data = _lazy_level(tif, 0, path, "tiffz")
+                opened.keep_open = True  # the store reads from this file handle on demand
         else:
             data = series.asarray()
         return data, axes, extra, ps, pz
-    except EMReadError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise read_error(path, e, "corrupt or truncated TIFF file (its image data cannot be decoded)") from None
-    finally:
-        if not keep_open and not tif.filehandle.closed:
-            tif.close()
 
 
 def read_tiff_levels(path: Path, lazy_bytes: int) -> tuple[list[Any], str] | None:
@@ -296,34 +280,60 @@ def read_tiff_levels(path: Path, lazy_bytes: int) -> tuple[list[Any], str] | Non
     Levels are read into memory when the series is at most ``lazy_bytes``, else they are lazy
     dask arrays over tifffile's zarr stores (the file stays open while they are in use).
     """
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as e:  # noqa: BLE001
-        raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
-    keep_open = False
-    try:
+    with _open_tiff(path, None, "corrupt pyramid levels (reduced-resolution images) in the TIFF file") as opened:
+        tif = opened.tif
         if not tif.series or len(tif.series[0].levels) < 2:
             return None
         series = tif.series[0]
         if series.nbytes <= lazy_bytes:
             return [lv.asarray() for lv in series.levels], series.axes
-        import dask.array as da
-        import zarr
-
-        zs = [zarr.open(tif.aszarr(series=0, level=k), mode="r") for k in range(len(series.levels))]
-        levels = [da.from_array(GuardedReads(z, path), chunks=z.chunks, name=f"tiffz{k}-{path}-{os.path.getmtime(path)}",
-                                meta=np.empty((0,) * z.ndim, z.dtype)) for k, z in enumerate(zs)]
-        keep_open = True
+        levels = [_lazy_level(tif, k, path, f"tiffz{k}") for k in range(len(series.levels))]
+        opened.keep_open = True
         return levels, series.axes
+
+
+class _OpenTiff:
+    """A TIFF file being read; ``keep_open`` when lazy arrays read from its file handle."""
+
+    def __init__(self, tif: Any):
+        self.tif = tif
+        self.keep_open = False
+
+
+@contextmanager
+def _open_tiff(path: Path, content: bytes | None, corrupt: str) -> Iterator[_OpenTiff]:
+    """Open ``path`` (or its ``content``) with tifffile; any failure inside the block other than
+    an :class:`EMReadError` becomes a read error naming the file with the reason ``corrupt``.
+    The file is closed on leaving unless ``keep_open`` was set.
+    """
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path if content is None else io.BytesIO(content))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a read error
+        raise read_error(path, e, "corrupt, truncated or not a TIFF file") from None
+    opened = _OpenTiff(tif)
+    try:
+        yield opened
     except EMReadError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise read_error(path, e, "corrupt pyramid levels (reduced-resolution images) in the TIFF file") from None
+        raise read_error(path, e, corrupt) from None
     finally:
-        if not keep_open and not tif.filehandle.closed:
+        if not opened.keep_open and not tif.filehandle.closed:
             tif.close()
+
+
+def _lazy_level(tif: Any, k: int, path: Path, prefix: str) -> Any:
+    """Level ``k`` of the first series as a dask array over tifffile's zarr store (it reads from
+    ``tif``'s file handle on demand, its read errors naming ``path``).
+    """
+    import dask.array as da
+    import zarr
+
+    z = zarr.open(tif.aszarr(series=0, level=k), mode="r")
+    return da.from_array(GuardedReads(z, path), chunks=z.chunks, name=f"{prefix}-{path}-{os.path.getmtime(path)}",
+                         meta=np.empty((0,) * z.ndim, z.dtype))
 
 
 class _MemmapView:

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..qc.messages import Notice, Progress
 from .config import PipelineConfig, TileRecord
 from .discover import candidates_for_inputs
 from .errors import ModelLoadError
+from .journal import Row
 from .process import analyse_tile, correct_recorded, needs_correction
 from .session import RunSummary, Session, check_model, progress_line
 
@@ -135,7 +136,7 @@ def _connect(scheduler: str | None, workers: int, gpu_workers: bool):
 
     if scheduler:
         return Client(scheduler), None
-    kw = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    kw: dict[str, Any] = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     if gpu_workers:
         kw["resources"] = {"GPU": 1}
     cluster = LocalCluster(**kw)
@@ -216,10 +217,11 @@ def _run_dask(session: Session, pending, scheduler, workers, gpu_workers, client
         yield Notice(f"dask: {n_workers} task slot(s) at {client.scheduler.address}")
         cfg = session.cfg
         cfg_dict = cfg.to_dict()
+        assert session.thresholds is not None  # settled before any tile is processed (batch)
         th = tuple(session.thresholds)
         queue = list(pending)
         gsize = group_size(len(queue), n_workers)
-        rows = {}  # future key -> (rows, stage)
+        rows: dict[str, tuple[list[Row], str]] = {}  # future key -> (rows, stage)
         ac = as_completed()
         total, done = len(queue), 0
         correct_resources = {"GPU": 1} if gpu_workers else None

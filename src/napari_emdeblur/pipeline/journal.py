@@ -233,6 +233,13 @@ class Journal:
     def get(self, row_id: int) -> Row | None:
         return self._row(self.con.execute("SELECT * FROM files WHERE id=?", (row_id,)).fetchone())
 
+    def _existing(self, row_id: int) -> Row:
+        """The row ``row_id``, which must exist (rows are never deleted)."""
+        row = self.get(row_id)
+        if row is None:
+            raise RuntimeError(f"no journal row {row_id}")
+        return row
+
     def get_path(self, path: str) -> Row | None:
         return self._row(self.con.execute("SELECT * FROM files WHERE path=?", (str(path),)).fetchone())
 
@@ -279,7 +286,8 @@ class Journal:
     # ------------------------------------------------------------------ runs
     def start_run(self, kind: str) -> int:
         cur = self.con.execute("INSERT INTO runs(kind, started) VALUES(?, ?)", (kind, time.time()))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # set by every successful INSERT
+        return cur.lastrowid
 
     def end_run(self, run_id: int, done: int, failed: int, pixels: int) -> None:
         self.con.execute(
@@ -547,7 +555,7 @@ class Journal:
             (json.dumps(result, sort_keys=True), sha256, now, now, row_id),
         )
         shutil.rmtree(self.staging_dir(row_id), ignore_errors=True)
-        return self.get(row_id)
+        return self._existing(row_id)
 
     def fail(self, row_id: int, error: str, kind: str = "permanent", result: dict | None = None) -> Row:
         """Mark a ``processing`` row failed. ``kind``: ``permanent`` (retried only when the file
@@ -555,9 +563,7 @@ class Journal:
         """
         if kind not in ("permanent", "transient"):
             raise ValueError(f"unknown failure kind {kind!r}")
-        row = self.get(row_id)
-        if row is None:
-            raise RuntimeError(f"no journal row {row_id}")
+        row = self._existing(row_id)
         shutil.rmtree(self.staging_dir(row_id), ignore_errors=True)
         # a previous output of this row is no longer backed by a done row
         _unlink(self.final_path(row))
@@ -580,7 +586,7 @@ class Journal:
                 row_id,
             ),
         )
-        return self.get(row_id)
+        return self._existing(row_id)
 
     def unclaim(self, row_id: int) -> None:
         """Give a claimed row back (``processing -> seen``) without counting a failure."""

@@ -229,6 +229,8 @@ class Session:
         return self.journal.claim(row.id)
 
     def analyse(self, row: Row) -> TileRecord:
+        if self.thresholds is None:
+            raise RuntimeError("tiles are analysed only after settle_thresholds")
         return analyse_tile(
             row.path,
             self.tile_cfg,
@@ -272,6 +274,7 @@ class Session:
             if rec.error_kind != "transient":
                 self._settled[row.path] = out.fingerprint
         else:
+            assert out is not None  # finish_many committed every row without an error
             self._failed.pop(row.id, None)
             s.done += 1
             s.pixels += rec.pixels

@@ -208,23 +208,22 @@ def section_thresholds(
         NaN when automatic thresholds are needed and no score is finite.
     """
     c, r = correct, retake
-    if metric in PX_METRICS and (c is None or r is None):
+    if c is not None and r is not None:
+        return float(c), float(r)
+    if metric in PX_METRICS:
         dc, dr = DEFAULT_THRESHOLDS[str(metric)]
-        if c is None and r is None:
-            return float(dc), float(dr)
-        if c is None:
-            return float(max(dc, float(r))), float(r)  # type: ignore[arg-type]
-        return float(c), float(min(dr, float(c)))
-    if c is None or r is None:
-        finite = np.asarray(scores)[np.isfinite(scores)]
-        ac, ar = auto_thresholds(finite) if finite.size else (np.nan, np.nan)
-        if c is None and r is None:
-            c, r = ac, ar
-        elif c is None:
-            c = max(ac, r) if np.isfinite(ac) else r
-        else:
-            r = min(ar, c) if np.isfinite(ar) else c
-    return float(c), float(r)
+        if c is not None:
+            return float(c), float(min(dr, float(c)))
+        if r is not None:
+            return float(max(dc, float(r))), float(r)
+        return float(dc), float(dr)
+    finite = np.asarray(scores)[np.isfinite(scores)]
+    ac, ar = auto_thresholds(finite) if finite.size else (np.nan, np.nan)
+    if c is not None:
+        return float(c), float(min(ar, c) if np.isfinite(ar) else c)
+    if r is not None:
+        return float(max(ac, r) if np.isfinite(ac) else r), float(r)
+    return float(ac), float(ar)
 
 
 def absolute_thresholds(metric: str, correct: float | None = None, retake: float | None = None) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..io.pyramid import Tile, TileIndex, index_ranges, level_shapes, n_levels_for
+from ..io.pyramid import LevelArray, Tile, TileIndex, level_shapes, n_levels_for
 
 __all__ = ["TileFootprints", "TileRaster", "TileRasterLevel", "raster_level_shapes"]
 
@@ -201,38 +201,17 @@ class TileRaster:
         return vals
 
 
-class TileRasterLevel:
+class TileRasterLevel(LevelArray):
     """Level ``k`` of a :class:`TileRaster` as a read-only array-like (napari multiscale level)."""
 
     def __init__(self, raster: TileRaster, k: int):
-        self.raster, self.k = raster, k
-        self.shape = raster.shapes[k]
-        self.dtype = raster.dtype
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
+        super().__init__(raster.shapes[k], raster.dtype, k)
+        self.raster = raster
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"<TileRasterLevel {self.k} of shape {self.shape}>"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        a = self[...]
-        return a.astype(dtype) if dtype is not None else a
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        ranges, drop = index_ranges(key, self.shape)
-        if self.ndim == 3:
-            (z0, z1), (y0, y1), (x0, x1) = ranges
-        else:
-            (z0, z1), ((y0, y1), (x0, x1)) = (0, 1), ranges
+    def _read(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         if self.ndim == 2:
-            out = self.raster.region(self.k, 0, y0, y1, x0, x1)
-        else:
-            out = np.empty((z1 - z0, y1 - y0, x1 - x0), self.dtype)
-            for z in range(z0, z1):
-                out[z - z0] = self.raster.region(self.k, z, y0, y1, x0, x1)
-        if any(drop):
-            out = out[tuple(0 if d else slice(None) for d in drop)]
+            return self.raster.region(self.k, 0, y0, y1, x0, x1)[None]
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0), self.dtype)
+        for z in range(z0, z1):
+            out[z - z0] = self.raster.region(self.k, z, y0, y1, x0, x1)
         return out

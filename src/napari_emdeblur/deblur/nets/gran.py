@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +37,11 @@ from torch import nn
 MAX_GRABS = 64  # attention blocks (n_groups x n_grabs) a card may declare
 
 
+@dataclass
 class CardConfig:
-    """Mixin for architecture dataclasses: ``to_dict``/``from_dict`` round-trip through the
-    model card, and unknown keys (a card of another architecture) are refused by name.
+    """Base of the architecture dataclasses (no fields of its own): ``to_dict``/``from_dict``
+    round-trip through the model card, and unknown keys (a card of another architecture) are
+    refused by name.
 
     ``from_dict`` checks every given field against its default's type (whole numbers, true/false,
     lists of positive numbers) and the class's ``LIMITS`` (``{name: (low, high)}``, inclusive;
@@ -50,11 +52,11 @@ class CardConfig:
     KIND: ClassVar[str] = "model"
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict):
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         if not isinstance(d, dict):
             raise ValueError(f"{cls.KIND} config must be a JSON object, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in fields(cls)}

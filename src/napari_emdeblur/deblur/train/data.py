@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .degrade import Degradation, DegradationRanges
 MARGIN = 24  # context (px) around each crop for the blur; larger than any training PSF radius
 
 
-def list_images(dirs: list[str | os.PathLike]) -> list[Path]:
+def list_images(dirs: Sequence[str | os.PathLike]) -> list[Path]:
     """All image files (the reader's suffixes, :mod:`napari_emdeblur.io.formats`) directly inside
     ``dirs``, sorted; error naming the entry if one finds none.
 
@@ -87,13 +88,13 @@ def read_image_file(path: Path, notes: list[str] | None = None) -> list[np.ndarr
     return [to_float01(s) for s in a]
 
 
-def load_sections(dirs: list[str | os.PathLike]) -> tuple[list[np.ndarray], list[Path]]:
+def load_sections(dirs: Sequence[str | os.PathLike]) -> tuple[list[np.ndarray], list[Path]]:
     sections, files, _ = load_grouped_sections(dirs)
     return sections, files
 
 
 def load_grouped_sections(
-    dirs: list[str | os.PathLike], notes: list[str] | None = None,
+    dirs: Sequence[str | os.PathLike], notes: list[str] | None = None,
 ) -> tuple[list[np.ndarray], list[Path], list[int]]:
     """Like :func:`load_sections`, plus the index in ``dirs`` each section came from (so a
     sampler can weight the folders equally whatever their sizes). The reader's warnings (values
@@ -245,6 +246,7 @@ def make_val_set(
     ranges = dataclasses.replace(ranges or DegradationRanges(), sharp_prob=0.0)
     sampler = PairSampler(sections, crop=crop, ranges=ranges, augment=None, groups=groups)
     # round-robin over the folders, then over each folder's sections
+    assert sampler.groups is not None  # filled in by PairSampler.__post_init__
     by_group: dict[int, list[np.ndarray]] = {}
     for s, g in zip(sampler.sections, sampler.groups):
         by_group.setdefault(g, []).append(s)

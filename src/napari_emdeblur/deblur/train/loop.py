@@ -208,7 +208,8 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
         )
     except ValueError as e:
         raise ValueError(f"training data {', '.join(data_dirs)}: {e}") from None
-    val_set, val_files = [], []
+    val_set: list[tuple[np.ndarray, np.ndarray, dict]] = []
+    val_files: list[Path] = []
     if cfg.val:
         vsec, val_files, vgroups = load_grouped_sections(val_dirs, notes)
         try:
@@ -295,7 +296,7 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        if disc is not None and "disc" in ck:
+        if disc is not None and disc_opt is not None and "disc" in ck:
             disc.load_state_dict(ck["disc"])
             disc_opt.load_state_dict(ck["disc_opt"])
         step, elapsed0, best_psnr = int(ck["step"]), float(ck["elapsed"]), float(ck["best_psnr"])
@@ -364,7 +365,7 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
             "rng": _rng_state(rng),
             "torch_rng": torch.get_rng_state(),
         }
-        if disc is not None:
+        if disc is not None and disc_opt is not None:
             state["disc"], state["disc_opt"] = disc.state_dict(), disc_opt.state_dict()
         atomic_torch_save(state, ckpt_path)
         if metrics:
@@ -407,7 +408,7 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
             scaler.scale(total).backward()
             scaler.step(opt)
             scaler.update()
-            if disc is not None:
+            if disc is not None and disc_opt is not None:
                 for g in disc_opt.param_groups:
                     g["lr"] = lr
                 d_loss = 0.5 * (
