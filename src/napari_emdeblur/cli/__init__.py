@@ -32,6 +32,14 @@ class CLIError(Exception):
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not a usage problem
 
 
+def report_warnings(section) -> None:
+    """Print what the reader converted or found suspicious in ``section`` (``metadata['warnings']``),
+    one ``warning:`` line each on stderr: accepted input is never changed silently.
+    """
+    for w in section.metadata.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+
+
 class Parser(argparse.ArgumentParser):
     """``ArgumentParser`` whose errors are one line: ``emdeblur score: error: argument --tile: ...``."""
 

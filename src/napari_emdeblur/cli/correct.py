@@ -96,7 +96,7 @@ def run(args) -> int:
     from ..qc.messages import Notice, SectionScores, TileResult
     from ..qc.scoring import ScoreParams, iter_score_stack
     from ..qc.tiling import TileGrid
-    from . import CLIError
+    from . import CLIError, report_warnings
 
     src = Path(args.input).expanduser()
     out = Path(args.output).expanduser()
@@ -135,6 +135,7 @@ def run(args) -> int:
     params.validate()  # a bad --value-range: ValueError -> one-line message
 
     sec_in = load_section(str(src))
+    report_warnings(sec_in)
     data, pixel_size = sec_in.data, sec_in.pixel_size
     if data.ndim not in (2, 3):
         raise CLIError(f"{src}: expected a 2-D section or (z, y, x) stack, got shape {tuple(data.shape)}", 1)

@@ -75,8 +75,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _load(path: str):
     """``(section, name)`` for one input via ``io.load_section`` (single scale: no pyramid is built)."""
     from ..io.read import load_section
+    from . import report_warnings
 
     sec = load_section(path, multiscale=False)
+    report_warnings(sec)
     return sec, (sec.source or str(path))
 
 
