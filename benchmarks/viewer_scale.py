@@ -172,75 +172,8 @@ def overview_correlation(shot: np.ndarray, camera, ref: np.ndarray, f: int, shap
 
 
 def _probe_tools():
-    """PauseProbe / run_loop_until from the package (widgets.pauses) when it has them, else a local
-    minimal equivalent (10 ms precise QTimer; a gap of g ms = a pause of g - 10 ms)."""
-    try:
-        from napari_emdeblur.widgets.pauses import PauseProbe, run_loop_until  # type: ignore[import-not-found]
-
-        return PauseProbe, run_loop_until
-    except ImportError:
-        pass
-    from qtpy.QtCore import QEventLoop, QObject, Qt, QTimer
-
-    class PauseProbe(QObject):  # type: ignore[no-redef]
-        def __init__(self, interval_ms: int = 10):
-            super().__init__()
-            self.interval_ms = interval_ms
-            self.gaps: list[float] = []
-            self.long_pauses: list[tuple[float, float]] = []
-            self._timer = QTimer(self)
-            self._timer.setTimerType(Qt.TimerType.PreciseTimer)
-            self._timer.setInterval(interval_ms)
-            self._timer.timeout.connect(self._tick)
-            self._t0 = 0.0
-            self._last = 0.0
-
-        def _tick(self):
-            now = time.perf_counter()
-            g = (now - self._last) * 1000
-            self.gaps.append(g)
-            if g - self.interval_ms > 100:
-                self.long_pauses.append((round(now - self._t0 - g / 1000, 3), round(g - self.interval_ms, 1)))
-            self._last = now
-
-        def start(self):
-            self.gaps.clear()
-            self.long_pauses.clear()
-            self._t0 = self._last = time.perf_counter()
-            self._timer.start()
-            return self
-
-        def stop(self) -> float:
-            if self._timer.isActive():
-                self._timer.stop()
-                self._tick()
-            return self.longest_ms
-
-        @property
-        def longest_ms(self) -> float:
-            return max(0.0, max(self.gaps, default=self.interval_ms) - self.interval_ms)
-
-    def run_loop_until(pred, timeout_s: float, poll_ms: int = 20) -> bool:
-        loop = QEventLoop()
-        end = time.perf_counter() + timeout_s
-        ok = {"v": bool(pred())}
-        if ok["v"]:
-            return True
-
-        def check():
-            if pred():
-                ok["v"] = True
-                loop.quit()
-            elif time.perf_counter() > end:
-                loop.quit()
-
-        timer = QTimer()
-        timer.setInterval(poll_ms)
-        timer.timeout.connect(check)
-        timer.start()
-        loop.exec()
-        timer.stop()
-        return ok["v"]
+    """PauseProbe / run_loop_until of the package (``widgets.pauses``): the same probe the tests use."""
+    from napari_emdeblur.widgets.pauses import PauseProbe, run_loop_until
 
     return PauseProbe, run_loop_until
 
