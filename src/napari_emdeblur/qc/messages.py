@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io.section import AcqTile
+
 
 @dataclass
 class Progress:
@@ -38,8 +40,8 @@ class SectionScores:
     extras: dict = field(default_factory=dict)  # e.g. anisotropy maps
 
 
-@dataclass
-class FileScores:
+@dataclass(kw_only=True)
+class FileScores(AcqTile):
     """Focus of one acquisition tile (one image file of a mosaic): its sub-tile scores and the
     file's one score (:func:`napari_emdeblur.qc.acquisition.file_score`).
 
@@ -53,12 +55,6 @@ class FileScores:
     """
 
     index: int
-    path: str
-    z: int
-    y0: int
-    x0: int
-    height: int
-    width: int
     sub_tile: int
     sub_scores: np.ndarray
     score: float

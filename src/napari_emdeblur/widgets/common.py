@@ -64,6 +64,19 @@ def notify(message: str, level: str = "info") -> None:
     {"info": show_info, "warning": show_warning, "error": show_error}.get(level, show_info)(message)
 
 
+def layer_to_run(viewer: "napari.Viewer", running: bool, name: str | None, busy: str, missing: str):
+    """The image layer a dock's run should use, or None after a warning notification: ``busy`` when a
+    run of that dock is still going on, ``missing`` when no layer is called ``name``.
+    """
+    if running:
+        notify(busy, "warning")
+        return None
+    layer = layer_by_name(viewer, name)
+    if layer is None:
+        notify(missing, "warning")
+    return layer
+
+
 def compact(label: Any) -> Any:
     """Let a magicgui ``Label`` wrap instead of widening its dock (long device names, statuses)."""
     from qtpy.QtWidgets import QSizePolicy

@@ -49,6 +49,7 @@ from .common import (
     grayscale_data,
     image_layers,
     layer_by_name,
+    layer_to_run,
     notify,
     preselect,
     tie_to_viewer,
@@ -228,12 +229,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
 
     def run(self, sync: bool = False) -> None:
         """Correct the chosen tiles. ``sync=True`` drains the same generator in this thread."""
-        if self._runner.running:
-            notify("A correction is already running", "warning")
-            return
-        layer = layer_by_name(self._viewer, self.layer_combo.value)
+        layer = layer_to_run(self._viewer, self._runner.running, self.layer_combo.value,
+                             "A correction is already running", "Choose an image layer to correct")
         if layer is None:
-            notify("Choose an image layer to correct", "warning")
             return
         self._qc_metric = None
         try:

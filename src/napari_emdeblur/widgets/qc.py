@@ -81,6 +81,7 @@ from .common import (
     grayscale_data,
     image_layers,
     layer_by_name,
+    layer_to_run,
     notify,
     preselect,
     tie_to_viewer,
@@ -277,12 +278,9 @@ class QCWidget(Container):
     # ------------------------------------------------------------------ scoring
     def run(self, sync: bool = False) -> None:
         """Score the chosen layer. ``sync=True`` runs in this thread (tests, scripts)."""
-        if self._runner.running:
-            notify("Focus scoring is already running", "warning")
-            return
-        layer = layer_by_name(self._viewer, self.layer_combo.value)
+        layer = layer_to_run(self._viewer, self._runner.running, self.layer_combo.value,
+                             "Focus scoring is already running", "Choose an image layer to score first")
         if layer is None:
-            notify("Choose an image layer to score first", "warning")
             return
         try:
             data = grayscale_data(layer)
