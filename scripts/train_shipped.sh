@@ -13,13 +13,11 @@
 # On a GPU machine add `--device cuda --threads 0` (the same command).
 # Data: every sharp folder of ../shared/data (paths relative to the data root, recorded so in the card);
 # held out for validation: Drosophila stack2, ISBI test, SBEM 080-090, NeuroProof validation_sample.
-# Ship the best validated weights (re-checks them, re-writes the card for the new name):
-#   .venv/bin/python -c "from napari_emdeblur.deblur.weights import export_weights; \
-#     from napari_emdeblur.deblur.shipped import shipped_weights_path as s; \
-#     export_weights('training/sbgran_v2/model_best.pt', s(), name='sbgran_em_v2')"
-# Equal-budget ablation weights for benchmarks/restoration.py (both runs at the same step N):
-#   export_weights('training/sbgran_v2/model_step<N>.pt', 'benchmarks/weights/sbgran_equal_budget.pt')
-#   export_weights('training/sbgran_v2_nograph/model_step<N>.pt', 'benchmarks/weights/sbgran_nograph.pt')
+# Ship the best validated weights (re-checks them, writes licences, stages and total steps into the card):
+#   .venv/bin/python scripts/export_shipped.py
+# Equal-budget ablation weights for benchmarks/restoration.py (both runs' snapshots at the same step N):
+#   .venv/bin/python scripts/export_shipped.py --no-ship --ablation N
+# (add N to --snapshot-steps below, or copy model_latest.pt when a run's card says "steps": N)
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
   set -euo pipefail
   cd "$(dirname "$0")/.."
