@@ -402,7 +402,7 @@ def _special(b: _Builder) -> None:
     b.add(Case("fifo_tif", "special", (READER, SCORE, CORRECT, WATCH), [d / "pipe.tif"], known=True,
                note="watch --once waits forever for it"))
     d = b.dir("char_device_tif")
-    os.symlink("/dev/zero", d / "zero.tif")
+    os.symlink(Path(os.sep, "dev", "zero"), d / "zero.tif")  # the endless character device
     b.add(Case("char_device_tif", "special", (READER, SCORE, WATCH), [d / "zero.tif"],
                note="symlink to /dev/zero: stat size 0, reading never ends"))
     d = b.dir("dir_named_tif")
@@ -1484,9 +1484,10 @@ def summary(cases: list[Case]) -> dict:
 
 if __name__ == "__main__":
     import sys
+    import tempfile
     import time
 
     t0 = time.monotonic()
-    cs = make_corpus(sys.argv[1] if len(sys.argv) > 1 else "/tmp/emdeblur-badinput")
+    cs = make_corpus(sys.argv[1] if len(sys.argv) > 1 else str(Path(tempfile.gettempdir()) / "emdeblur-badinput"))
     print(json.dumps(summary(cs), indent=1))
     print(f"generated in {time.monotonic() - t0:.1f} s")
