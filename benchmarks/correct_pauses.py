@@ -115,7 +115,7 @@ def correct_once(viewer, cw, probe, label: str) -> dict:
     t0 = time.perf_counter()
     probe.start()
     timed_run()
-    run_loop_until(lambda: cw.worker is None, 3600)
+    run_loop_until(lambda: cw.idle, 3600)
     longest = probe.stop()
     cw._runner._on_yield = cw._on_yield
     cw._runner._on_finished = cw._on_finished
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     probe.start()
     qc.run()
-    run_loop_until(lambda: qc.worker is None, 3600)
+    run_loop_until(lambda: qc.idle, 3600)
     res["qc"] = {"s": round(time.perf_counter() - t, 1), "longest_pause_ms": round(probe.stop(), 1),
                  "pauses_over_200ms": probe.over(200)}
     s = np.sort(qc.result.scores[np.isfinite(qc.result.scores)])
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     run_loop_until(lambda: len(cw.reports) >= 1 or cw.worker is None, 3600)
     res["bare_repaint_pause_ms_1to1_during_correction"] = bare_repaint_ms(viewer, repeat=5, settle_s=0.8)
     cw.cancel()
-    run_loop_until(lambda: cw.worker is None, 3600)
+    run_loop_until(lambda: cw.idle, 3600)
     res["load_avg_after_correction"] = [round(v, 2) for v in os.getloadavg()]
 
     if not a.no_old:

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     qc.layer_combo.value = layer.name
     qc.tile_spin.value = 256
     qc.run()
-    run_loop_until(lambda: qc.worker is None, 900)
+    run_loop_until(lambda: qc.idle, 900)
     viewer.layers.selection.active = layer  # the image's controls in the dock, not the last QC layer's
     viewer.reset_view()
     settle(3.0)

@@ -342,7 +342,7 @@ def child(args) -> dict:
         t2 = time.perf_counter()
         qc.run()
         out["qc_start_call_ms"] = round((time.perf_counter() - t2) * 1000, 1)  # layers created here
-        done = run_loop_until(lambda: qc.worker is None, args.qc_timeout)
+        done = run_loop_until(lambda: qc.idle, args.qc_timeout)
         out["t_qc_s"] = round(time.perf_counter() - t2, 2)
         probe.stop()
         out["qc_pause"] = pause_summary(probe)
@@ -391,10 +391,10 @@ def child(args) -> dict:
         cw.run()
         out["correct_start_call_ms"] = round((time.perf_counter() - t3) * 1000, 1)
         started = cw.worker is not None
-        ok = run_loop_until(lambda: cw.worker is None, args.correct_budget) if started else True
+        ok = run_loop_until(lambda: cw.idle, args.correct_budget) if started else True
         if not ok:
             cw.cancel()
-            run_loop_until(lambda: cw.worker is None, 300)
+            run_loop_until(lambda: cw.idle, 300)
         out["t_correct_s"] = round(time.perf_counter() - t3, 2)
         probe.stop()
         out["correct_pause"] = pause_summary(probe)

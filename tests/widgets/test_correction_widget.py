@@ -126,7 +126,7 @@ def test_cancel_leaves_layers_consistent(flow, qtbot):
     cw.run()
     qtbot.waitUntil(lambda: len(cw.reports) >= 1, timeout=120_000)
     cw.cancel()
-    qtbot.waitUntil(lambda: cw.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: cw.idle, timeout=120_000)
     assert cw.job is not None and cw.job.finished.wait(60)  # the correction process ended too
     assert not cw.job.process.is_alive()
     n = len(cw.reports)
@@ -246,7 +246,7 @@ def test_threaded_errors_notify_once_and_leave_no_layer(flow, qtbot, tmp_path):
     cw.run()
     assert cw.worker is not None
     # the worker may already be done here: wait on the widget's state, not on a signal
-    qtbot.waitUntil(lambda: cw.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: cw.idle, timeout=60_000)
     assert cw.status.value.startswith("failed")  # not overwritten by the finished handler
     assert f"{section.name} corrected" not in [l.name for l in viewer.layers]
     assert cw.run_btn.enabled
@@ -316,6 +316,9 @@ def test_closing_the_dock_stops_the_correction_process(flow, qtbot):
     job, worker = cw.job, cw.worker
     viewer.window.remove_dock_widget(cw.native)  # the dock goes away mid-run
     cw.native.deleteLater()
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # as the event loop would
     assert job.finished.wait(180)
     assert not job.process.is_alive()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=120_000)
@@ -394,7 +397,7 @@ def test_lazy_multiscale_layer_is_never_read_whole_on_the_ui_thread(make_napari_
     qtbot.waitUntil(lambda: layer.data_level == 0, timeout=10_000)
     reads.clear()
     cw.run()
-    qtbot.waitUntil(lambda: cw.worker is None, timeout=300_000)
+    qtbot.waitUntil(lambda: cw.idle, timeout=300_000)
     assert sorted(cw.reports) == [(0, 4, 4), (0, 5, 4)]
     corrected = viewer.layers["lazy corrected"]
     assert corrected.multiscale and all(isinstance(lv, CorrectedLevel) for lv in corrected.data)

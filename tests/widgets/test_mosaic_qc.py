@@ -56,7 +56,7 @@ def test_qc_per_acquisition_tile_on_real_footprints(mosaic, qtbot, tmp_path):
     w.layer_combo.value = layer.name
     w.tile_spin.value = 256
     w.run()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.idle, timeout=120_000)
     r = w.result
     assert r.by_file and r.acquisition is not None and len(r.scores) == man["n_tiles"]
     tiles = r.tiles
@@ -116,7 +116,7 @@ def test_flagged_files_of_a_mosaic_corrected_in_a_child_process(mosaic, qtbot):
     qc.layer_combo.value = layer.name
     qc.tile_spin.value = 256
     qc.run()
-    qtbot.waitUntil(lambda: qc.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: qc.idle, timeout=120_000)
     expected = sorted(choose_tiles(viewer, layer, layer.data[0], TILE_MODES[0], 256).selection.tiles)
     assert expected
     cw = CorrectionWidget(viewer)
@@ -126,7 +126,7 @@ def test_flagged_files_of_a_mosaic_corrected_in_a_child_process(mosaic, qtbot):
     cw.device_combo.value = "cpu"
     cw.run()
     assert isinstance(cw.job, ProcessCorrection)
-    qtbot.waitUntil(lambda: cw.worker is None, timeout=300_000)
+    qtbot.waitUntil(lambda: cw.idle, timeout=300_000)
     s = layer.name
     corrected = viewer.layers[f"{s} corrected"]
     skipped = [tuple(t) for t in corrected.metadata["emdeblur_correction"]["skipped_empty"]]  # no tissue signal

@@ -141,13 +141,13 @@ def test_worker_thread_scoring_and_cancel(qc, qtbot):
     w.tile_spin.value = 64
     w.run()
     assert w.worker is not None and not w.score_btn.enabled
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)  # set back on finished
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)  # set back on finished
     assert np.isfinite(w.result.scores).all()
     assert w.score_btn.enabled
     # cancel: quit right away; the run ends, the UI is usable, scored sections are kept
     w.run()
     w.cancel()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     assert w.score_btn.enabled
 
 

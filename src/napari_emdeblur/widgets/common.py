@@ -12,6 +12,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HEATMAP_KEY = "emdeblur_heatmap"  # layer.metadata key marking our heatmap layers
 DECISIONS_KEY = "emdeblur_decisions"  # layer.metadata key marking the flagged-tiles layer
+OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
+REVIEW_KEY = "emdeblur_review"  # layer.metadata key of the correction's review-marks layer
+# our display layers (never offered as an image to score, correct or use as ground truth)
+DISPLAY_KEYS = (HEATMAP_KEY, DECISIONS_KEY, OUTLINE_KEY, REVIEW_KEY)
 # the flag colours (RGB) of both docks and the legend: 1 = correct (deblur), 2 = retake (re-image)
 FLAG_COLORS = {1: (0.0, 0.9, 1.0), 2: (1.0, 0.1, 0.1)}
 
@@ -23,10 +27,27 @@ def image_layers(viewer: "napari.Viewer", exclude_ours: bool = True) -> list:
     for layer in viewer.layers:
         if not isinstance(layer, Image):
             continue
-        if exclude_ours and (HEATMAP_KEY in layer.metadata or DECISIONS_KEY in layer.metadata):
+        if exclude_ours and any(k in layer.metadata for k in DISPLAY_KEYS):
             continue
         out.append(layer)
     return out
+
+
+def code_colormap(colors: list, name: str):
+    """A colormap for integer codes ``0 .. len(colors) - 1`` shown with contrast limits
+    ``(-0.5, len(colors) - 0.5)``: one RGBA colour per code, no blending between codes (the QC
+    flags, their outlines and the review marks are Image layers drawn through one of these: no
+    Labels layer with its paint tools and polygon overlay to set up).
+    """
+    from napari.utils.colormaps import Colormap
+
+    n = len(colors)
+    return Colormap(list(colors), controls=[k / n for k in range(n + 1)], interpolation="zero", name=name)
+
+
+def code_limits(n: int) -> tuple[float, float]:
+    """The contrast limits that go with :func:`code_colormap` of ``n`` codes."""
+    return (-0.5, n - 0.5)
 
 
 def layer_by_name(viewer: "napari.Viewer", name: str | None):
@@ -129,3 +150,18 @@ def tie_to_viewer(widget, viewer, *, layers_changed=None, mouse_move=None, mouse
             pass
 
     widget.native.destroyed.connect(_untie)
+
+
+def with_imports(gen: Any, *modules: str) -> Any:
+    """``gen``'s messages, after importing ``modules`` in the thread that runs it (a worker): a
+    module napari loads on first use of a layer type (pandas for the features of a Vectors layer:
+    about 0.5 s) then costs the GUI thread nothing when the layer is added. Returns ``gen``'s value.
+    """
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # napari then imports (or does without) it itself
+            pass
+    return (yield from gen)

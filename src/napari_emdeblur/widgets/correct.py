@@ -45,6 +45,9 @@ from ..qc.messages import Notice, Progress, SectionScores, TileResult
 from ..qc.tiling import TileGrid, heatmap_transform
 from .common import (
     DECISIONS_KEY,
+    REVIEW_KEY,
+    code_colormap,
+    code_limits,
     compact,
     grayscale_data,
     image_layers,
@@ -94,6 +97,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.source_name: str | None = None
         self.grid: TileGrid | None = None
         self._layers_ready = False
+        self._sync = True
+        self._run_id = 0
         self._linked: set[tuple[int, int]] = set()
         self._store: CorrectedStore | None = None
         self._patches: dict = {}  # (z, row, col) -> TilePatch, kept for accept after a revert
@@ -223,6 +228,11 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         )
 
     @property
+    def idle(self) -> bool:
+        """True when no run is going and the layers it set up are all in the viewer."""
+        return self.worker is None and review_view(self._viewer).idle
+
+    @property
     def worker(self):
         """The running napari worker, or None."""
         return self._runner.worker
@@ -261,6 +271,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         n_tiles = (data.shape[0] if data.ndim == 3 else 1) * TileGrid(tuple(data.shape[-2:]), params.qc_tile).n_tiles
         self._prepare(layer, data, params, n_tiles if choice.selection.whole else len(choice.selection), gt is not None)
         stop = None
+        self._sync = sync
         if sync or not self.use_process:
             gen = iter_correct(data, choice.selection, params, ground_truth=gt)
             self.job = None
@@ -282,6 +293,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.cancel_btn.enabled = busy
 
     def _prepare(self, layer, data, params: CorrectionParams, n_tiles: int, with_gt: bool) -> None:
+        self._run_id += 1
         self.source_name = layer.name
         self.grid = TileGrid(tuple(data.shape[-2:]), params.qc_tile)
         self.reports = {}
@@ -348,23 +360,36 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             scale, translate = (layer.scale[0], *scale), (layer.translate[0], *translate)
         shape = (data.shape[0] if self._is_stack else 1, *self.grid.grid_shape)
         self._review = np.zeros(shape, np.uint8)
-        review = self.review_layer
-        disp = self._review if self._is_stack else self._review[0]
-        if review is None:
-            from napari.utils.colormaps import DirectLabelColormap
-
-            review = self._viewer.add_labels(disp, name=f"{layer.name} review", scale=scale, translate=translate,
-                                             metadata={"emdeblur_review": {"tile": params.qc_tile}})
-            review.colormap = DirectLabelColormap(color_dict=REVIEW_COLORS)
-        else:
-            review.data = disp
-        read_only(review)
         self._psnr = np.full(shape, np.nan, np.float32) if with_gt else None
         self._heat_xform = (scale, translate)
+        source, gt_name, review_meta = layer.name, self.gt_combo.value, {"tile": params.qc_tile}
         view = review_view(self._viewer)
-        view.legend("2 review", REVIEW_LEGEND)
-        if not self._viewer.canvas.grid.enabled:
-            view.overlay_order(layer.name, self.gt_combo.value)
+
+        def add_review() -> None:  # its own set-up step: the corrected layer's first paint runs before
+            if self.source_name != source:  # a newer run on another image
+                return
+            self._write_marks()
+            disp = self._review if self._is_stack else self._review[0]
+            review = self.review_layer
+            if review is None:
+                review = self._viewer.add_image(
+                    disp, name=f"{source} review", scale=scale, translate=translate,
+                    colormap=code_colormap(REVIEW_COLORS, "emdeblur review"),
+                    contrast_limits=code_limits(len(REVIEW_COLORS)), interpolation2d="nearest",
+                    blending="translucent", metadata={REVIEW_KEY: review_meta},
+                )
+            else:
+                review.data = disp
+                review.metadata[REVIEW_KEY] = review_meta
+            read_only(review)
+
+        def arrange() -> None:
+            view.legend("2 review", REVIEW_LEGEND)
+            if not self._viewer.canvas.grid.enabled:
+                view.overlay_order(source, gt_name)
+
+        view.later(add_review, self._sync, self.native)
+        view.later(arrange, self._sync, self.native)
 
     def _qc_thresholds(self, name: str) -> dict:
         for l in self._viewer.layers:
@@ -388,14 +413,16 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         eta = f", about {_duration(msg.eta_s)} left" if msg.eta_s is not None and msg.done < msg.total else ""
         self.status.value = f"{msg.done} / {msg.total} tiles{eta}"
 
-    def _apply_marks(self, review: Any, full: bool) -> None:
-        """Pending review marks into the review layer: a partial texture update (``data_setitem``)."""
+    def _write_marks(self) -> bool:
+        """Pending review marks into the review grid (the review layer's data); True if any."""
         marks, self._pending_marks = self._pending_marks, {}
-        if marks:
-            keys = np.array(list(marks), int)
-            idx = tuple(keys.T) if self._is_stack else (keys[:, 1], keys[:, 2])
-            review.data_setitem(idx, np.array(list(marks.values()), np.uint8))
-        if full:
+        for key, code in marks.items():
+            self._review[key] = code
+        return bool(marks)
+
+    def _apply_marks(self, review: Any, full: bool) -> None:
+        """Pending review marks into the review layer (one value per tile: a tiny texture)."""
+        if self._write_marks() or full:
             review.refresh()
 
     def _after_refresh(self) -> None:
@@ -478,9 +505,10 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         corrected = self.corrected_layer
         if corrected is not None:
             corrected.metadata["emdeblur_correction"]["tiles_corrected"] = n
+        run, view = self._run_id, review_view(self._viewer)  # the new layers: one set-up step each
         if self._psnr is not None and n:
-            self._show_psnr()
-        self._update_qc_after()
+            view.later(lambda: self._show_psnr() if self._run_id == run else None, self._sync, self.native)
+        view.later(lambda: self._update_qc_after() if self._run_id == run else None, self._sync, self.native)
 
 
 def _duration(seconds: float) -> str:

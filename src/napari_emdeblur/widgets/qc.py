@@ -77,6 +77,7 @@ from .common import (
     DECISIONS_KEY,
     FLAG_COLORS,
     HEATMAP_KEY,
+    code_colormap,
     compact,
     grayscale_data,
     image_layers,
@@ -85,6 +86,7 @@ from .common import (
     notify,
     preselect,
     tie_to_viewer,
+    with_imports,
 )
 from .runner import WorkerRunner
 from .view import OUTLINE_KEY, OUTLINE_PX, review_view
@@ -106,13 +108,10 @@ PROGRESS_S = 1.0  # the progress bar is updated at most this often (each update 
 
 def _flag_colormap(opaque: bool = False):
     """Decision code -> colour (0 transparent), no blending between codes; ``opaque`` for outlines."""
-    from napari.utils.colormaps import Colormap
-
     colors = [DECISION_COLORS[0], DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE], DECISION_COLORS[dec.EMPTY]]
     if opaque:
         colors = [colors[0]] + [(*c[:3], 1.0) for c in colors[1:]]
-    name = "emdeblur decision outlines" if opaque else "emdeblur decisions"
-    return Colormap(colors, controls=[0.0, 0.25, 0.5, 0.75, 1.0], interpolation="zero", name=name)
+    return code_colormap(colors, "emdeblur decision outlines" if opaque else "emdeblur decisions")
 
 
 def layer_tiles(layer) -> list[AcqTile] | None:
@@ -272,6 +271,11 @@ class QCWidget(Container):
         return layer_by_name(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
 
     @property
+    def outline_layer(self):
+        """The flagged tiles' outlines (shown up close), or None."""
+        return layer_by_name(self._viewer, f"{self.result.layer_name} flagged outline") if self.result else None
+
+    @property
     def astigmatism_layer(self):
         return layer_by_name(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
 
@@ -299,11 +303,18 @@ class QCWidget(Container):
             gen = iter_score_files(tiles, params, tuple(data.shape))
         else:
             gen = iter_score_stack(data, params)
+        if not sync and self.result.px_mode:  # the astigmatism lines: a Vectors layer with features
+            gen = with_imports(gen, "pandas")
         self._runner.start(gen, sync=sync)
 
     def cancel(self) -> None:
         """Stop a running scoring after the current section."""
         self._runner.quit()
+
+    @property
+    def idle(self) -> bool:
+        """True when no run is going and the layers it set up are all in the viewer."""
+        return self.worker is None and review_view(self._viewer).idle
 
     @property
     def worker(self):
@@ -371,15 +382,27 @@ class QCWidget(Container):
             old = layer_by_name(self._viewer, name)
             if old is not None:
                 self._viewer.layers.remove(old)
-        self._viewer.add_image(
-            heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
-            interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
-            contrast_limits=(0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
-        )
+        view = review_view(self._viewer)
+        sync = getattr(self, "_sync", True)
+        self._heat_limits = self._blur_limits = None  # set when the run ends
+
+        def add_heat() -> None:  # each layer its own set-up step: short pauses, one at a time
+            if self.result is not r:  # a newer run replaced this one
+                return
+            heat = self._viewer.add_image(
+                heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
+                interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+                contrast_limits=self._heat_limits or (0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
+            )
+            if self._heat_limits is None:
+                self._refresh_layers_throttled(force=True)
+            else:
+                heat.metadata[HEATMAP_KEY]["contrast_limits"] = self._heat_limits
+
         dmeta = dict(meta, decisions=r.cell_decisions)
 
         def add_flags() -> None:
-            if self.result is not r:  # a newer run replaced this one
+            if self.result is not r:
                 return
             dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
             self._viewer.add_image(
@@ -387,21 +410,23 @@ class QCWidget(Container):
                 contrast_limits=(-0.5, 3.5), interpolation2d="nearest", blending="translucent", scale=scale,
                 translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
             )
-            self._later(add_outline)  # the third layer later still: each layer's set-up is its own pause
 
         def add_outline() -> None:
             if self.result is not r:
                 return
-            outline = self._viewer.add_image(
+            self._viewer.add_image(
                 outline_raster.levels, multiscale=True, name=f"{r.layer_name} flagged outline",
                 colormap=_flag_colormap(opaque=True), contrast_limits=(-0.5, 3.5), interpolation2d="nearest",
                 blending="translucent", scale=scale, translate=translate, opacity=1.0, cache=False,
                 visible=False, metadata={OUTLINE_KEY: {"source": f"{r.layer_name} flagged"}},
             )
-            # colour bar, read-only, legend, the tint or the outlines for the zoom, layer order
-            review_view(self._viewer).qc_layers(self.heatmap_layer, self.decisions_layer, outline)
 
-        self._later(add_flags)  # the second layer a moment later: two shorter pauses, not one long
+        def arrange() -> None:  # colour bar, read-only, legend, the tint or the outlines for the zoom, order
+            if self.result is r:
+                view.qc_layers(self.heatmap_layer, self.decisions_layer, self.outline_layer)
+
+        view.later(add_heat, sync, self.native)
+        view.later(add_flags, sync, self.native)
         self.show_combo.enabled = r.px_mode
         if r.px_mode:
             bmeta = {k: v for k, v in meta.items() if k != "metric"}  # not a score heatmap (review dock)
@@ -410,27 +435,20 @@ class QCWidget(Container):
             def add_blur() -> None:
                 if self.result is not r:
                     return
+                hi = (self._blur_limits or (0.0, float(DEFAULT_BLUR_PX[1]) + 1.0))[1]
                 blur = self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
                     opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
-                    contrast_limits=(0.0, float(DEFAULT_BLUR_PX[1]) + 1.0), metadata={HEATMAP_KEY: bmeta}, cache=False,
+                    contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False,
                 )
+                if self._blur_limits is not None:
+                    blur.metadata[HEATMAP_KEY]["contrast_limits"] = self._blur_limits
                 blur.colorbar.visible = True
                 self.show(self.show_combo.value)
-                review_view(self._viewer).apply_zoom(force=True)  # the tint only when zoomed out
 
-            self._later(add_blur)
-
-    def _later(self, fn) -> None:
-        """Run ``fn`` a moment later while a worker runs, after the repaint the previous step
-        caused (two short GUI pauses instead of one long one); at once in a synchronous run.
-        """
-        if getattr(self, "_sync", True):
-            fn()
-        else:
-            from qtpy.QtCore import QTimer
-
-            QTimer.singleShot(150, fn)
+            view.later(add_blur, sync, self.native)
+        view.later(add_outline, sync, self.native)
+        view.later(arrange, sync, self.native)
 
     def _update_heat_values(self) -> None:
         r = self.result
@@ -508,6 +526,7 @@ class QCWidget(Container):
         if hi <= lo:
             hi = lo + 1e-6
         heat = self.heatmap_layer
+        self._heat_limits = (lo, hi)  # (a heatmap still to be added takes them then)
         if heat is not None:  # fixed contrast limits over the whole stack
             heat.contrast_limits = (lo, hi)
             heat.metadata[HEATMAP_KEY]["contrast_limits"] = (lo, hi)
@@ -519,7 +538,9 @@ class QCWidget(Container):
             if blur is not None:
                 blur.contrast_limits = (0.0, hi)
                 blur.metadata[HEATMAP_KEY]["contrast_limits"] = (0.0, hi)
-            self._update_astigmatism()
+            run = r
+            review_view(self._viewer).later(lambda: self._update_astigmatism() if self.result is run else None,
+                                            getattr(self, "_sync", True), self.native)
         self.correct_slider.label = "correct above (px)" if r.px_mode else "correct below"
         self.retake_slider.label = "retake above (px)" if r.px_mode else "retake below"
         pad = 0.02 * (hi - lo)

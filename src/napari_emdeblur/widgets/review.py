@@ -1,7 +1,7 @@
 """Review of a correction in the GRAN correction dock: views, per-tile accept / revert / retake.
 
 A mixin of :class:`~.correct.CorrectionWidget` (one role per module: this one changes what the
-reviewer sees and decides, never runs a model). It keeps the "<image> review" labels layer
+reviewer sees and decides, never runs a model). It keeps the "<image> review" marks layer
 (accepted, retake, check by eye; read-only), the "<image> corrected focus" heatmap (focus after
 correction, on the QC heatmap's colour scale) and the "<image> PSNR gain" layer (both with a
 colour bar), and flips between napari's grid view (labelled panels original | corrected | ground
@@ -18,8 +18,8 @@ from .common import HEATMAP_KEY, layer_by_name, notify
 from .view import read_only, review_view
 
 REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
-REVIEW_COLORS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), REVIEW_ACCEPTED: (0.1, 0.9, 0.3, 0.5),
-                 REVIEW_RETAKE: (1.0, 0.1, 0.1, 0.65), REVIEW_CHECK: (0.2, 0.6, 1.0, 0.6)}
+# the colour of each review code (0: none, transparent), indexed by code
+REVIEW_COLORS = [(0, 0, 0, 0), (0.1, 0.9, 0.3, 0.5), (1.0, 0.1, 0.1, 0.65), (0.2, 0.6, 1.0, 0.6)]
 REVIEW_LEGEND = "review marks: green = accepted, blue = check by eye, red = retake"
 
 __all__ = ["REVIEW_ACCEPTED", "REVIEW_CHECK", "REVIEW_COLORS", "REVIEW_LEGEND", "REVIEW_RETAKE", "ReviewMixin"]

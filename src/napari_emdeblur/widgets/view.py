@@ -18,7 +18,10 @@ GRAN correction docks. It keeps, with napari's own overlays and public API only:
   shows labelled panels original | corrected | ground truth, left to right, each with its marks,
   one shared camera (zoom and pan linked); both are re-applied on every toggle;
 * **read-only mark layers** (:func:`read_only`: no paint controls, also after a data change,
-  which makes napari set ``editable`` again).
+  which makes napari set ``editable`` again);
+* **one layer set-up per event-loop turn** (:meth:`ReviewView.later`): both docks queue the
+  creation of their layers here, so each layer's set-up and its first paint are separate, short
+  pauses of the viewer instead of one long one, and two docks never stack theirs.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterable
 
-from .common import DECISIONS_KEY, HEATMAP_KEY, layer_by_name
+from .common import DECISIONS_KEY, HEATMAP_KEY, OUTLINE_KEY, layer_by_name
 
 __all__ = ["OUTLINE_KEY", "OUTLINE_PX", "ZOOMED_OUT", "ReviewView", "read_only", "review_view"]
 
-OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
 LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
+STEP_GAP_MS = 120  # between two queued set-up steps: the first one's repaint runs in between
 
 _VIEWS: "weakref.WeakKeyDictionary[Any, ReviewView]" = weakref.WeakKeyDictionary()
 
@@ -66,6 +69,33 @@ def read_only(layer: Any) -> None:
     _READ_ONLY.add(layer)
 
 
+def _deleted(obj: Any) -> bool:
+    """True when the Qt object behind ``obj`` was deleted."""
+    try:
+        obj.objectName()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _CloseWatch(view: "ReviewView", win: Any) -> Any:
+    """Record in ``view`` that ``win`` got a close event (an event filter; lives as long as ``win``)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    ref = weakref.ref(view)
+
+    class Watch(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+            v = ref()
+            if v is not None and event.type() == QEvent.Type.Close:
+                v._closed.add(obj)
+            return False
+
+    w = Watch(win)
+    win.installEventFilter(w)
+    return w
+
+
 class ReviewView:
     """The display policy of one viewer (see the module doc); get it with :func:`review_view`."""
 
@@ -75,11 +105,65 @@ class ReviewView:
         self._zoomed_out: bool | None = None
         self._saved_visibility: dict[str, bool] | None = None
         self._grid_panels: list[str] = []
+        self._steps: list[Any] = []
+        self._step_scheduled = False
+        self._watched: set[int] = set()
+        self._closed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # windows that got a close event
         viewer.scene.camera.events.zoom.connect(self._on_zoom)
 
     @property
     def viewer(self) -> Any:
         return self._viewer_ref()
+
+    # ------------------------------------------------------------------ set-up steps
+    def later(self, fn: Any, sync: bool = False, owner: Any = None) -> None:
+        """Run ``fn`` (a layer set-up step) after the steps queued before it, one step per turn of
+        the event loop with the repaint in between; at once with ``sync`` (synchronous runs).
+        ``owner`` (a dock's Qt widget): the step is dropped if the dock is deleted or taken out of
+        its window first, or the window is closed.
+        """
+        if sync:
+            fn()
+            return
+        win = None
+        if owner is not None:
+            if _deleted(owner):  # the dock is gone: nothing to set up for it
+                return
+            win = owner.window()
+            if id(win) not in self._watched:
+                self._watched.add(id(win))
+                _CloseWatch(self, win)
+        self._steps.append((owner, win, fn))
+        self._schedule_step()
+
+    @property
+    def idle(self) -> bool:
+        """True when no set-up step is waiting."""
+        return not self._steps
+
+    def _schedule_step(self) -> None:
+        if self._step_scheduled or not self._steps:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._step_scheduled = True
+        QTimer.singleShot(STEP_GAP_MS, self._run_step)
+
+    def _run_step(self) -> None:
+        self._step_scheduled = False
+        while self._steps:
+            owner, win, fn = self._steps.pop(0)
+            if self.viewer is None:  # the viewer is gone: drop what was left
+                self._steps.clear()
+                return
+            if owner is not None and (_deleted(owner) or _deleted(win) or owner.window() is not win
+                                      or (win in self._closed and not win.isVisible())):
+                continue
+            try:
+                fn()
+            finally:
+                self._schedule_step()
+            return
 
     # ------------------------------------------------------------------ legend, colour bars
     def legend(self, part: str, text: str | None) -> Any:
