@@ -489,9 +489,9 @@ def targets(R: dict) -> list[str]:
         cells.append((f"{r['wall_mpx_s']:.0f} wall ({r['wall_mpx_s'] / base['wall_mpx_s']:.1f}x Laplacian), "
                       f"<= {est:.0f} from CPU time", r["wall_mpx_s"] >= 300))
     row(">= 300 Mpx/s on 2 cores (score + blur map + content check)", cells)
-    L += ["", f"The throughput row is measured on 2 cores shared with other jobs (load average {T['load_avg_1min']:.1f}): "
-          "the wall numbers are what this busy machine gave; the bound from CPU time (2 x Mpx per CPU-second) is "
-          "what 2 free cores could give at best."]
+    L += ["", f"The throughput row is wall time on this machine's 2 cores (1-min load average {T['load_avg_1min']:.1f} "
+          "when measured; other jobs slow it down); the bound from CPU time (2 x Mpx per CPU-second) is what 2 free "
+          "cores could give at best."]
     return L
 
 

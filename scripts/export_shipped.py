@@ -34,8 +34,11 @@ LICENCES = {
 STAGES = [
     {"steps": [0, 4000], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 1,
      "note": "from scratch; the interim weights of step 1500 were shipped first"},
-    {"steps": [4000, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 2,
-     "note": "resumed from the committed checkpoint (exact optimiser, schedule and RNG state)"},
+    {"steps": [4000, 7500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 2,
+     "note": "resumed from the committed checkpoint (exact optimiser, schedule and RNG state); "
+             "step 5500 was shipped at the end of that session"},
+    {"steps": [7500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 3,
+     "note": "resumed from the committed checkpoint"},
 ]
 
 
