@@ -27,12 +27,12 @@ removed before the FFT, so the offset never enters.
 **Network**: a small MLP (208-128-128-3, SiLU), or the mean of an ensemble of them, evaluated with
 ``einsum`` (no BLAS threads). Its outputs are ``e`` (px) and the deviatoric part
 ``d1 = (Axx - Ayy) / 2``, ``d2 = Axy`` (px^2), so ``major/minor = sqrt(e^2 +- |d|)`` and
-``angle = atan2(d2, d1) / 2``. It was trained (offline, torch) on synthetic blur of the training
-folders of three modalities (ssTEM, SBEM, FIB-SEM), every benchmark noise type, gains 0.2-2, with
-flips and transposes, so it does not depend on the scan axis. The shipped weights
-(``qc/weights/excess_*.npz``) and their JSON cards, which name the training data relative to the
-data root, are checked before use (:func:`load_weights`); each weight file belongs to one analysis
-window size (:func:`weights_for`).
+``angle = atan2(d2, d1) / 2``. It was trained (offline, torch: ``scripts/train_excess.py``) on
+synthetic blur of the training folders of three modalities (ssTEM, SBEM, FIB-SEM), every benchmark
+noise type, gains 0.2-2, with flips and transposes, so it does not depend on the scan axis. The
+shipped weights (``qc/weights/excess_*.npz``) and their JSON cards, which name the training data
+relative to the data root, are checked before use (:func:`load_weights`); each weight file belongs
+to one analysis window size (:func:`weights_for`).
 """
 
 from __future__ import annotations
