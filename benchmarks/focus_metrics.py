@@ -63,7 +63,8 @@ SHARP_KINDS = ("none", "gaussian", "disk", "astigmatic")
 SHARP_RANGES = {"gaussian": (0.2, 0.5), "disk": (0.4, 1.0), "astig": ((0.4, 0.65), (0.2, 0.7))}
 SOFT_RANGES = {"gaussian": (1.0, 3.0), "disk": (2.0, 6.0), "astig": ((1.3, 4.0), (0.2, 0.8))}
 AUC_DRAWS = {"sstem": 4, "sbem": 9, "fibsem": 4}  # ~1500-1800 tiles per modality
-WINDOWS = (("window 128 (default)", 128), ("window 160", 160), ("whole tile", None))
+WINDOWS = tuple((("whole tile" if w is None else f"window {w}") + (" (default)" if w == blurmap.DEFAULT_WINDOW else ""), w)
+                for w in (128, 160, None))
 PX_CUTS = (0.5, 0.75, 1.0)
 DEEPFOCUS = ("pert5000", "base", "pert-5000")  # least -> most defocused
 EMPTY_CASES = ("blank_white", "blank_poisson", "blank_xcorr", "blank_ycorr", "blank_shaded", "noise_white",

@@ -151,12 +151,13 @@ def test_one_estimator_total_blur_is_qc_psf(shared_data):
 
 def test_qc_grid_matches_qc_tiles_and_edges(shared_data):
     img = np.asarray(load_section(shared_data / "sbem_rodent_cdeep3m" / "085.png").data)[:600, :700]
-    r = blurmap.qc_grid(img, tile=256, window=128, workers=2)
+    win = blurmap.DEFAULT_WINDOW
+    r = blurmap.qc_grid(img, tile=256, window=win, workers=2)
     assert r.shape == (3, 3) and r.reason.dtype == np.uint8
     t = np.stack([img[:256, :256], img[:256, 256:512]])
-    rt = blurmap.qc_tiles(t, window=128)
+    rt = blurmap.qc_tiles(t, window=win)
     np.testing.assert_allclose(r.excess[0, :2], rt.excess, rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(blurmap.qc_grid(img, 256, window=128, workers=1).excess, r.excess)
+    np.testing.assert_array_equal(blurmap.qc_grid(img, 256, window=win, workers=1).excess, r.excess)
     assert np.isfinite(r.excess[2, 2])  # 88 x 188 corner tile: analysed at its own size
     small = blurmap.qc_grid(img[:300, :300], tile=256)  # 44 px edges: too small, not empty
     assert np.isnan(small.excess[0, 1]) and not small.empty[0, 1]
@@ -165,7 +166,7 @@ def test_qc_grid_matches_qc_tiles_and_edges(shared_data):
     np.testing.assert_array_equal(focus.score_tiles(img, 256, "blur"), r.score)
 
 
-@pytest.mark.parametrize("window", [None, 128])
+@pytest.mark.parametrize("window", [None, 128, 160])
 def test_deepfocus_series_ordered_and_not_empty(shared_data, window):
     folder = shared_data / "deepfocus_sem_defocus"
     ex = []

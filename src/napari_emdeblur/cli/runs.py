@@ -14,6 +14,7 @@ __all__ = ["EXIT_TILES_FAILED", "add_pipeline_args", "config_from_args", "print_
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``watch`` and ``batch``."""
+    from ..qc.blurmap import DEFAULT_WINDOW
     from ..qc.focus import METRICS
     from .options import finite_float, int_range, value_range_arg, window_arg
 
@@ -25,8 +26,9 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: tiles with more than PX px of excess blur are flagged for re-imaging, "
                    "not corrected (default 3)")
-    p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
-                   help="blur metric: analyse the centred 128 px (default) or 160 px of each subtile, or full subtiles")
+    p.add_argument("--window", type=window_arg, default=DEFAULT_WINDOW, metavar="128|160|full",
+                   help=f"blur metric: analyse the centred 128 or 160 px of each subtile, or full subtiles "
+                   f"(default {DEFAULT_WINDOW or 'full'})")
     p.add_argument("--correct-threshold", type=finite_float(), default=None, metavar="T",
                    help="tiles scoring below T are corrected (a score; default: the metric's fixed default)")
     p.add_argument("--retake-threshold", type=finite_float(), default=None, metavar="T",

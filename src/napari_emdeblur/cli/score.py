@@ -9,8 +9,8 @@ folder of images, a MultiSEM mosaic folder, OME-Zarr). One line per section is p
 tiles scored, % to correct, % to retake, empty tiles (no tissue signal: never "ok", never
 corrected), and the thresholds used. With the default metric, ``blur``, thresholds are in px of
 excess blur (``--correct-px`` / ``--retake-px``, default 1 and 3 px, the same for every dataset:
-``qc.thresholds``); ``--window`` sets the blur map's analysis window (128 px, the default fast
-path; 160; or ``full`` tiles, the most accurate). For the other metrics thresholds default to
+``qc.thresholds``); ``--window`` sets the blur map's analysis window (160 px, the default; 128, the
+fastest; or ``full`` tiles, the most accurate). For the other metrics thresholds default to
 automatic, per section (section-relative); with only one given, the other is automatic, clipped
 so that retake <= correct. ``--correct-threshold`` / ``--retake-threshold`` give thresholds as
 scores for any metric.
@@ -38,6 +38,7 @@ import numpy as np
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..qc.blurmap import DEFAULT_WINDOW
     from ..qc.focus import DEFAULT_METRIC, METRICS
     from .options import finite_float, int_range, window_arg
 
@@ -64,9 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="blur metric: correct tiles with more than PX px of excess blur (default 1)")
     p.add_argument("--retake-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: retake tiles with more than PX px of excess blur (default 3)")
-    p.add_argument("--window", type=window_arg, default=128, metavar="128|160|full",
-                   help="blur metric: analyse the centred 128 px (default, fast) or 160 px of each tile, "
-                   "or full tiles (most accurate)")
+    p.add_argument("--window", type=window_arg, default=DEFAULT_WINDOW, metavar="128|160|full",
+                   help=f"blur metric: analyse the centred 128 px (fastest) or 160 px of each tile, or full tiles "
+                   f"(most accurate; default {DEFAULT_WINDOW or 'full'})")
     p.add_argument("--anisotropy", action="store_true",
                    help="also print the median blur anisotropy (astigmatism) per section")
     p.set_defaults(func=run)
