@@ -57,7 +57,7 @@ DATA = Path(os.environ.get("EMDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "dat
 TILE = 256
 MODALITIES = ("sstem", "sbem", "fibsem")
 LABEL = {"sstem": "ssTEM", "sbem": "SBEM", "fibsem": "FIB-SEM"}
-NOISES = ("none", "white", "poisson", "xcorr", "ycorr")
+NOISES = degrade.NOISE_KINDS
 SOFT_KINDS = ("gaussian", "disk", "astigmatic")
 SHARP_KINDS = ("none", "gaussian", "disk", "astigmatic")
 SHARP_RANGES = {"gaussian": (0.2, 0.5), "disk": (0.4, 1.0), "astig": ((0.4, 0.65), (0.2, 0.7))}
@@ -149,24 +149,8 @@ def draw(rng, sharp: bool) -> dict:
 
 def apply(crop: np.ndarray, c: dict, rng) -> np.ndarray:
     """Blur (reflective boundaries, FFT convolution) + noise + gain / offset + uint8 of a uint8 crop."""
-    x = crop.astype(np.float32) / 255.0
-    img = x
-    k = c["psf"]
-    if k.size > 1:
-        r0, r1 = k.shape[0] // 2, k.shape[1] // 2
-        img = signal.fftconvolve(np.pad(x, ((r0, r0), (r1, r1)), mode="reflect"), k, mode="valid").astype(np.float32)
-    n = c["noise"]
-    if n == "white":
-        img = degrade.add_noise(img, rng, photons=None, read_sigma=c["read_sigma"])
-    elif n == "poisson":
-        img = degrade.add_noise(img, rng, photons=c["photons"])
-    elif n == "xcorr":
-        img = degrade.add_noise(img, rng, photons=None, read_sigma=c["read_sigma"], fast_scan_corr=c["corr"])
-    elif n == "ycorr":
-        img = degrade.add_noise(img.T, rng, photons=None, read_sigma=c["read_sigma"], fast_scan_corr=c["corr"]).T
-    m = float(x.mean())
-    img = (img - m) * c["gain"] + m + c["offset"]
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    return degrade.degrade_u8(crop, c["psf"], rng, c["noise"], c["photons"], c["read_sigma"], c["corr"],
+                              c["gain"], c["offset"])
 
 
 def _meta(c: dict, **kw) -> dict:

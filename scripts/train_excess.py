@@ -37,7 +37,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -48,7 +47,7 @@ from napari_emdeblur.qc import excess  # noqa: E402
 from napari_emdeblur.qc.spectral import tile_spectra  # noqa: E402
 
 TILE = 256
-NOISES = ("none", "white", "poisson", "xcorr", "ycorr")
+NOISES = degrade.NOISE_KINDS
 DRAWS = {"train": {"sstem": 12, "sbem": 8, "fibsem": 50}, "severe": {"sstem": 3, "sbem": 2, "fibsem": 12}}
 SEEDS = {"train": 99, "severe": 98}
 VAL_RULES = {  # the validation split, inside the training folders, by source file
@@ -114,23 +113,7 @@ def draw(rng: np.random.Generator, severe: bool) -> dict:
 
 def apply(crop: np.ndarray, c: dict, psf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blur (reflective boundaries) + noise + gain / offset + uint8, as the focus benchmark does."""
-    x = crop.astype(np.float32) / 255.0
-    img = x
-    if psf.size > 1:
-        r0, r1 = psf.shape[0] // 2, psf.shape[1] // 2
-        img = signal.fftconvolve(np.pad(x, ((r0, r0), (r1, r1)), mode="reflect"), psf, mode="valid").astype(np.float32)
-    n = c["noise"]
-    if n == "white":
-        img = degrade.add_noise(img, rng, photons=None, read_sigma=c["read_sigma"])
-    elif n == "poisson":
-        img = degrade.add_noise(img, rng, photons=c["photons"])
-    elif n == "xcorr":
-        img = degrade.add_noise(img, rng, photons=None, read_sigma=c["read_sigma"], fast_scan_corr=c["corr"])
-    elif n == "ycorr":
-        img = degrade.add_noise(img.T, rng, photons=None, read_sigma=c["read_sigma"], fast_scan_corr=c["corr"]).T
-    m = float(x.mean())
-    img = (img - m) * c["gain"] + m + c["offset"]
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    return degrade.degrade_u8(crop, psf, rng, c["noise"], c["photons"], c["read_sigma"], c["corr"], c["gain"], c["offset"])
 
 
 def crops_of(img: np.ndarray) -> list[np.ndarray]:

@@ -42,12 +42,14 @@ def test_truth_is_the_covariance_of_the_added_psf(te):
 def test_samples_are_uint8_and_blur_lowers_the_high_frequencies(te):
     rng = np.random.default_rng(1)
     crop = _texture()
-    c = {"noise": "none", "gain": 1.0, "offset": 0.0}
+    c = {"noise": "none", "photons": 200.0, "read_sigma": 0.0, "corr": 0.0, "gain": 1.0, "offset": 0.0}
     sharp = te.apply(crop, c, te._psf("none", {}), rng)
     soft = te.apply(crop, c, te._psf("gaussian", {"sigma": 2.0}), rng)
     assert sharp.dtype == soft.dtype == np.uint8 and sharp.shape == soft.shape == crop.shape
     np.testing.assert_array_equal(sharp, crop)  # nothing added: the crop itself
     assert np.abs(np.diff(soft.astype(float), axis=1)).mean() < 0.5 * np.abs(np.diff(crop.astype(float), axis=1)).mean()
+    with pytest.raises(ValueError, match="unknown noise"):
+        te.apply(crop, {**c, "noise": "pink", "photons": 1.0, "read_sigma": 0.0, "corr": 0.0}, te._psf("none", {}), rng)
     for _ in range(20):  # every drawn condition is one of the known kinds, within its ranges
         d = te.draw(rng, severe=False)
         assert d["kind"] in ("none", "gaussian", "disk", "astigmatic") and d["noise"] in te.NOISES

@@ -145,6 +145,38 @@ def add_noise(
     return out
 
 
+#: the noise models of the focus-QC benchmark and of the excess-blur layer's training samples
+NOISE_KINDS = ("none", "white", "poisson", "xcorr", "ycorr")
+
+
+def degrade_u8(crop: np.ndarray, psf: np.ndarray, rng: np.random.Generator, noise: str = "none",
+               photons: float = 200.0, read_sigma: float = 0.0, corr: float = 0.0, gain: float = 1.0,
+               offset: float = 0.0) -> np.ndarray:
+    """A uint8 crop blurred by ``psf`` (FFT, reflective boundaries), with one noise model of
+    :data:`NOISE_KINDS` (white Gaussian, Poisson shot noise, Gaussian AR(1)-correlated along x or
+    along y), then contrast ``gain`` about the crop's mean plus ``offset`` (in [0, 1] units), as uint8.
+    The focus-QC benchmark and ``scripts/train_excess.py`` make their samples with it.
+    """
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
+    x = np.asarray(crop, np.float32) / 255.0
+    img = x
+    if psf.size > 1:
+        r0, r1 = psf.shape[0] // 2, psf.shape[1] // 2
+        img = signal.fftconvolve(np.pad(x, ((r0, r0), (r1, r1)), mode="reflect"), psf, mode="valid").astype(np.float32)
+    if noise == "white":
+        img = add_noise(img, rng, photons=None, read_sigma=read_sigma)
+    elif noise == "poisson":
+        img = add_noise(img, rng, photons=photons)
+    elif noise == "xcorr":
+        img = add_noise(img, rng, photons=None, read_sigma=read_sigma, fast_scan_corr=corr)
+    elif noise == "ycorr":
+        img = add_noise(img.T, rng, photons=None, read_sigma=read_sigma, fast_scan_corr=corr).T
+    m = float(x.mean())
+    img = (img - m) * gain + m + offset
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
 @dataclass
 class Degradation:
     """One concrete degradation: a PSF and a noise model."""
