@@ -446,3 +446,28 @@ def test_error_messages_lead_with_the_key_words(flow, tmp_path):
     seen.clear()
     cw.run(sync=True)
     assert seen and seen[-1].startswith("Weights file not found")
+
+
+def test_do_no_harm_switch_reaches_the_service(flow):
+    """The dock's do-no-harm switch: on (default), a sharp tile comes out byte for byte; off, the
+    network's output replaces it (it also removes the real detector noise)."""
+    viewer, qc, cw, section, gt = flow
+    ps = float(section.scale[-1])
+    viewer.add_shapes([np.array([[10, 778], [240, 1010]]) * ps], shape_type="rectangle", name="sharp roi")  # tile (0, 3)
+    cw.layer_combo.value = section.name
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "sharp roi"
+    cw.device_combo.value = "cpu"
+    original = np.asarray(section.data)[:256, 768:1024]
+    assert cw.gate_check.value and cw.params().keep_sharp
+    out = {}
+    for on in (True, False):
+        cw.gate_check.value = on
+        assert cw.params().keep_sharp is on
+        cw.run(sync=True)
+        assert list(cw.reports) == [(0, 0, 3)]
+        corrected = viewer.layers[f"{section.name} corrected"]
+        level = corrected.data[0] if corrected.multiscale else corrected.data
+        out[on] = np.asarray(level[:256, 768:1024])
+    np.testing.assert_array_equal(out[True], original)
+    assert np.abs(out[False].astype(int) - original).mean() > 1.0

@@ -134,6 +134,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.tile_spin = SpinBox(label="inference tile (0=auto)", value=0, min=0, max=4096, step=64)
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
         self.ensemble_check = CheckBox(label="quality mode (8 flips/rotations, 8x slower)", value=False)
+        self.gate_check = CheckBox(label="do no harm (sharp windows unchanged)", value=True,
+                                   tooltip="Windows the QC calls sharp come out byte for byte; off: the network "
+                                           "output everywhere (it also removes real detector noise)")
         self.run_btn = PushButton(text="Correct tiles")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
@@ -152,7 +155,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.extend([
             self.layer_combo, self.tiles_combo, self.shapes_combo, self.gt_combo, self.qc_tile_spin,
             self.weights_edit, self.device_combo, self.device_label, self.precision_combo, self.tile_spin,
-            self.batch_spin, self.ensemble_check, self.run_btn, self.cancel_btn, self.progress, self.status, self.view_btn,
+            self.batch_spin, self.ensemble_check, self.gate_check, self.run_btn, self.cancel_btn, self.progress, self.status, self.view_btn,
             self.sel_z, self.sel_row, self.sel_col, self.accept_btn, self.revert_btn, self.retake_btn,
             self.tile_label, self.export_path, self.export_report, self.export_btn,
         ])
@@ -225,6 +228,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             device=str(self.device_combo.value), precision=str(self.precision_combo.value),
             tile=int(self.tile_spin.value), batch=int(self.batch_spin.value),
             qc_tile=int(self.qc_tile_spin.value), metric=self._qc_metric, ensemble=bool(self.ensemble_check.value),
+            keep_sharp=bool(self.gate_check.value),
         )
 
     @property
