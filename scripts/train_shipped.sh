@@ -101,5 +101,5 @@ echo "U-Net pid $!"
 #     --out runs/gran_em_v2_g3
 #   .venv/bin/python benchmarks/restoration.py --gran runs/gran_em_v2_g3/model_best.pt --out runs/restoration_v2.md
 #
-# The stage-1 GRAN (equal budget with the U-Net) ships as benchmarks/weights/gran_equal_budget.pt for
-# target (b) of benchmarks/restoration.py.
+# The stage-1 GRAN (equal budget with the U-Net) and the U-Net were the old benchmark's comparison pair;
+# the current benchmarks/restoration.py compares the semi-blind GRAN instead, so neither is kept.
