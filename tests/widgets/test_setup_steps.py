@@ -99,3 +99,55 @@ def test_with_imports_imports_in_the_running_thread_and_keeps_the_generator():
     t.start()
     t.join(30)
     assert seen == {"first": 1, "imported_then": True, "echo": "x", "value": "done"}
+
+
+def test_qc_layers_appear_one_first_paint_per_step(make_napari_viewer, qtbot):
+    """A QC run in the worker adds its layers hidden and shows them (and the legend's text) in set-up
+    steps of their own: no step both adds a layer and shows one, or shows two."""
+    from napari_emdeblur.widgets import view as view_mod
+    from napari_emdeblur.widgets.qc import QCWidget
+
+    rng = np.random.default_rng(0)
+    viewer = make_napari_viewer()
+    viewer.add_image((rng.random((512, 512)) * 255).astype(np.uint8), name="em")
+    qc = QCWidget(viewer)
+    viewer.window.add_dock_widget(qc, name="Focus QC")
+    view = review_view(viewer)
+    step = {"n": 0}
+    events: list[tuple[int, str, str]] = []  # (step, what, layer)
+    run_step = view._run_step
+
+    def counted() -> None:  # our own queue's step runner, counted
+        step["n"] += 1
+        run_step()
+
+    view._run_step = counted
+    legend_texts: list[str] = []
+
+    def on_insert(event) -> None:
+        layer = event.value
+        events.append((step["n"], "added" + (" shown" if layer.visible else ""), layer.name))
+        layer.events.visible.connect(
+            lambda e, l=layer: events.append((step["n"], "shown", l.name)) if l.visible else None)
+
+    viewer.layers.events.inserted.connect(on_insert)
+    qc.layer_combo.value = "em"
+    qc.tile_spin.value = 128
+    legend = view.legend
+    view.legend = lambda part, text: (legend_texts.append(text), legend(part, text))[1]
+    view_mod._DRAWN_CHARS.clear()  # as in a fresh process: no glyph drawn yet
+    qc.run()
+    qtbot.waitUntil(lambda: qc.idle and view.idle and qc.result is not None, timeout=60_000)
+    added = [e for e in events if e[1].startswith("added")]
+    shown = [e for e in events if e[1] == "shown"]
+    assert len(added) >= 4 and all(e[1] == "added" for e in added), events  # every QC layer added hidden
+    assert shown, "nothing was shown"
+    steps = [e[0] for e in added + shown]
+    assert len(steps) == len(set(steps)), events  # one add or one first paint per step
+    # the legend grew in steps, each drawing at most GLYPHS_PER_STEP new characters, to the full text
+    assert len(legend_texts) >= 3 and legend_texts[-1].startswith("flagged tiles: cyan = correct")
+    seen: set[str] = set()
+    for text in legend_texts:
+        assert len(set(text) - seen - set(" \n")) <= view_mod.GLYPHS_PER_STEP or len(text.split()) == 1, text
+        seen |= set(text)
+    assert viewer.canvas.overlays[view_mod.LEGEND_KEY].text.startswith(legend_texts[-1])

@@ -344,7 +344,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             corrected = self._viewer.add_image(
                 shown, name=f"{layer.name} corrected", scale=layer.scale, translate=layer.translate,
                 colormap=layer.colormap, contrast_limits=layer.contrast_limits, multiscale=layer.multiscale,
+                visible=False,  # shown in a set-up step of its own (below): its first paint a pause of its own
             )
+            review_view(self._viewer).show_later(corrected, self._sync, self.native)
         else:
             corrected.data = shown
         corrected.metadata["emdeblur_correction"] = dict(self._meta, corrected_tiles=[])
@@ -380,20 +382,21 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                     disp, name=f"{source} review", scale=scale, translate=translate,
                     colormap=code_colormap(REVIEW_COLORS, "emdeblur review"),
                     contrast_limits=code_limits(len(REVIEW_COLORS)), interpolation2d="nearest",
-                    blending="translucent", metadata={REVIEW_KEY: review_meta},
+                    blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False,
                 )
+                view.show_later(review, self._sync, self.native)
             else:
                 review.data = disp
                 review.metadata[REVIEW_KEY] = review_meta
             read_only(review)
 
         def arrange() -> None:
-            view.legend("2 review", REVIEW_LEGEND)
             if not self._viewer.canvas.grid.enabled:
                 view.overlay_order(source, gt_name)
 
         view.later(add_review, self._sync, self.native)
         view.later(arrange, self._sync, self.native)
+        view.legend_steps("2 review", REVIEW_LEGEND, self._sync, self.native)
 
     def _qc_thresholds(self, name: str) -> dict:
         for l in self._viewer.layers:

@@ -393,6 +393,7 @@ class QCWidget(Container):
                 heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
                 interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
                 contrast_limits=self._heat_limits or (0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
+                visible=False,  # shown by the review view's set-up steps, one first paint at a time
             )
             if self._heat_limits is None:
                 self._refresh_layers_throttled(force=True)
@@ -408,7 +409,7 @@ class QCWidget(Container):
             self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
                 contrast_limits=(-0.5, 3.5), interpolation2d="nearest", blending="translucent", scale=scale,
-                translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
+                translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False, visible=False,
             )
 
         def add_outline() -> None:
@@ -423,7 +424,8 @@ class QCWidget(Container):
 
         def arrange() -> None:  # colour bar, read-only, legend, the tint or the outlines for the zoom, order
             if self.result is r:
-                view.qc_layers(self.heatmap_layer, self.decisions_layer, self.outline_layer)
+                view.qc_layers(self.heatmap_layer, self.decisions_layer, self.outline_layer, self.blur_layer, sync,
+                               self.native)
 
         view.later(add_heat, sync, self.native)
         view.later(add_flags, sync, self.native)
@@ -439,12 +441,11 @@ class QCWidget(Container):
                 blur = self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
                     opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
-                    contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False,
+                        contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False, visible=False,
                 )
                 if self._blur_limits is not None:
                     blur.metadata[HEATMAP_KEY]["contrast_limits"] = self._blur_limits
-                blur.colorbar.visible = True
-                self.show(self.show_combo.value)
+                self._set_shown(self.show_combo.value)
 
             view.later(add_blur, sync, self.native)
         view.later(add_outline, sync, self.native)
@@ -538,9 +539,15 @@ class QCWidget(Container):
             if blur is not None:
                 blur.contrast_limits = (0.0, hi)
                 blur.metadata[HEATMAP_KEY]["contrast_limits"] = (0.0, hi)
-            run = r
-            review_view(self._viewer).later(lambda: self._update_astigmatism() if self.result is run else None,
-                                            getattr(self, "_sync", True), self.native)
+            run, view, sync = r, review_view(self._viewer), getattr(self, "_sync", True)
+            view.later(lambda: self._update_astigmatism() if self.result is run else None, sync, self.native)
+
+            def show_astigmatism() -> None:  # added hidden: its first paint a step of its own
+                layer = self.astigmatism_layer
+                if self.result is run and layer is not None and not layer.visible:
+                    layer.visible = True
+
+            view.later(show_astigmatism, sync, self.native)
         self.correct_slider.label = "correct above (px)" if r.px_mode else "correct below"
         self.retake_slider.label = "retake above (px)" if r.px_mode else "retake below"
         pad = 0.02 * (hi - lo)
@@ -581,16 +588,25 @@ class QCWidget(Container):
         if self.show_combo.value != what:
             self.show_combo.value = what  # calls back here
             return
+        if not self._set_shown(what):
+            return
+        tint = review_view(self._viewer).zoomed_out
+        if tint is None:  # the layers are being set up: the review view shows the chosen one
+            return
+        for layer, shown in ((self.blur_layer, what == SHOW_CHOICES[0]), (self.heatmap_layer, what != SHOW_CHOICES[0])):
+            if layer.visible != (tint and shown):
+                layer.visible = tint and shown
+
+    def _set_shown(self, what: str) -> bool:
+        """Record which heatmap is the tint (kept in the layers' metadata: the review view shows the
+        chosen one zoomed out and hides both closer in); False if the QC layers are not there.
+        """
         heat, blur = self.heatmap_layer, self.blur_layer
         if blur is None or heat is None:
-            return
-        # the choice is kept in the layers' metadata: the review view shows the chosen tint when
-        # zoomed out and hides both closer in (outlines instead)
+            return False
         blur.metadata[HEATMAP_KEY]["shown"] = what == SHOW_CHOICES[0]
         heat.metadata[HEATMAP_KEY]["shown"] = what != SHOW_CHOICES[0]
-        tint = review_view(self._viewer).zoomed_out is not False
-        blur.visible = tint and what == SHOW_CHOICES[0]
-        heat.visible = tint and what != SHOW_CHOICES[0]
+        return True
 
     def _update_astigmatism(self) -> None:
         """One line per clearly anisotropic tile or file: along the excess blur's major axis, centred
@@ -633,7 +649,7 @@ class QCWidget(Container):
             self._viewer.layers.remove(old)
         self._viewer.add_vectors(data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile),
                                  length=1.0, edge_color="#7cff4f", vector_style="line", scale=scale,
-                                 translate=translate, ndim=nd, features=feats, metadata=meta)
+                                 translate=translate, ndim=nd, features=feats, metadata=meta, visible=False)
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:

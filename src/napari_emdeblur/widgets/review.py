@@ -56,11 +56,14 @@ class ReviewMixin:
         if layer is None:
             layer = self._viewer.add_image(disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
                                            interpolation2d="nearest", scale=scale, translate=translate,
-                                           metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}})
+                                           metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}},
+                                           visible=False)
             self._arrange()
+            view = review_view(self._viewer)  # its first paint, then its colour bar's: steps of their own
+            view.show_later(layer, self._sync, self.native)
+            view.later(lambda: view.colorbar(layer), self._sync, self.native)
         else:
             layer.data = disp
-        review_view(self._viewer).colorbar(layer)
 
     def _arrange(self) -> None:
         """Overlay order after adding a layer (the grid keeps its own until toggled back)."""
@@ -104,8 +107,9 @@ class ReviewMixin:
             layer = self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
                                            interpolation2d="nearest", scale=scale, translate=translate,
                                            visible=False, metadata={HEATMAP_KEY: meta})
-            review_view(self._viewer).colorbar(layer)
             self._arrange()
+            view = review_view(self._viewer)  # its colour bar: a set-up step of its own
+            view.later(lambda: view.colorbar(layer), self._sync, self.native)
         else:
             layer.data = disp
             layer.metadata[HEATMAP_KEY] = meta

@@ -26,6 +26,7 @@ GRAN correction docks. It keeps, with napari's own overlays and public API only:
 
 from __future__ import annotations
 
+import re
 import weakref
 from typing import Any, Iterable
 
@@ -37,6 +38,8 @@ LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
+GLYPHS_PER_STEP = 10  # new characters a legend set-up step may draw (see ReviewView.legend_steps)
+_DRAWN_CHARS: set[str] = set()  # characters the legend has drawn in this process (glyphs are cached)
 STEP_GAP_MS = 120  # between two queued set-up steps: the first one's repaint runs in between
 
 _VIEWS: "weakref.WeakKeyDictionary[Any, ReviewView]" = weakref.WeakKeyDictionary()
@@ -177,6 +180,7 @@ class ReviewView:
         overlays = self.viewer.canvas.overlays
         ov = overlays[LEGEND_KEY] if LEGEND_KEY in overlays else None
         body = "\n".join(self._legend_parts[k] for k in sorted(self._legend_parts))
+        _DRAWN_CHARS.update(body)
         if ov is None:
             ov = TextOverlay(text=body, position="bottom_left", visible=bool(body), font_size=10, box=True,
                              color="white")
@@ -186,6 +190,25 @@ class ReviewView:
             ov.visible = bool(body)
         return ov
 
+    def legend_steps(self, part: str, text: str, sync: bool = False, owner: Any = None) -> None:
+        """:meth:`legend` as set-up steps (:meth:`later`): the text grows word by word so that each
+        step draws at most ``GLYPHS_PER_STEP`` characters no text of the viewer has drawn before
+        (the first paint of a character renders its glyph, ~5-10 ms each with software OpenGL).
+        """
+        seen = set(_DRAWN_CHARS)
+        prefixes, prefix, new = [], "", 0
+        for word in re.split(r"(?<=\s)", text):
+            add = set(word) - seen - set(" \n")
+            if new and new + len(add) > GLYPHS_PER_STEP:
+                prefixes.append(prefix.rstrip())
+                new = 0
+            prefix += word
+            seen |= add
+            new += len(add)
+        prefixes.append(text)
+        for p in prefixes:
+            self.later(lambda p=p: self.legend(part, p), sync, owner)
+
     @staticmethod
     def colorbar(layer: Any) -> None:
         """Show ``layer``'s colour bar (Image layers)."""
@@ -194,23 +217,52 @@ class ReviewView:
             cb.visible = True
 
     # ------------------------------------------------------------------ QC layers
-    def qc_layers(self, heat: Any, flags: Any, outline: Any = None) -> None:
-        """The Focus QC dock's heatmap, flagged and flagged-outline layers: colour bar, read-only
-        flags, the legend, the tint or the outlines for the current zoom, marks above the images.
+    def qc_layers(self, heat: Any, flags: Any, outline: Any = None, blur: Any = None, sync: bool = False,
+                  owner: Any = None) -> None:
+        """The Focus QC dock's heatmap, flagged, flagged-outline and blur (px) layers, added hidden:
+        read-only flags, marks above the images, then (each a set-up step of its own, see
+        :meth:`later`) the layers the current zoom wants shown one at a time, the colour bars and the
+        legend, so that no single turn of the event loop pays for several first paints.
         """
-        if heat is not None:
-            self.colorbar(heat)
         for layer in (flags, outline):
             if layer is not None:
                 read_only(layer)
-        self.legend("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image), grey = empty\n"
-                               "heatmap: blur (px) bright = more blur; focus score dark = soft")
-        self._zoomed_out = None
-        self.apply_zoom()
         if flags is not None:
             source = (flags.metadata.get(DECISIONS_KEY) or {}).get("source")
             if source:
                 self.overlay_order(source)
+        ratio = self._image_px_per_screen_px()
+        self._zoomed_out = None if ratio is None else ratio > ZOOMED_OUT
+        for layer in (flags, outline, heat, blur):
+            if layer is not None:
+                self.later(lambda x=layer: self._reveal(x), sync, owner)
+        self.legend_steps("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image), grey = empty\n"
+                                     "heatmap: blur (px) bright = more blur; focus score dark = soft", sync, owner)
+        for layer in (heat, blur):
+            if layer is not None:
+                self.later(lambda x=layer: self.colorbar(x) if self._alive(x) else None, sync, owner)
+        self.later(lambda: self.apply_zoom(force=True), sync, owner)  # all of them as the zoom is now
+
+    def show_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
+        """Show ``layer`` (added hidden) in a set-up step of its own (:meth:`later`): its first paint
+        is then a pause of its own.
+        """
+        def show() -> None:
+            if self._alive(layer) and not layer.visible:
+                layer.visible = True
+
+        self.later(show, sync, owner)
+
+    def _alive(self, layer: Any) -> bool:
+        v = self.viewer
+        return v is not None and any(x is layer for x in v.layers)
+
+    def _reveal(self, layer: Any) -> None:
+        """Show ``layer`` if the current zoom wants it (one first paint per set-up step)."""
+        if self._zoomed_out is None or self.viewer.canvas.grid.enabled or not self._alive(layer):
+            return
+        if self._wanted(layer, self._zoomed_out):
+            layer.visible = True
 
     def flags_changed(self, flags: Any) -> None:
         """The QC dock changed the decisions ``flags`` draws (thresholds moved): redraw what is on
@@ -253,16 +305,24 @@ class ReviewView:
             return
         self._zoomed_out = out
         for layer in list(v.layers):
-            heat = layer.metadata.get(HEATMAP_KEY)
-            qc_tint = heat is not None and (heat.get("kind") == "blur_px" or (
-                heat.get("kind") is None and "metric" in heat)) and \
-                not str(heat.get("source", "")).endswith(" corrected")
-            if qc_tint:  # the focus score or blur (px) heatmap: the one the QC dock shows, zoomed out
-                layer.visible = out and bool(heat.get("shown", True))
-            elif DECISIONS_KEY in layer.metadata:
-                layer.visible = out
-            elif OUTLINE_KEY in layer.metadata:
-                layer.visible = not out
+            want = self._wanted(layer, out)
+            if want is not None and layer.visible != want:  # setting it again would refresh the layer
+                layer.visible = want
+
+    @staticmethod
+    def _wanted(layer: Any, out: bool) -> bool | None:
+        """The zoom policy for ``layer``: shown or not (None: a layer it leaves alone)."""
+        heat = layer.metadata.get(HEATMAP_KEY)
+        qc_tint = heat is not None and (heat.get("kind") == "blur_px" or (
+            heat.get("kind") is None and "metric" in heat)) and \
+            not str(heat.get("source", "")).endswith(" corrected")
+        if qc_tint:  # the focus score or blur (px) heatmap: the one the QC dock shows, zoomed out
+            return out and bool(heat.get("shown", True))
+        if DECISIONS_KEY in layer.metadata:
+            return out
+        if OUTLINE_KEY in layer.metadata:
+            return not out
+        return None
 
     @property
     def zoomed_out(self) -> bool | None:
