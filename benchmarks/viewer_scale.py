@@ -182,7 +182,7 @@ def pause_summary(probe) -> dict:
     g = np.asarray(probe.gaps) - probe.interval_ms if probe.gaps else np.zeros(1)
     return {"longest_ms": round(float(g.max()), 1), "p99_ms": round(float(np.percentile(g, 99)), 1),
             "over_200ms": int((g > 200).sum()), "ticks": len(probe.gaps),
-            "long_pauses": [list(p) for p in list(probe.long_pauses)[:30]]}
+            "long_pauses": [list(p) for p in sorted(sorted(probe.long_pauses, key=lambda p: -p[1])[:30])]}  # the 30 longest
 
 
 # ----------------------------------------------------------------------------- one variant (child process)

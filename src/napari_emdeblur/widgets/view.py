@@ -38,7 +38,7 @@ LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
-GLYPHS_PER_STEP = 10  # new characters a legend set-up step may draw (see ReviewView.legend_steps)
+GLYPHS_PER_STEP = 5  # new characters a legend set-up step may draw (each ~6-15 ms here; see legend_steps)
 _DRAWN_CHARS: set[str] = set()  # characters the legend has drawn in this process (glyphs are cached)
 STEP_GAP_MS = 120  # between two queued set-up steps: the first one's repaint runs in between
 
