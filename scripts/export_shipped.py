@@ -37,8 +37,10 @@ STAGES = [
     {"steps": [4000, 7500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 2,
      "note": "resumed from the committed checkpoint (exact optimiser, schedule and RNG state); "
              "step 5500 was shipped at the end of that session"},
-    {"steps": [7500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 3,
-     "note": "resumed from the committed checkpoint"},
+    {"steps": [7500, 16500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 3,
+     "note": "resumed from the committed checkpoint; step 11,500 was shipped in that session"},
+    {"steps": [16500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 4,
+     "note": "resumed from the committed checkpoint (the same schedule, losses identical to the interrupted run)"},
 ]
 
 
