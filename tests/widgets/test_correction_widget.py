@@ -133,6 +133,8 @@ def test_cancel_leaves_layers_consistent(flow, qtbot):
     total = TileGrid(original.shape, cw.grid.tile).n_tiles
     assert 1 <= n < total  # stopped early
     corrected = viewer.layers[f"{section.name} corrected"]
+    # added hidden, each shown by a set-up step of its own: all shown once the dock is idle
+    assert corrected.visible and viewer.layers[f"{section.name} review"].visible
     done = {(i, j) for (_, i, j) in cw.reports}
     for i, j in cw.grid:
         if (i, j) not in done:
