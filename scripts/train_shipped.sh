@@ -18,6 +18,8 @@
 # Equal-budget ablation weights for benchmarks/restoration.py (both runs' snapshots at the same step N):
 #   .venv/bin/python scripts/export_shipped.py --no-ship --ablation N
 # (add N to --snapshot-steps below, or copy model_latest.pt when a run's card says "steps": N)
+# The committed pair is N = 11,500: the graph run's step-11,500 weights (shipped in session 3, copied to
+# training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
   set -euo pipefail
   cd "$(dirname "$0")/.."
