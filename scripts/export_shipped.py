@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         for src, dst in ((run, "sbgran_equal_budget.pt"), (args.ablation_run, "sbgran_nograph.pt")):
             snap = Path(src) / f"model_step{args.ablation}.pt"
             export_weights(snap, Path("benchmarks") / "weights" / dst, licences=LICENCES,
-                           ablation_step=args.ablation)
+                           ablation_step=args.ablation, name=Path(dst).stem)  # not the shipped model's name
             print(f"{snap} -> benchmarks/weights/{dst}")
     return 0
 

@@ -441,7 +441,7 @@ class QCWidget(Container):
                 blur = self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
                     opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
-                        contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False, visible=False,
+                    contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False, visible=False,
                 )
                 if self._blur_limits is not None:
                     blur.metadata[HEATMAP_KEY]["contrast_limits"] = self._blur_limits
@@ -539,15 +539,9 @@ class QCWidget(Container):
             if blur is not None:
                 blur.contrast_limits = (0.0, hi)
                 blur.metadata[HEATMAP_KEY]["contrast_limits"] = (0.0, hi)
-            run, view, sync = r, review_view(self._viewer), getattr(self, "_sync", True)
-            view.later(lambda: self._update_astigmatism() if self.result is run else None, sync, self.native)
-
-            def show_astigmatism() -> None:  # added hidden: its first paint a step of its own
-                layer = self.astigmatism_layer
-                if self.result is run and layer is not None and not layer.visible:
-                    layer.visible = True
-
-            view.later(show_astigmatism, sync, self.native)
+            run = r
+            review_view(self._viewer).later(lambda: self._update_astigmatism() if self.result is run else None,
+                                            getattr(self, "_sync", True), self.native)
         self.correct_slider.label = "correct above (px)" if r.px_mode else "correct below"
         self.retake_slider.label = "retake above (px)" if r.px_mode else "retake below"
         pad = 0.02 * (hi - lo)
@@ -647,9 +641,11 @@ class QCWidget(Container):
         old = self.astigmatism_layer
         if old is not None:
             self._viewer.layers.remove(old)
-        self._viewer.add_vectors(data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile),
-                                 length=1.0, edge_color="#7cff4f", vector_style="line", scale=scale,
-                                 translate=translate, ndim=nd, features=feats, metadata=meta, visible=False)
+        layer = self._viewer.add_vectors(
+            data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile), length=1.0,
+            edge_color="#7cff4f", vector_style="line", scale=scale, translate=translate, ndim=nd, features=feats,
+            metadata=meta, visible=False)  # added hidden: its first paint a set-up step of its own
+        review_view(self._viewer).show_later(layer, getattr(self, "_sync", True), self.native)
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:

@@ -61,7 +61,7 @@ class ReviewMixin:
             self._arrange()
             view = review_view(self._viewer)  # its first paint, then its colour bar's: steps of their own
             view.show_later(layer, self._sync, self.native)
-            view.later(lambda: view.colorbar(layer), self._sync, self.native)
+            view.colorbar_later(layer, self._sync, self.native)
         else:
             layer.data = disp
 
@@ -108,8 +108,7 @@ class ReviewMixin:
                                            interpolation2d="nearest", scale=scale, translate=translate,
                                            visible=False, metadata={HEATMAP_KEY: meta})
             self._arrange()
-            view = review_view(self._viewer)  # its colour bar: a set-up step of its own
-            view.later(lambda: view.colorbar(layer), self._sync, self.native)
+            review_view(self._viewer).colorbar_later(layer, self._sync, self.native)  # a step of its own
         else:
             layer.data = disp
             layer.metadata[HEATMAP_KEY] = meta

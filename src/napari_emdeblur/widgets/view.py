@@ -40,7 +40,7 @@ LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
-GLYPHS_PER_STEP = 5  # new characters a legend set-up step may draw (each ~6-15 ms here; see legend_steps)
+GLYPHS_PER_STEP = 5  # new characters a legend set-up step may draw (see legend_steps)
 _DRAWN_CHARS: set[str] = set()  # characters the legend has drawn in this process (glyphs are cached)
 STEP_GAP_MS = 120  # between two queued set-up steps: the first one's repaint runs in between
 
@@ -195,7 +195,7 @@ class ReviewView:
     def legend_steps(self, part: str, text: str, sync: bool = False, owner: Any = None) -> None:
         """:meth:`legend` as set-up steps (:meth:`later`): the text grows word by word so that each
         step draws at most ``GLYPHS_PER_STEP`` characters no text of the viewer has drawn before
-        (the first paint of a character renders its glyph: 6-15 ms each on 2 CPU cores).
+        (the first paint of a character renders its glyph, a signed-distance field computed on the CPU).
         """
         seen = set(_DRAWN_CHARS)
         prefixes, prefix, new = [], "", 0
@@ -242,8 +242,14 @@ class ReviewView:
                                      "heatmap: blur (px) bright = more blur; focus score dark = soft", sync, owner)
         for layer in (heat, blur):
             if layer is not None:
-                self.later(lambda x=layer: self.colorbar(x) if self._alive(x) else None, sync, owner)
+                self.colorbar_later(layer, sync, owner)
         self.later(lambda: self.apply_zoom(force=True), sync, owner)  # all of them as the zoom is now
+
+    def colorbar_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
+        """Show ``layer``'s colour bar in a set-up step of its own (:meth:`later`): its first paint
+        (bar, ticks, new glyphs) is then a pause of its own.
+        """
+        self.later(lambda: self.colorbar(layer) if self._alive(layer) else None, sync, owner)
 
     def show_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
         """Show ``layer`` (added hidden) in a set-up step of its own (:meth:`later`): its first paint
