@@ -40,7 +40,7 @@ LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
 GRID_SPACING = 8  # px between grid panels
-GLYPHS_PER_STEP = 5  # new characters a legend set-up step may draw (see legend_steps)
+GLYPHS_PER_STEP = 2  # new characters a legend set-up step may draw (see legend_steps)
 _DRAWN_CHARS: set[str] = set()  # characters the legend has drawn in this process (glyphs are cached)
 STEP_GAP_MS = 120  # between two queued set-up steps: the first one's repaint runs in between
 
@@ -121,11 +121,14 @@ class ReviewView:
         return self._viewer_ref()
 
     # ------------------------------------------------------------------ set-up steps
-    def later(self, fn: Any, sync: bool = False, owner: Any = None) -> None:
+    def later(self, fn: Any, sync: bool = False, owner: Any = None, display: bool = False) -> None:
         """Run ``fn`` (a layer set-up step) after the steps queued before it, one step per turn of
         the event loop with the repaint in between; at once with ``sync`` (synchronous runs).
         ``owner`` (a dock's Qt widget): the step is dropped if the dock is deleted or taken out of
-        its window first, or the window is closed.
+        its window first, or the window is closed. A ``display`` step only shows what is already in
+        the viewer (a layer, a colour bar, the legend): it outlives its dock and is dropped only with
+        the window. When a dock's own steps are dropped, the layers it had added (hidden) get the
+        zoom policy's visibility in a last step.
         """
         if sync:
             fn()
@@ -138,7 +141,7 @@ class ReviewView:
             if id(win) not in self._watched:
                 self._watched.add(id(win))
                 _CloseWatch(self, win)
-        self._steps.append((owner, win, fn))
+        self._steps.append((owner, win, fn, display))
         self._schedule_step()
 
     @property
@@ -157,18 +160,25 @@ class ReviewView:
     def _run_step(self) -> None:
         self._step_scheduled = False
         while self._steps:
-            owner, win, fn = self._steps.pop(0)
+            owner, win, fn, display = self._steps.pop(0)
             if self.viewer is None:  # the viewer is gone: drop what was left
                 self._steps.clear()
                 return
-            if owner is not None and (_deleted(owner) or _deleted(win) or owner.window() is not win
-                                      or (win in self._closed and not win.isVisible())):
+            if win is not None and (_deleted(win) or (win in self._closed and not win.isVisible())):
+                continue  # the window was closed
+            if owner is not None and not display and (_deleted(owner) or owner.window() is not win):
+                if not any(f == self._settle for _, _, f, _ in self._steps):  # the dock went: show what it added
+                    self._steps.append((None, win, self._settle, True))
                 continue
             try:
                 fn()
             finally:
                 self._schedule_step()
             return
+
+    def _settle(self) -> None:
+        """Each plugin layer as the zoom wants it (after a dock's set-up was cut short)."""
+        self.apply_zoom(force=True)
 
     # ------------------------------------------------------------------ legend, colour bars
     def legend(self, part: str, text: str | None) -> Any:
@@ -193,23 +203,29 @@ class ReviewView:
         return ov
 
     def legend_steps(self, part: str, text: str, sync: bool = False, owner: Any = None) -> None:
-        """:meth:`legend` as set-up steps (:meth:`later`): the text grows word by word so that each
-        step draws at most ``GLYPHS_PER_STEP`` characters no text of the viewer has drawn before
-        (the first paint of a character renders its glyph, a signed-distance field computed on the CPU).
+        """:meth:`legend` as set-up steps (:meth:`later`): the text grows so that each step draws at
+        most ``GLYPHS_PER_STEP`` characters no text of the viewer has drawn before (the first paint
+        of a character renders its glyph, a signed-distance field computed on the CPU); a step ends
+        after a whole word where it can, inside a word that alone brings more new characters.
         """
-        seen = set(_DRAWN_CHARS)
+        seen = set(_DRAWN_CHARS) | set(" \n")
         prefixes, prefix, new = [], "", 0
         for word in re.split(r"(?<=\s)", text):
-            add = set(word) - seen - set(" \n")
-            if new and new + len(add) > GLYPHS_PER_STEP:
-                prefixes.append(prefix.rstrip())
+            add = set(word) - seen
+            if new and new + len(add) > GLYPHS_PER_STEP:  # end the step before this word
+                prefixes.append(prefix)
                 new = 0
-            prefix += word
-            seen |= add
-            new += len(add)
+            for ch in word:
+                if ch not in seen:
+                    if new == GLYPHS_PER_STEP:  # the word alone brings more: end the step inside it
+                        prefixes.append(prefix)
+                        new = 0
+                    seen.add(ch)
+                    new += 1
+                prefix += ch
         prefixes.append(text)
-        for p in prefixes:
-            self.later(lambda p=p: self.legend(part, p), sync, owner)
+        for p in dict.fromkeys(x.rstrip() for x in prefixes if x.strip()):
+            self.later(lambda p=p: self.legend(part, p), sync, owner, display=True)
 
     @staticmethod
     def colorbar(layer: Any) -> None:
@@ -237,19 +253,19 @@ class ReviewView:
         self._zoomed_out = None if ratio is None else ratio > ZOOMED_OUT
         for layer in (flags, outline, heat, blur):
             if layer is not None:
-                self.later(lambda x=layer: self._reveal(x), sync, owner)
+                self.later(lambda x=layer: self._reveal(x), sync, owner, display=True)
         self.legend_steps("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image), grey = empty\n"
                                      "heatmap: blur (px) bright = more blur; focus score dark = soft", sync, owner)
         for layer in (heat, blur):
             if layer is not None:
                 self.colorbar_later(layer, sync, owner)
-        self.later(lambda: self.apply_zoom(force=True), sync, owner)  # all of them as the zoom is now
+        self.later(self._settle, sync, owner, display=True)  # all of them as the zoom is now
 
     def colorbar_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
         """Show ``layer``'s colour bar in a set-up step of its own (:meth:`later`): its first paint
         (bar, ticks, new glyphs) is then a pause of its own.
         """
-        self.later(lambda: self.colorbar(layer) if self._alive(layer) else None, sync, owner)
+        self.later(lambda: self.colorbar(layer) if self._alive(layer) else None, sync, owner, display=True)
 
     def show_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
         """Show ``layer`` (added hidden) in a set-up step of its own (:meth:`later`): its first paint
@@ -259,7 +275,7 @@ class ReviewView:
             if self._alive(layer) and not layer.visible:
                 layer.visible = True
 
-        self.later(show, sync, owner)
+        self.later(show, sync, owner, display=True)
 
     def _alive(self, layer: Any) -> bool:
         v = self.viewer
