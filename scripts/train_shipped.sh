@@ -18,6 +18,10 @@
 # Equal-budget ablation weights for benchmarks/restoration.py (both runs' snapshots at the same step N):
 #   .venv/bin/python scripts/export_shipped.py --no-ship --ablation N
 # (add N to --snapshot-steps below, or copy model_latest.pt when a run's card says "steps": N)
+# Annealing stage (session 5): validation had been flat at 22.8 dB from step ~11,000 to 41,500 on the
+# 120,000-step cosine schedule, so the run was resumed at 41,500 with a shorter total, which the
+# schedule follows (cosine over the new total: lr 3.7e-4 -> 9e-5 at 41,500, decaying to lr_min at 56,000):
+#   bash scripts/train_shipped.sh sbgran --resume --steps 56000
 # The committed pair is N = 11,500: the graph run's step-11,500 weights (shipped in session 3, copied to
 # training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
