@@ -45,6 +45,7 @@ and two figures in ``docs/img``.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as _dt
 import os
 import platform
@@ -534,6 +535,32 @@ def tiling_check(model, size: int = 1024, data: Path | None = None) -> list[dict
 
 
 # --------------------------------------------------------------------------- figures + report
+def validation_logs(on: Path, off: Path, late_from: int = 6000) -> dict | None:
+    """Graph on vs off on the two training runs' own validation (``metrics.csv``: the same seeded
+    held-out crops every 500 steps) at every step both reached; None without both logs.
+    """
+    def curve(run: Path) -> dict[int, float]:
+        out: dict[int, float] = {}
+        with open(run / "metrics.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("val_psnr"):
+                    out[int(row["step"])] = float(row["val_psnr"])  # a resumed run repeats a step: the last counts
+        return out
+
+    try:
+        a, b = curve(on), curve(off)
+    except (OSError, ValueError, KeyError):
+        return None
+    steps = sorted(set(a) & set(b))
+    if not steps:
+        return None
+    d = np.array([a[k] - b[k] for k in steps])
+    late = np.array([a[k] - b[k] for k in steps if k >= late_from])
+    return dict(steps=steps, n=len(steps), ahead=int((d > 0).sum()), mean=float(d.mean()), late_from=late_from,
+                late_n=int(late.size), late_ahead=int((late > 0).sum()), late_mean=float(late.mean()) if late.size else
+                float("nan"), last=steps[-1], last_on=a[steps[-1]], last_off=b[steps[-1]])
+
+
 def _atomic_savefig(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"), overwrite=True)
@@ -731,6 +758,12 @@ def render(ctx: dict) -> str:
       f"{T['mild_worse_raw']} of {T['mild_total']} | | | |")
     a(f"| graph units on − off at an equal budget, mean over all blurred conditions and domains | "
       f"{T['graph_on_minus_off']:+.2f} dB | > 0 | {_ok(T['graph_on_minus_off'], 1e-9)} |")
+    v = ctx.get("val_logs")
+    if v:
+        a(f"| (information) graph on − off on the two training runs' validation logs (same held-out crops), "
+          f"{v['n']} steps {v['steps'][0]:,}-{v['last']:,} | {v['mean']:+.3f} dB mean, ahead at {v['ahead']} of "
+          f"{v['n']}; from step {v['late_from']:,}: {v['late_mean']:+.3f} dB, {v['late_ahead']} of {v['late_n']}; "
+          f"step {v['last']:,}: {v['last_on']:.2f} vs {v['last_off']:.2f} dB | | |")
     tp = [r for r in ctx["throughput"] if r["model"] == "semi-blind GRAN" and r["device"].startswith("cpu")]
     if tp:
         a(f"| CPU inference of the shipped model (PSF estimate + Wiener included), 2 threads | {tp[0]['mpx_s']:.2f} "
@@ -932,6 +965,7 @@ def main(argv=None) -> int:
         deepfocus=df, throughput=tp, tp_size=tp_size, tiling=tiling, load=load_avg, cuda=torch.cuda.is_available(),
         weights_mb=wfile.stat().st_size / 1e6, cmd=cmd, date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         machine=machine(), elapsed=time.perf_counter() - t_start,
+        val_logs=validation_logs(ROOT / "training" / "sbgran_v2", ROOT / "training" / "sbgran_v2_nograph"),
     )
     write_atomic(render(ctx), out)
     print(f"wrote {out} ({time.perf_counter() - t_start:.0f} s)")

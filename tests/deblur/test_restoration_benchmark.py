@@ -101,3 +101,20 @@ def test_evaluate_summarise_and_render(bench, windows, tmp_path, shared_data):
     # the semi-blind model estimates the PSF per window, so windows differ a little more than a blind model's
     # would; a seam would show as large errors along window borders (p999)
     assert all(r["p999"] <= 24 and r["mean"] < 2.5 for r in tiling), tiling
+
+
+def test_validation_logs_compare_the_runs_at_common_steps(bench, tmp_path):
+    """Graph on vs off from two runs' metrics.csv: common validation steps only, a resumed run's repeated
+    step counts once (its last row), training rows ignored."""
+    on, off = tmp_path / "on", tmp_path / "off"
+    for d, rows in ((on, ["500,1,,,22.0,0.5", "1000,2,0.04,1e-4,,", "1000,3,,,22.5,0.5", "1000,4,,,22.3,0.5",
+                          "6000,5,,,22.6,0.5", "6500,6,,,22.9,0.5"]),
+                    (off, ["500,1,,,22.1,0.5", "1000,2,,,22.2,0.5", "6000,3,,,22.4,0.5"])):
+        d.mkdir()
+        (d / "metrics.csv").write_text("step,elapsed_s,loss,lr,val_psnr,val_ssim\n" + "\n".join(rows) + "\n")
+    v = bench.validation_logs(on, off)
+    assert v["steps"] == [500, 1000, 6000]
+    assert v["ahead"] == 2 and v["late_n"] == 1 and v["late_ahead"] == 1
+    assert np.isclose(v["mean"], (-0.1 + 0.1 + 0.2) / 3) and np.isclose(v["late_mean"], 0.2)
+    assert v["last"] == 6000 and v["last_on"] == 22.6 and v["last_off"] == 22.4
+    assert bench.validation_logs(on, tmp_path / "missing") is None
