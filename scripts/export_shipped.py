@@ -13,6 +13,7 @@ summarised) and the stages of the run (one per working session that resumed it),
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -69,10 +70,17 @@ def main(argv=None) -> int:
                              exported_from_run=args.run)
         print(f"shipped {SHIPPED_NAME}: best step {best} of {total}, val PSNR {new['validation']['psnr']:.2f} dB")
     if args.ablation:
+        n = args.ablation
         for src, dst in ((run, "sbgran_equal_budget.pt"), (args.ablation_run, "sbgran_nograph.pt")):
-            snap = Path(src) / f"model_step{args.ablation}.pt"
+            snap = Path(src) / f"model_step{n}.pt"
+            extra = {}
+            stages = json.loads(snap.with_suffix(".json").read_text()).get("stages")
+            if stages:  # a snapshot of a run exported before: its stages only up to the snapshot's step
+                extra["stages"] = [dict(st, steps=[st["steps"][0], n if st["steps"][1] is None else min(st["steps"][1], n)])
+                                   for st in stages if st["steps"][0] < n]
+                extra["total_steps"] = n
             export_weights(snap, Path("benchmarks") / "weights" / dst, licences=LICENCES,
-                           ablation_step=args.ablation, name=Path(dst).stem)  # not the shipped model's name
+                           ablation_step=n, name=Path(dst).stem, **extra)  # not the shipped model's name
             print(f"{snap} -> benchmarks/weights/{dst}")
     return 0
 
