@@ -582,14 +582,8 @@ class QCWidget(Container):
         if self.show_combo.value != what:
             self.show_combo.value = what  # calls back here
             return
-        if not self._set_shown(what):
-            return
-        tint = review_view(self._viewer).zoomed_out
-        if tint is None:  # the layers are being set up: the review view shows the chosen one
-            return
-        for layer, shown in ((self.blur_layer, what == SHOW_CHOICES[0]), (self.heatmap_layer, what != SHOW_CHOICES[0])):
-            if layer.visible != (tint and shown):
-                layer.visible = tint and shown
+        if self._set_shown(what):  # during the layers' set-up the review view shows the chosen one
+            review_view(self._viewer).apply_policy((self.blur_layer, self.heatmap_layer))
 
     def _set_shown(self, what: str) -> bool:
         """Record which heatmap is the tint (kept in the layers' metadata: the review view shows the

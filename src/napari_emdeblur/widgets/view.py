@@ -333,6 +333,20 @@ class ReviewView:
             if want is not None and layer.visible != want:  # setting it again would refresh the layer
                 layer.visible = want
 
+    def apply_policy(self, layers: Iterable[Any]) -> bool:
+        """Show or hide ``layers`` as the zoom policy wants them now (e.g. the heatmap the QC dock
+        switched to); False while the policy is not set up yet (before the QC layers' set-up ends)
+        or in the grid view.
+        """
+        v = self.viewer
+        if self._zoomed_out is None or v is None or v.canvas.grid.enabled:
+            return False
+        for layer in layers:
+            want = None if layer is None else self._wanted(layer, self._zoomed_out)
+            if want is not None and layer.visible != want:
+                layer.visible = want
+        return True
+
     @staticmethod
     def _wanted(layer: Any, out: bool) -> bool | None:
         """The zoom policy for ``layer``: shown or not (None: a layer it leaves alone)."""
