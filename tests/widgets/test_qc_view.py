@@ -7,7 +7,12 @@ import numpy as np
 
 from napari_emdeblur.qc import decisions as dec
 from napari_emdeblur.widgets.qc import QCWidget
-from napari_emdeblur.widgets.view import LEGEND_KEY, ZOOMED_OUT, review_view
+from napari_emdeblur.widgets.view import LEGEND_KEY, RING_ADD, ZOOMED_OUT, review_view
+
+
+def _outlined(flags) -> bool:
+    """The flags layer draws its tiles as rings (up close), not filled."""
+    return flags.data[0].raster.outline > 0
 
 
 def _texture(shape=(512, 768), seed=0, soft=((1, 2),), tile=128):
@@ -50,17 +55,15 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     w.tile_spin.value = 128
     w.run(sync=True)
     heat, flags = viewer.layers["sec focus"], viewer.layers["sec flagged"]
-    outline = viewer.layers["sec flagged outline"]
     assert heat.colorbar.visible
-    assert not flags.editable and not outline.editable
+    assert not flags.editable
     legend = viewer.canvas.overlays[LEGEND_KEY]
     assert legend.visible and "cyan = correct" in legend.text and "red = retake" in legend.text
     w.run(sync=True)  # re-scoring replaces the QC layers: the new ones are read-only too
     heat, flags = viewer.layers["sec focus"], viewer.layers["sec flagged"]
-    outline = viewer.layers["sec flagged outline"]
-    assert heat.colorbar.visible and not flags.editable and not outline.editable
+    assert heat.colorbar.visible and not flags.editable
     assert [n for n in (x.name for x in viewer.layers) if n.startswith("sec")] == [
-        "sec", "sec focus", "sec flagged", "sec flagged outline"]  # marks above the image, no duplicates
+        "sec", "sec focus", "sec flagged"]  # marks above the image, no duplicates
     w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[2]) + 1e-6,
                      retake=float(np.nanmin(w.result.scores)) - 1)
     assert w.flagged_counts == (3, 0)
@@ -69,35 +72,40 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
 
     cam.zoom = 1.0 / 4.0  # one screen pixel per image pixel (4 world units per pixel)
     assert view.zoomed_out is False
-    assert not heat.visible and not flags.visible and outline.visible
-    # the outline rings each flagged tile on its true footprint, at the image's own levels
-    assert outline.multiscale and outline.level_shapes[0].tolist() == list(layer.data.shape)
-    np.testing.assert_array_equal(outline.scale, layer.scale)
-    np.testing.assert_array_equal(outline.translate, layer.translate)
-    ring = np.asarray(outline.data[0])
+    assert not heat.visible and flags.visible and _outlined(flags)
+    # the same layer now rings each flagged tile on its true footprint (opaque ring codes), at the
+    # image's own levels
+    assert flags.multiscale and flags.level_shapes[0].tolist() == list(layer.data.shape)
+    np.testing.assert_array_equal(flags.scale, layer.scale)
+    np.testing.assert_array_equal(flags.translate, layer.translate)
+    ring = np.asarray(flags.data[0])
     d = w.result.decisions[0]
-    assert int((ring == dec.CORRECT).sum()) > 0
+    ring_code = dec.CORRECT + RING_ADD
+    assert int((ring == ring_code).sum()) > 0 and not (ring == dec.CORRECT).any()
     for i, j in np.ndindex(d.shape):
         tile = ring[i * 128 : (i + 1) * 128, j * 128 : (j + 1) * 128]
-        want = dec.CORRECT if d[i, j] == dec.CORRECT else 0
+        want = ring_code if d[i, j] == dec.CORRECT else 0
         assert tile[0, 0] == tile[-1, -1] == tile[0, 64] == want, (i, j)  # edges
         assert tile[64, 64] == 0  # the inside stays clear: the EM is readable
     flagged = [tuple(x) for x in np.argwhere(d == dec.CORRECT)]
 
     cam.zoom = 1.0 / (4.0 * ZOOMED_OUT * 2)  # zoomed out: the tint and the filled flags come back
     assert view.zoomed_out is True
-    assert heat.visible and flags.visible and not outline.visible
+    assert heat.visible and flags.visible and not _outlined(flags)
+    fill = np.asarray(flags.data[0])  # filled again: the tile's inside too, in the translucent codes
+    for i, j in flagged:
+        assert fill[i * 128 + 64, j * 128 + 64] == dec.CORRECT
     flags.visible = False  # a proofreader's own toggle holds until the next crossing
     cam.zoom = cam.zoom * 0.9
     assert not flags.visible
-    w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[0]) + 1e-6)  # one tile left, outline hidden
+    w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[0]) + 1e-6)  # one tile left
     cam.zoom = 1.0
-    assert not heat.visible and outline.visible
-    ring = np.asarray(outline.data[0])  # follows the thresholds (drawn from the decisions when sliced)
+    assert not heat.visible and flags.visible and _outlined(flags)
+    ring = np.asarray(flags.data[0])  # follows the thresholds (drawn from the decisions when sliced)
     left = [tuple(x) for x in np.argwhere(w.result.decisions[0] == dec.CORRECT)]
     assert len(left) == 1 and left[0] in flagged
     for i, j in flagged:
-        assert ring[i * 128, j * 128] == (dec.CORRECT if (i, j) in left else 0)
+        assert ring[i * 128, j * 128] == (ring_code if (i, j) in left else 0)
 
 
 def test_overview_tints_and_1_to_1_outlines(make_napari_viewer):
@@ -108,13 +116,14 @@ def test_overview_tints_and_1_to_1_outlines(make_napari_viewer):
     w.layer_combo.value = "sec"
     w.tile_spin.value = 128
     w.run(sync=True)
-    heat, flags, outline = (viewer.layers[f"sec {n}"] for n in ("focus", "flagged", "flagged outline"))
+    heat, flags = (viewer.layers[f"sec {n}"] for n in ("focus", "flagged"))
+    assert "sec flagged outline" not in viewer.layers  # one flags layer, filled or outlined by the zoom
     blur = viewer.layers["sec blur (px)"]  # the default blur metric: the px map is the tint shown
-    assert blur.visible and blur.colorbar.visible and not heat.visible and flags.visible and not outline.visible
+    assert blur.visible and blur.colorbar.visible and not heat.visible and flags.visible and not _outlined(flags)
     viewer.scene.camera.zoom = 1.0  # 1:1: tint off by default, flagged tiles outlined
-    assert outline.visible and not blur.visible and not heat.visible and not flags.visible
-    assert not outline.editable and not flags.editable
+    assert flags.visible and _outlined(flags) and not blur.visible and not heat.visible
+    assert not flags.editable
     w.show("focus score")  # the dock's choice holds: shown again when zoomed out
     assert not heat.visible and not blur.visible
     viewer.scene.camera.zoom = 1.0 / (ZOOMED_OUT * 3)
-    assert heat.visible and not blur.visible and not outline.visible
+    assert heat.visible and not blur.visible and flags.visible and not _outlined(flags)

@@ -46,7 +46,7 @@ def _overlay_ok(viewer, s: str) -> None:
     names = _order(viewer)
     corrected = names.index(f"{s} corrected")
     assert names.index(s) < corrected
-    for above in (f"{s} flagged", f"{s} flagged outline", f"{s} review", f"{s} PSNR gain", f"{s} focus"):
+    for above in (f"{s} flagged", f"{s} review", f"{s} PSNR gain", f"{s} focus"):
         assert names.index(above) > corrected, (above, names)
     assert names.index(f"{s} review") > names.index(f"{s} PSNR gain")  # marks over tints
 
@@ -63,9 +63,10 @@ def test_grid_panels_labelled_left_to_right_and_order_survives_round_trips(corre
     pos = view.grid_positions(_order(viewer))
     assert [pos[n] for n in panels] == [(0, 0), (0, 1), (0, 2)]  # original | corrected | ground truth
     assert pos[f"{s} review"] == (0, 1) and pos[f"{s} PSNR gain"] == (0, 2)
-    assert pos[f"{s} flagged outline"] == (0, 0)
+    assert pos[f"{s} flagged"] == (0, 0)
+    assert viewer.layers[f"{s} flagged"].data[0].raster.outline > 0  # outlined on the original's panel
     assert {n for n, p in pos.items() if p != (-1, -1)} == set(panels) | {
-        f"{s} review", f"{s} PSNR gain", f"{s} flagged outline"}
+        f"{s} review", f"{s} PSNR gain", f"{s} flagged"}
     for layer in viewer.layers:  # each panel names its image, nothing else is labelled
         assert layer.name_overlay.visible == (layer.name in panels), layer.name
     grid_order = _order(viewer)
@@ -96,7 +97,7 @@ def test_colour_bars_legend_and_read_only_marks(corrected_flow):
     assert legend.visible
     assert "cyan = correct" in legend.text and "red = retake" in legend.text
     assert "green = accepted" in legend.text and "blue = check by eye" in legend.text
-    marks = [viewer.layers[n] for n in (f"{s} flagged", f"{s} flagged outline", f"{s} review")]
+    marks = [viewer.layers[n] for n in (f"{s} flagged", f"{s} review")]
     assert not any(x.editable for x in marks)
     z, i, j = sorted(cw.reports)[0]
     cw.review(z, i, j, "retake")  # replaces the review layer's data: napari would re-enable painting

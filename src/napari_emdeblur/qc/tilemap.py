@@ -13,7 +13,9 @@ level and zoom, a partial edge tile ends exactly where the image ends (no overha
 empty, and nothing is ever computed beyond what is on screen: slicing a level paints just that
 region. Values are read at slicing time, so changing them in place and refreshing the layer
 redraws the visible region only. ``outline > 0`` draws only a band of that many level pixels
-along the edges of tiles with a value (flagged tiles outlined instead of filled).
+along the edges of tiles with a value (flagged tiles outlined instead of filled), each band pixel
+``ring_add`` above its tile's value (so one colormap can draw rings unlike fills); switching
+``outline`` and refreshing the layer changes what is drawn without a second layer.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class TileRaster:
         self.fill = fill
         self.dtype = np.dtype(dtype or values.dtype)
         self.outline = 0
+        self.ring_add = 0
         self.shapes = [tuple(int(s) for s in sh) for sh in shapes]
         h0, w0 = self.shapes[0][-2:]
         self.factors = [(h0 / s[-2], w0 / s[-1]) for s in self.shapes]
@@ -196,7 +199,10 @@ class TileRaster:
             edge[:, :-1] |= own[:, :-1] != own[:, 1:]
             if m > 1:
                 edge = ndimage.binary_dilation(edge, iterations=m - 1)
-            vals = np.where(edge & (own >= 0), vals, np.asarray(self.fill, self.dtype))
+            fill = np.asarray(self.fill, self.dtype)
+            ring = edge & (own >= 0) & (vals != fill)
+            vals = np.where(ring, vals + np.asarray(self.ring_add, self.dtype), fill) if self.ring_add else \
+                np.where(ring, vals, fill)
             vals = vals[m : m + (y1 - y0), m : m + (x1 - x0)]
         return vals
 

@@ -12,10 +12,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HEATMAP_KEY = "emdeblur_heatmap"  # layer.metadata key marking our heatmap layers
 DECISIONS_KEY = "emdeblur_decisions"  # layer.metadata key marking the flagged-tiles layer
-OUTLINE_KEY = "emdeblur_outline"  # layer.metadata key of the flagged-tile outline layers
 REVIEW_KEY = "emdeblur_review"  # layer.metadata key of the correction's review-marks layer
 # our display layers (never offered as an image to score, correct or use as ground truth)
-DISPLAY_KEYS = (HEATMAP_KEY, DECISIONS_KEY, OUTLINE_KEY, REVIEW_KEY)
+DISPLAY_KEYS = (HEATMAP_KEY, DECISIONS_KEY, REVIEW_KEY)
 # the flag colours (RGB) of both docks and the legend: 1 = correct (deblur), 2 = retake (re-image)
 FLAG_COLORS = {1: (0.0, 0.9, 1.0), 2: (1.0, 0.1, 0.1)}
 
@@ -36,7 +35,7 @@ def image_layers(viewer: "napari.Viewer", exclude_ours: bool = True) -> list:
 def code_colormap(colors: list, name: str):
     """A colormap for integer codes ``0 .. len(colors) - 1`` shown with contrast limits
     ``(-0.5, len(colors) - 0.5)``: one RGBA colour per code, no blending between codes (the QC
-    flags, their outlines and the review marks are Image layers drawn through one of these: no
+    flags (filled or outlined) and the review marks are Image layers drawn through one of these: no
     Labels layer with its paint tools and polygon overlay to set up).
     """
     from napari.utils.colormaps import Colormap

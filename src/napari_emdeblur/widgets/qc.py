@@ -78,6 +78,7 @@ from .common import (
     FLAG_COLORS,
     HEATMAP_KEY,
     code_colormap,
+    code_limits,
     compact,
     grayscale_data,
     image_layers,
@@ -89,7 +90,7 @@ from .common import (
     with_imports,
 )
 from .runner import WorkerRunner
-from .view import OUTLINE_KEY, OUTLINE_PX, review_view
+from .view import RING_ADD, review_view
 
 DECISION_COLORS = {
     None: (0.0, 0.0, 0.0, 0.0),
@@ -106,12 +107,13 @@ REFRESH_S = 2.0  # the QC layers are redrawn at most this often while results co
 PROGRESS_S = 1.0  # the progress bar is updated at most this often (each update repaints the window)
 
 
-def _flag_colormap(opaque: bool = False):
-    """Decision code -> colour (0 transparent), no blending between codes; ``opaque`` for outlines."""
-    colors = [DECISION_COLORS[0], DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE], DECISION_COLORS[dec.EMPTY]]
-    if opaque:
-        colors = [colors[0]] + [(*c[:3], 1.0) for c in colors[1:]]
-    return code_colormap(colors, "emdeblur decision outlines" if opaque else "emdeblur decisions")
+def _flag_colormap():
+    """Decision code -> colour, no blending between codes: 0 transparent, the codes translucent
+    (tiles filled, zoomed out), the codes + ``RING_ADD`` opaque (the outline rings drawn up close).
+    """
+    fills = [DECISION_COLORS[dec.CORRECT], DECISION_COLORS[dec.RETAKE], DECISION_COLORS[dec.EMPTY]]
+    assert RING_ADD == len(fills)
+    return code_colormap([DECISION_COLORS[0], *fills, *[(*c[:3], 1.0) for c in fills]], "emdeblur decisions")
 
 
 def layer_tiles(layer) -> list[AcqTile] | None:
@@ -271,11 +273,6 @@ class QCWidget(Container):
         return layer_by_name(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
 
     @property
-    def outline_layer(self):
-        """The flagged tiles' outlines (shown up close), or None."""
-        return layer_by_name(self._viewer, f"{self.result.layer_name} flagged outline") if self.result else None
-
-    @property
     def astigmatism_layer(self):
         return layer_by_name(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
 
@@ -369,16 +366,15 @@ class QCWidget(Container):
         translate = tuple(float(t) for t in layer.translate)
         heat_raster = TileRaster(r.footprints, self._heat_values, shapes, fill=np.nan, dtype=np.float32)
         flag_raster = TileRaster(r.footprints, r.decisions, shapes, fill=0, dtype=np.uint8)
-        outline_raster = TileRaster(r.footprints, r.decisions, shapes, fill=0, dtype=np.uint8)
-        outline_raster.outline = OUTLINE_PX  # flagged tiles ringed on their footprints (seen up close)
+        flag_raster.ring_add = RING_ADD  # up close the review view rings flagged tiles (opaque) instead of filling them
         blur_raster = TileRaster(r.footprints, self._blur_values, shapes, fill=np.nan, dtype=np.float32)
-        self._rasters = (heat_raster, flag_raster, blur_raster, outline_raster)
+        self._rasters = (heat_raster, flag_raster, blur_raster)
         self._image_xform = (tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
                 "unit": r.unit}
         hmeta = dict(meta, scores=self._cell_scores)
         for name in (f"{r.layer_name} focus", f"{r.layer_name} flagged", f"{r.layer_name} blur (px)",
-                     f"{r.layer_name} astigmatism", f"{r.layer_name} flagged outline"):
+                     f"{r.layer_name} astigmatism"):
             old = layer_by_name(self._viewer, name)
             if old is not None:
                 self._viewer.layers.remove(old)
@@ -408,24 +404,14 @@ class QCWidget(Container):
             dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
             self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
-                contrast_limits=(-0.5, 3.5), interpolation2d="nearest", blending="translucent", scale=scale,
-                translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False, visible=False,
-            )
-
-        def add_outline() -> None:
-            if self.result is not r:
-                return
-            self._viewer.add_image(
-                outline_raster.levels, multiscale=True, name=f"{r.layer_name} flagged outline",
-                colormap=_flag_colormap(opaque=True), contrast_limits=(-0.5, 3.5), interpolation2d="nearest",
-                blending="translucent", scale=scale, translate=translate, opacity=1.0, cache=False,
-                visible=False, metadata={OUTLINE_KEY: {"source": f"{r.layer_name} flagged"}},
+                contrast_limits=code_limits(1 + 2 * RING_ADD), interpolation2d="nearest", blending="translucent",
+                scale=scale, translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
+                visible=False,
             )
 
         def arrange() -> None:  # colour bar, read-only, legend, the tint or the outlines for the zoom, order
             if self.result is r:
-                view.qc_layers(self.heatmap_layer, self.decisions_layer, self.outline_layer, self.blur_layer, sync,
-                               self.native)
+                view.qc_layers(self.heatmap_layer, self.decisions_layer, self.blur_layer, sync, self.native)
 
         view.later(add_heat, sync, self.native)
         view.later(add_flags, sync, self.native)
@@ -448,7 +434,6 @@ class QCWidget(Container):
                 self._set_shown(self.show_combo.value)
 
             view.later(add_blur, sync, self.native)
-        view.later(add_outline, sync, self.native)
         view.later(arrange, sync, self.native)
 
     def _update_heat_values(self) -> None:
@@ -693,7 +678,7 @@ class QCWidget(Container):
                 np.copyto(r.cell_decisions, np.where(owner >= 0, r.decisions[np.maximum(owner, 0)], 0))
         labels = self.decisions_layer
         if labels is not None:
-            review_view(self._viewer).flags_changed(labels)  # refreshes the flags (and outline) on screen
+            review_view(self._viewer).flags_changed(labels)  # refreshes the flags on screen
 
     def set_thresholds(self, correct: float | None = None, retake: float | None = None) -> None:
         """Apply thresholds as scores (keeping retake <= correct), recolour the flagged tiles, recount."""

@@ -9,12 +9,12 @@ GRAN correction docks. It keeps, with napari's own overlays and public API only:
   are the contrast limits);
 * **the heatmap tint by zoom**: zoomed out (a screen pixel covers more than ``ZOOMED_OUT`` image
   pixels) the focus heatmap tints the section and the flagged tiles are filled; closer in, the
-  heatmap is hidden and the flagged tiles are outlined (the QC dock's read-only "<image> flagged
-  outline" layer: a lazy multiscale ring along each flagged tile's footprint,
-  :class:`~napari_emdeblur.qc.tilemap.TileRaster` in outline mode) so the EM stays readable. Switched when the zoom crosses the limit, so a
-  proofreader's own eye toggles hold until the next crossing;
-* **layer order**: overlay mode stacks original < corrected < ground truth < tints < flags and
-  outlines < review marks, so marks are never under the opaque corrected image; the grid mode
+  heatmap is hidden and the flagged tiles are outlined (the same read-only "<image> flagged" layer,
+  its lazy multiscale :class:`~napari_emdeblur.qc.tilemap.TileRaster` switched to outline mode: an
+  opaque ring along each flagged tile's footprint) so the EM stays readable. Switched when the zoom
+  crosses the limit, so a proofreader's own eye toggles hold until the next crossing;
+* **layer order**: overlay mode stacks original < corrected < ground truth < tints < flags
+  < review marks, so marks are never under the opaque corrected image; the grid mode
   shows labelled panels original | corrected | ground truth, left to right, each with its marks,
   one shared camera (zoom and pan linked); both are re-applied on every toggle;
 * **read-only mark layers** (:func:`read_only`: no paint controls, also after a data change,
@@ -32,13 +32,14 @@ import re
 import weakref
 from typing import Any, Iterable
 
-from .common import DECISIONS_KEY, HEATMAP_KEY, OUTLINE_KEY, layer_by_name
+from .common import DECISIONS_KEY, HEATMAP_KEY, layer_by_name
 
-__all__ = ["OUTLINE_KEY", "OUTLINE_PX", "ZOOMED_OUT", "ReviewView", "read_only", "review_view"]
+__all__ = ["OUTLINE_PX", "RING_ADD", "ZOOMED_OUT", "ReviewView", "read_only", "review_view"]
 
 LEGEND_KEY = "emdeblur_legend"  # our key in viewer.canvas.overlays
 ZOOMED_OUT = 4.0  # image pixels per screen pixel above which the view counts as zoomed out
 OUTLINE_PX = 3  # width of the flagged-tile outline, in pixels of the level on screen
+RING_ADD = 3  # outline ring pixels are drawn with code + RING_ADD (the flag colormap's opaque colours)
 GRID_SPACING = 8  # px between grid panels
 GLYPHS_PER_STEP = 2  # new characters a legend set-up step may draw (see legend_steps)
 _DRAWN_CHARS: set[str] = set()  # characters the legend has drawn in this process (glyphs are cached)
@@ -72,6 +73,18 @@ def read_only(layer: Any) -> None:
 
     layer.events.editable.connect(_keep)
     _READ_ONLY.add(layer)
+
+
+def _outline(flags: Any, on: bool) -> None:
+    """Draw the QC flags layer's tiles outlined (``on``) or filled; redraws only on a change."""
+    level = flags.data[0] if flags.multiscale else None
+    raster = getattr(level, "raster", None)
+    if raster is None:
+        return
+    width = OUTLINE_PX if on else 0
+    if raster.outline != width:
+        raster.outline = width
+        flags.refresh()
 
 
 def _deleted(obj: Any) -> bool:
@@ -235,23 +248,20 @@ class ReviewView:
             cb.visible = True
 
     # ------------------------------------------------------------------ QC layers
-    def qc_layers(self, heat: Any, flags: Any, outline: Any = None, blur: Any = None, sync: bool = False,
-                  owner: Any = None) -> None:
-        """The Focus QC dock's heatmap, flagged, flagged-outline and blur (px) layers, added hidden:
-        read-only flags, marks above the images, then (each a set-up step of its own, see
-        :meth:`later`) the layers the current zoom wants shown one at a time, the colour bars and the
-        legend, so that no single turn of the event loop pays for several first paints.
+    def qc_layers(self, heat: Any, flags: Any, blur: Any = None, sync: bool = False, owner: Any = None) -> None:
+        """The Focus QC dock's heatmap, flagged and blur (px) layers, added hidden: read-only flags,
+        marks above the images, then (each a set-up step of its own, see :meth:`later`) the layers
+        the current zoom wants shown one at a time, the colour bars and the legend, so that no
+        single turn of the event loop pays for several first paints.
         """
-        for layer in (flags, outline):
-            if layer is not None:
-                read_only(layer)
         if flags is not None:
+            read_only(flags)
             source = (flags.metadata.get(DECISIONS_KEY) or {}).get("source")
             if source:
                 self.overlay_order(source)
         ratio = self._image_px_per_screen_px()
         self._zoomed_out = None if ratio is None else ratio > ZOOMED_OUT
-        for layer in (flags, outline, heat, blur):
+        for layer in (flags, heat, blur):
             if layer is not None:
                 self.later(lambda x=layer: self._reveal(x), sync, owner, display=True)
         self.legend_steps("1 flags", "flagged tiles: cyan = correct (deblur), red = retake (re-image), grey = empty\n"
@@ -286,16 +296,14 @@ class ReviewView:
         if self._zoomed_out is None or self.viewer.canvas.grid.enabled or not self._alive(layer):
             return
         if self._wanted(layer, self._zoomed_out):
+            _outline(layer, not self._zoomed_out)
             layer.visible = True
 
     def flags_changed(self, flags: Any) -> None:
         """The QC dock changed the decisions ``flags`` draws (thresholds moved): redraw what is on
-        screen of it and of its outline (a hidden layer redraws when it is shown again).
+        screen of it (a hidden layer redraws when it is shown again).
         """
         flags.refresh()
-        outline = layer_by_name(self.viewer, f"{flags.name} outline")
-        if outline is not None and outline.visible:
-            outline.refresh()
 
     # ------------------------------------------------------------------ tint by zoom
     def _image_px_per_screen_px(self) -> float | None:
@@ -330,6 +338,8 @@ class ReviewView:
         self._zoomed_out = out
         for layer in list(v.layers):
             want = self._wanted(layer, out)
+            if DECISIONS_KEY in layer.metadata:
+                _outline(layer, not out)  # filled zoomed out, outlined closer in
             if want is not None and layer.visible != want:  # setting it again would refresh the layer
                 layer.visible = want
 
@@ -357,9 +367,7 @@ class ReviewView:
         if qc_tint:  # the focus score or blur (px) heatmap: the one the QC dock shows, zoomed out
             return out and bool(heat.get("shown", True))
         if DECISIONS_KEY in layer.metadata:
-            return out
-        if OUTLINE_KEY in layer.metadata:
-            return not out
+            return True  # filled or outlined, by the zoom
         return None
 
     @property
@@ -372,7 +380,7 @@ class ReviewView:
         return {
             "images": [source, f"{source} corrected"] + ([gt] if gt else []),
             "tints": [f"{source} focus", f"{source} corrected focus", f"{source} PSNR gain"],
-            "marks": [f"{source} flagged", f"{source} flagged outline", f"{source} review"],
+            "marks": [f"{source} flagged", f"{source} review"],
         }
 
     def _reorder(self, wanted: list[Any]) -> None:
@@ -410,7 +418,7 @@ class ReviewView:
         v = self.viewer
         names = self._names(source, gt)
         panels = []
-        for img, extra in zip(names["images"], ([f"{source} flagged outline"], [f"{source} review"],
+        for img, extra in zip(names["images"], ([f"{source} flagged"], [f"{source} review"],
                                                  [f"{source} PSNR gain"])):
             layer = layer_by_name(v, img)
             if layer is not None:
@@ -439,6 +447,8 @@ class ReviewView:
             x.visible = False
         for img, ovs in panels:
             for x in [img, *ovs]:
+                if DECISIONS_KEY in x.metadata:
+                    _outline(x, True)  # the flagged tiles outlined on the original's panel
                 x.visible = True
         self._reorder(order)
         for x in v.layers:
