@@ -24,7 +24,7 @@ ALLOWED = {
     "deblur": {"io", "qc", "deblur"},
     "pipeline": {"io", "qc", "deblur", "pipeline"},
     "cli": {"io", "qc", "deblur", "pipeline", "cli", "_sample_data", ""},
-    "widgets": {"io", "qc", "deblur", "widgets", "_writer"},
+    "widgets": {"io", "qc", "deblur", "widgets", "_writer", "_reader"},  # _reader.redraw; never the reverse
     "_reader": {"io", "qc", "_reader"},
     "_writer": {"io", "_writer"},
     "_sample_data": {"io", "_sample_data"},

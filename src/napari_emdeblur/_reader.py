@@ -10,6 +10,12 @@ not point-sampled). Generated levels fill in from a background thread; the layer
 napari's chunk cache off (it would keep the not-yet-built placeholders) and
 :func:`watch_pyramids` refreshes it on the GUI thread whenever new tiles are ready (at most once
 a second, less often when a refresh and the repaint after it are slow).
+
+:func:`redraw` is how every lazy multiscale layer of the plugin is redrawn after its levels changed
+in place (this pyramid filling in, the QC heatmaps and flags, the corrected store): napari (0.9,
+its PR 8715) keeps the *coarsest* level of a 2-D multiscale layer materialised, as its thumbnail
+level, until the layer's data is replaced, so a plain ``refresh`` would leave that level stale
+wherever it is on screen (a small image or a whole section zoomed out, a grid panel).
 """
 
 from __future__ import annotations
@@ -86,6 +92,70 @@ def section_to_layer_data(section: Section) -> tuple[Any, dict, str]:
     return (data, kwargs, "image")
 
 
+_STALE: "weakref.WeakSet[Any]" = weakref.WeakSet()  # multiscale layers whose cached coarsest level is old
+_WATCHED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _coarsest_on_screen(layer: Any) -> bool:
+    return bool(layer.visible) and int(layer.data_level) == len(layer.level_shapes) - 1
+
+
+def _rematerialise(layer: Any) -> None:
+    """Replace ``layer``'s data by its own levels: napari drops the cached coarsest level (and resets
+    the shown level, which its next draw sets again for the view; a level the user locked is kept).
+    """
+    _STALE.discard(layer)
+    locked = getattr(layer, "locked_data_level", None)
+    layer.data = layer.data
+    if locked is not None:
+        layer.locked_data_level = locked
+
+
+def _on_sliced(event: Any) -> None:
+    layer = event.source
+    if layer in _STALE and _coarsest_on_screen(layer):  # the old coarsest level just came on screen
+        from qtpy.QtCore import QTimer
+
+        ref = weakref.ref(layer)
+
+        def fix() -> None:
+            lyr = ref()
+            if lyr is not None and lyr in _STALE and _coarsest_on_screen(lyr):
+                _rematerialise(lyr)
+
+        QTimer.singleShot(0, fix)  # not inside napari's own slicing
+
+
+def mark_changed(layer: Any) -> None:
+    """Note that a multiscale ``layer``'s levels changed without redrawing it now (hidden, or the
+    change is out of view): its cached coarsest level is replaced when that level comes on screen.
+    """
+    if getattr(layer, "multiscale", False):
+        _STALE.add(layer)
+        if layer not in _WATCHED:
+            _WATCHED.add(layer)
+            layer.events.set_data.connect(_on_sliced)
+
+
+def redraw(layer: Any, *, thumbnail: bool = True, final: bool = False) -> None:
+    """Redraw ``layer`` after its (lazy) levels changed in place; see the module doc.
+
+    A single-scale layer is refreshed. A multiscale one is refreshed too, unless its coarsest level
+    is on screen: then its levels are given to napari again, which drops its cached copy of that
+    level. Otherwise the layer is remembered as stale and this is done when that level comes on
+    screen (zooming out). ``final`` (the last change of a run): do it now, so that the layer list's
+    thumbnail, drawn from that level, is right too.
+    """
+    if not getattr(layer, "multiscale", False):
+        layer.refresh(thumbnail=thumbnail)
+        return
+    mark_changed(layer)
+    if final or _coarsest_on_screen(layer):
+        _rematerialise(layer)
+    else:
+        layer.refresh(thumbnail=thumbnail)
+
+
 def pyramid_of(layer: Any) -> Pyramid | None:
     """The :class:`~napari_emdeblur.io.pyramid.Pyramid` behind a multiscale layer, or None."""
     if not getattr(layer, "multiscale", False):
@@ -143,7 +213,7 @@ class _PyramidRefresher:
                 continue
             self.seen[id(layer)] = gen
             t0 = time.perf_counter()
-            layer.refresh()
+            redraw(layer, final=pyr.complete)
             self.refreshes += 1
             self._next = float("inf")  # until the repaint is done and measured
             self._measure(t0)

@@ -47,6 +47,15 @@ def test_mosaic_layer_is_multiscale_and_fills_in(mosaic, qtbot):
     assert (coarse > 0).mean() > 0.5 and coarse.std() > 5  # area-averaged EM, not a placeholder
     # the layer was refreshed on the GUI thread as tiles came in
     qtbot.waitUntil(lambda: watch_pyramids(viewer).refreshes > 0, timeout=10_000)
+    # and the coarsest level on screen shows the built overview, not what it held when napari first
+    # sliced it (napari keeps that level materialised until the data is replaced: _reader.redraw)
+    k = len(layer.level_shapes) - 1
+    layer.locked_data_level = k  # as a whole-section view at that level
+    coarse = np.asarray(layer.data[k])
+    y, x = np.unravel_index(np.argmax(coarse), coarse.shape)
+    world = layer.data_to_world(np.array([y, x]) * f[k, -2:] + f[k, -2:] / 2 - 0.5)
+    qtbot.waitUntil(lambda: layer.get_value(world, world=True)[1] == coarse[y, x], timeout=10_000)
+    layer.locked_data_level = None
 
 
 def test_qc_per_acquisition_tile_on_real_footprints(mosaic, qtbot, tmp_path):

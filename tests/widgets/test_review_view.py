@@ -8,9 +8,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from napari_emdeblur.qc import decisions as dec  # noqa: E402
 from napari_emdeblur.widgets.correct import CorrectionWidget  # noqa: E402
 from napari_emdeblur.widgets.qc import QCWidget  # noqa: E402
-from napari_emdeblur.widgets.view import LEGEND_KEY, review_view  # noqa: E402
+from napari_emdeblur.widgets.view import LEGEND_KEY, RING_ADD, review_view  # noqa: E402
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def _overlay_ok(viewer, s: str) -> None:
     assert names.index(f"{s} review") > names.index(f"{s} PSNR gain")  # marks over tints
 
 
-def test_grid_panels_labelled_left_to_right_and_order_survives_round_trips(corrected_flow):
+def test_grid_panels_labelled_left_to_right_and_order_survives_round_trips(corrected_flow, qtbot):
     viewer, qc, cw, section, gt = corrected_flow
     s = section.name
     _overlay_ok(viewer, s)  # right after the run: marks above the opaque corrected image
@@ -64,7 +65,19 @@ def test_grid_panels_labelled_left_to_right_and_order_survives_round_trips(corre
     assert [pos[n] for n in panels] == [(0, 0), (0, 1), (0, 2)]  # original | corrected | ground truth
     assert pos[f"{s} review"] == (0, 1) and pos[f"{s} PSNR gain"] == (0, 2)
     assert pos[f"{s} flagged"] == (0, 0)
-    assert viewer.layers[f"{s} flagged"].data[0].raster.outline > 0  # outlined on the original's panel
+    flags = viewer.layers[f"{s} flagged"]
+    assert flags.data[0].raster.outline > 0  # outlined on the original's panel
+    # and drawn at the coarsest level too (what a grid panel of a small section shows on a smaller
+    # screen): napari keeps that level materialised until the layer's data is replaced, so the view
+    # must show the rings of the current decisions there (_reader.redraw), not the level first sliced
+    flags.locked_data_level = len(flags.level_shapes) - 1
+    tile = qc.result.tile
+    i, j = map(int, np.argwhere(qc.result.decisions[0] == dec.CORRECT)[0])
+    on_ring = flags.data_to_world((i * tile + 1, j * tile + tile // 2))  # a ring pixel on the top edge
+    # (a multiscale layer answers (level, value))
+    qtbot.waitUntil(lambda: flags.get_value(on_ring, world=True)[1] == dec.CORRECT + RING_ADD, timeout=10_000)
+    assert flags.locked_data_level == len(flags.level_shapes) - 1  # the user's lock survives the redraw
+    flags.locked_data_level = None
     assert {n for n, p in pos.items() if p != (-1, -1)} == set(panels) | {
         f"{s} review", f"{s} PSNR gain", f"{s} flagged"}
     for layer in viewer.layers:  # each panel names its image, nothing else is labelled

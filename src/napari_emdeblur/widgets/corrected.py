@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._reader import mark_changed, redraw
+
 __all__ = ["CorrectedLevel", "CorrectedStore", "PreparedTile", "ThrottledRefresh", "TilePatch"]
 
 
@@ -379,6 +381,8 @@ class ThrottledRefresh:
         boxes, self._boxes = self._boxes, []
         self._last = time.perf_counter()
         layer = self.get_layer()
+        if layer is not None:
+            mark_changed(layer)  # also when not redrawn now (hidden, out of view): see _reader.redraw
         if layer is None or not layer.visible:
             self.skipped += 1
             return
@@ -394,7 +398,7 @@ class ThrottledRefresh:
         if self.update is not None:
             self.update(layer, force)
         else:  # the thumbnail is redone at the end (flush): per tile it would only repaint the layer list
-            layer.refresh(thumbnail=force)
+            redraw(layer, thumbnail=force, final=force)
         if self.on_refresh is not None:
             self.on_refresh()
         self.count += 1

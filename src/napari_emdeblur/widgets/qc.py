@@ -62,6 +62,7 @@ from magicgui.widgets import (
 )
 from napari.viewer import Viewer
 
+from .._reader import redraw
 from ..io.section import AcqTile
 from ..qc import decisions as dec
 from ..qc.acquisition import FILE_CSV_COLUMNS, AcquisitionQC, file_blur, iter_score_files
@@ -445,7 +446,7 @@ class QCWidget(Container):
             own = r.cell_owner
             np.copyto(self._cell_scores, np.where(own >= 0, r.scores[np.maximum(own, 0)], np.nan))
 
-    def _refresh_layers_throttled(self, force: bool = False) -> None:
+    def _refresh_layers_throttled(self, force: bool = False, final: bool = False) -> None:
         now = time.perf_counter()
         if not force and now - self._last_refresh < REFRESH_S:
             return
@@ -457,10 +458,13 @@ class QCWidget(Container):
             if finite.size:
                 lo, hi = float(finite.min()), float(finite.max())
                 heat.contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
-            heat.refresh()
+            redraw(heat, final=final)
         blur = self.blur_layer
         if blur is not None:
-            blur.refresh()
+            redraw(blur, final=final)
+        flags = self.decisions_layer
+        if final and flags is not None:
+            redraw(flags, final=True)  # its thumbnail from the run's decisions
 
     def _set_progress(self, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -499,7 +503,7 @@ class QCWidget(Container):
         if r is None:
             return
         finite = r.scores[np.isfinite(r.scores)]
-        self._refresh_layers_throttled(force=True)
+        self._refresh_layers_throttled(force=True, final=True)
         if finite.size == 0:
             n_empty = 0 if r.empty is None else int(r.empty.sum())
             if n_empty:  # nothing to judge, but the empty tiles are shown and counted

@@ -32,6 +32,7 @@ import re
 import weakref
 from typing import Any, Iterable
 
+from .._reader import redraw
 from .common import DECISIONS_KEY, HEATMAP_KEY, layer_by_name
 
 __all__ = ["OUTLINE_PX", "RING_ADD", "ZOOMED_OUT", "ReviewView", "read_only", "review_view"]
@@ -84,7 +85,7 @@ def _outline(flags: Any, on: bool) -> None:
     width = OUTLINE_PX if on else 0
     if raster.outline != width:
         raster.outline = width
-        flags.refresh()
+        redraw(flags)
 
 
 def _deleted(obj: Any) -> bool:
@@ -303,7 +304,7 @@ class ReviewView:
         """The QC dock changed the decisions ``flags`` draws (thresholds moved): redraw what is on
         screen of it (a hidden layer redraws when it is shown again).
         """
-        flags.refresh()
+        redraw(flags)
 
     # ------------------------------------------------------------------ tint by zoom
     def _image_px_per_screen_px(self) -> float | None:
