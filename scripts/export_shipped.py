@@ -40,8 +40,12 @@ STAGES = [
              "step 5500 was shipped at the end of that session"},
     {"steps": [7500, 16500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 3,
      "note": "resumed from the committed checkpoint; step 11,500 was shipped in that session"},
-    {"steps": [16500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 4,
-     "note": "resumed from the committed checkpoint (the same schedule, losses identical to the interrupted run)"},
+    {"steps": [16500, 41500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 4,
+     "note": "resumed from the committed checkpoint (the same schedule, losses identical to the interrupted run); "
+             "continued to 41,500 at the start of session 5; step 30,500 was shipped in session 4"},
+    {"steps": [41500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 5,
+     "note": "annealing: resumed from the committed checkpoint with --steps 56000, the cosine schedule over the "
+             "new total (lr 3.7e-4 -> 8.6e-5 at the resume, decaying to lr_min 1e-5 at 56,000)"},
 ]
 
 
