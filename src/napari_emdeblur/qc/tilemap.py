@@ -201,8 +201,7 @@ class TileRaster:
                 edge = ndimage.binary_dilation(edge, iterations=m - 1)
             fill = np.asarray(self.fill, self.dtype)
             ring = edge & (own >= 0) & (vals != fill)
-            vals = np.where(ring, vals + np.asarray(self.ring_add, self.dtype), fill) if self.ring_add else \
-                np.where(ring, vals, fill)
+            vals = np.where(ring, vals + np.asarray(self.ring_add, self.dtype), fill)
             vals = vals[m : m + (y1 - y0), m : m + (x1 - x0)]
         return vals
 

@@ -337,24 +337,23 @@ class ReviewView:
         if out == self._zoomed_out and not force:
             return
         self._zoomed_out = out
-        for layer in list(v.layers):
-            want = self._wanted(layer, out)
-            if DECISIONS_KEY in layer.metadata:
-                _outline(layer, not out)  # filled zoomed out, outlined closer in
-            if want is not None and layer.visible != want:  # setting it again would refresh the layer
-                layer.visible = want
+        self.apply_policy(list(v.layers))
 
     def apply_policy(self, layers: Iterable[Any]) -> bool:
         """Show or hide ``layers`` as the zoom policy wants them now (e.g. the heatmap the QC dock
-        switched to); False while the policy is not set up yet (before the QC layers' set-up ends)
+        switched to; the QC flags also filled or outlined); False while the policy is not set up yet (before the QC layers' set-up ends)
         or in the grid view.
         """
         v = self.viewer
         if self._zoomed_out is None or v is None or v.canvas.grid.enabled:
             return False
         for layer in layers:
-            want = None if layer is None else self._wanted(layer, self._zoomed_out)
-            if want is not None and layer.visible != want:
+            if layer is None:
+                continue
+            if DECISIONS_KEY in layer.metadata:
+                _outline(layer, not self._zoomed_out)  # filled zoomed out, outlined closer in
+            want = self._wanted(layer, self._zoomed_out)
+            if want is not None and layer.visible != want:  # setting it again would refresh the layer
                 layer.visible = want
         return True
 
