@@ -14,6 +14,7 @@ from napari_emdeblur.deblur.infer import (
     ramp_1d,
     resolve_device,
     tile_starts,
+    window_size,
 )
 from napari_emdeblur.deblur.nets.gran import GRAN, GRANConfig
 from napari_emdeblur.qc.messages import Notice, Progress, TileResult
@@ -96,6 +97,27 @@ def test_ramp_and_starts():
     s = tile_starts(200, 96, 32)
     assert s[0] == 0 and s[-1] == 200 - 96 and all(b - a <= 64 for a, b in zip(s, s[1:]))
     assert tile_starts(50, 96, 32) == [0]
+
+
+@pytest.mark.parametrize("length", [97, 200, 513, 1750, 2000, 2048, 4096])
+@pytest.mark.parametrize("tile,overlap,mult", [(96, 32, 1), (512, 32, 8), (512, 32, 16), (256, 48, 8)])
+def test_window_size_covers_with_fewest_windows(length, tile, overlap, mult):
+    """Balanced windows: never larger than ``tile``, the same number of windows as full tiles
+    need (so no extra model call), each window covered, and no larger than needed."""
+    size = window_size(length, tile, overlap, mult)
+    full = tile_starts(length, min(tile, length), overlap)
+    starts = tile_starts(length, size, overlap)
+    assert size <= tile and len(starts) == len(full)
+    covered = np.zeros(length, bool)
+    for s0 in starts:
+        covered[s0 : s0 + size] = True
+    assert covered.all() and starts[-1] + size == length
+    assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # every seam has the full ramp
+    if length > tile:
+        assert size % mult == 0 or size == tile
+        assert len(tile_starts(length, size - mult, overlap)) > len(full) or size - mult < 2 * overlap
+    if (length, tile, overlap) == (2048, 512, 32):
+        assert size == (440 if mult == 8 else 448)  # 26 % fewer pixels per window than 512
 
 
 def test_correct_tiles_only_inside_boxes(tiny):

@@ -18,7 +18,10 @@ def test_empty_tiles_are_never_corrected(shared_data, tmp_path):
     img[256:, 256:] = np.clip(np.round(100 + 7 * rng.standard_normal((256, 256))), 0, 255).astype(np.uint8)  # resin
     img[:256, 256:] = 37  # flat
     weights = tiny_weights(tmp_path / "tiny.pt")
-    params = CorrectionParams(weights=str(weights), device="cpu", qc_tile=256, tile=256, fidelity=False)
+    # keep_sharp off: this sharp SBEM would pass the do-no-harm gate unchanged, and the test needs to see
+    # that the tissue tiles went through the model
+    params = CorrectionParams(weights=str(weights), device="cpu", qc_tile=256, tile=256, fidelity=False,
+                              keep_sharp=False)
     out, report = correct(img, Selection.whole_image(), params)
     assert sorted(map(tuple, report.meta["skipped_empty"])) == [(0, 0, 1), (0, 1, 1)]
     np.testing.assert_array_equal(out[256:, 256:], img[256:, 256:])

@@ -1,9 +1,11 @@
 """Tiled inference: correct whole images or just some tiles, with bounded memory.
 
-Whole images (``correct_image`` / ``iter_correct_image``) are cut into ``tile`` x ``tile``
-windows that overlap by ``overlap`` px; each window's output is weighted by a separable
-raised-cosine ramp over the overlap on every side that borders another window (weight 1 at
-the image border) and the weighted sum is normalised, so there are no seams. Windows are
+Whole images (``correct_image`` / ``iter_correct_image``) are cut into windows of at most
+``tile`` x ``tile`` px that overlap by ``overlap`` px (as small as covers the image with the
+fewest windows, a multiple of the model's padding: :func:`window_size`); each window's output
+is weighted by a separable raised-cosine ramp over the overlap on every side that borders
+another window (weight 1 at the image border) and the weighted sum is normalised, so there
+are no seams. Windows are
 processed one tile row at a time and finished rows are written out at once, so the float
 buffers are one strip of ``tile`` rows, not the whole image.
 
@@ -75,6 +77,22 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def window_size(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest window (<= ``tile``, a multiple of ``multiple`` where it can be) that covers
+    ``length`` px with as few windows as ``tile`` needs.
+
+    A 2048 px side in 512 px windows overlapping by 32 needs 5 windows either way; windows of 436 px
+    (440 at a multiple of 8) cover it as well, so a 2048 x 2048 image costs 26 % less model work
+    (with full-size windows the last one of each row and column mostly repeats its neighbour).
+    """
+    if length <= tile:
+        return length
+    n = -(-(length - overlap) // (tile - overlap))  # windows needed at the full tile size
+    size = -(-(length - overlap) // n) + overlap
+    size = -(-size // multiple) * multiple if multiple > 1 else size
+    return min(size, tile)
+
+
 def ramp_1d(n: int, overlap: int, left: bool, right: bool) -> np.ndarray:
     """Raised-cosine weights of a window of ``n`` px; ramps on the sides that overlap."""
     w = np.ones(n, np.float32)
@@ -98,7 +116,9 @@ class _Runner:
     def __init__(self, model: nn.Module, params: InferenceParams):
         params.validate()
         self.device = resolve_device(params.device)
-        self.model = model.to(self.device).eval()
+        # channels-last weights: the CPU (oneDNN) convolutions run ~15 % faster, same results to 1e-5
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.batch = params.batch
         self.dtype = PRECISIONS[params.precision]
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
@@ -195,8 +215,9 @@ def _correct_unit(
     """
     conv = conv or (lambda a: np.asarray(a, np.float32))
     H, W = img.shape
-    ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
-    th, tw = min(tile, H), min(tile, W)
+    mult = int(getattr(run.model, "pad_multiple", 1))
+    th, tw = window_size(H, tile, overlap, mult), window_size(W, tile, overlap, mult)
+    ys, xs = tile_starts(H, th, overlap), tile_starts(W, tw, overlap)
     wx = [ramp_1d(tw, overlap, j > 0, j < len(xs) - 1) for j in range(len(xs))]
     total, done = len(ys) * len(xs), 0
     acc = np.zeros((th, W), np.float32)
