@@ -64,3 +64,37 @@ def test_blurred_image_gets_the_full_correction(sharp, model):
     assert np.array_equal(on, off)
     err = lambda a: float(np.mean((a.astype(np.float64) - sharp) ** 2))  # noqa: E731
     assert err(on) < err(blurred)
+
+
+def test_blur_beyond_the_trained_range_is_left_for_reimaging(sharp, model):
+    """8 px of Gaussian blur (the models were trained up to 3.5 px; the estimator reads ~8): the
+    network would extrapolate, so the gate passes the windows through unchanged and a warning says so;
+    5.5 px is faded in between, and with the gate off the network's output is used."""
+    from napari_emdeblur.deblur.gate import BEYOND_FROM_PX, BEYOND_PX, weights_from_blur, window_blur
+    from napari_emdeblur.deblur.infer import iter_correct_image
+    from napari_emdeblur.qc.messages import Notice
+
+    ex = np.array([0.1, 0.4, 2.0, BEYOND_FROM_PX, 5.5, BEYOND_PX, 9.0, np.nan, 3.0])
+    empty = np.array([False] * 8 + [True])
+    g = weights_from_blur(ex, empty)
+    np.testing.assert_allclose(g, [0, 3 / 7, 1, 1, 0.5, 0, 0, 1, 0], atol=1e-6)
+
+    very = _blur(sharp, 8.0)
+    excess, _ = window_blur(very[None].astype(np.float32) / 255)
+    assert excess[0] > BEYOND_PX
+    params = InferenceParams(tile=256, overlap=32, batch=2, device="cpu")
+    gen = iter_correct_image(very, model, params)
+    msgs = []
+    try:
+        while True:
+            msgs.append(next(gen))
+    except StopIteration as stop:
+        out = stop.value
+    assert np.array_equal(out, very)
+    notes = [m for m in msgs if isinstance(m, Notice) and "beyond what the model was trained on" in m.message]
+    assert len(notes) == 1 and notes[0].level == "warning" and "re-image" in notes[0].message
+    raw = correct_image(very, model, InferenceParams(tile=256, overlap=32, batch=2, device="cpu", keep_sharp=False))
+    assert not np.array_equal(raw, very)
+    # a blur inside the range gets no such warning
+    mild = [m for m in iter_correct_image(_blur(sharp, 2.0), model, params) if isinstance(m, Notice)]
+    assert not any("beyond" in m.message for m in mild)

@@ -62,8 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true",
                    help="quality mode: average the model over the 8 flips/rotations of each window (8x slower)")
     p.add_argument("--no-gate", action="store_true",
-                   help="let the model change windows without excess blur too (the do-no-harm gate off; "
-                        "by default a sharp window comes out unchanged)")
+                   help="let the model change every window (the do-no-harm gate off; by default a sharp "
+                        "window, or one blurred beyond the model's trained range, comes out unchanged)")
     p.add_argument("--no-fidelity", action="store_true",
                    help="skip the per-tile blur estimate and fidelity check (faster; the report then lacks them)")
     p.add_argument("--no-report", action="store_true", help="do not write OUTPUT_report.csv / .json")

@@ -17,7 +17,8 @@ significant bit depth (``auto``: a 12-bit image in a uint16 file /4095) or /6553
 other integer types by their range; floats in [0, 1] as they are, other floats by their min/max;
 or an explicit ``(lo, hi)``. One range per call, so all tiles of an image share it.
 Every model output passes the do-no-harm gate (``InferenceParams.keep_sharp``, :mod:`.gate`): a
-window whose input shows no excess blur comes out unchanged.
+window whose input shows no excess blur comes out unchanged, and so does one blurred beyond what
+the model was trained on (a warning ``Notice`` counts those; re-image them).
 The output is clipped to the range and cast back (rounded for integers): same dtype, same
 shape. On CUDA, ``precision`` bf16/fp16 runs the model under autocast; elsewhere fp32 is
 used. A CUDA out-of-memory error halves the batch (then the tile, down to ``MIN_TILE``) and
@@ -37,7 +38,7 @@ from torch import nn
 from ..io.values import from_unit, parse_range_mode, to_unit, value_range
 from ..qc.messages import Notice, Progress, TileResult, drain
 from .device import resolve_device
-from .gate import apply_gate
+from .gate import BEYOND_FROM_PX, BEYOND_PX, apply_gate, weights_from_blur, window_blur
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_TILE = 64
@@ -125,6 +126,8 @@ class _Runner:
         self.ensemble = params.ensemble
         self.keep_sharp = params.keep_sharp
         self.quant = 1.0 / 255.0  # the data's quantisation step in model units (set_range)
+        self.windows = 0  # windows run
+        self.beyond = 0  # windows the gate faded out as blurred beyond the trained range
 
     def set_range(self, rng: tuple[float, float], dtype) -> None:
         """The value range of the image being corrected: the gate's quantisation step."""
@@ -137,7 +140,23 @@ class _Runner:
             raise NonFiniteOutputError(
                 "the model's output holds NaN or infinite values (damaged weights, or input the model cannot handle)"
             )
-        return apply_gate(x, y, self.quant) if self.keep_sharp else y
+        self.windows += len(x)
+        if not self.keep_sharp:
+            return y
+        excess, empty = window_blur(x.reshape(len(x), x.shape[-2], x.shape[-1]), self.quant)
+        self.beyond += int(np.count_nonzero(excess > BEYOND_FROM_PX))
+        return apply_gate(x, y, weights=weights_from_blur(excess, empty))
+
+    def beyond_notice(self, what: str) -> Notice | None:
+        """The warning for windows blurred beyond the model's range (None when there were none)."""
+        if not self.beyond:
+            return None
+        return Notice(
+            f"{self.beyond} of {self.windows} window(s) of {what} blurred beyond what the model was trained on "
+            f"(over {BEYOND_FROM_PX:g} px of excess blur): left uncorrected (from {BEYOND_PX:g} px) or only "
+            "partly corrected; re-image them",
+            "warning",
+        )
 
     @torch.inference_mode()
     def _model(self, x: np.ndarray) -> np.ndarray:
@@ -287,6 +306,8 @@ def iter_correct_image(
         )
     finally:
         run.empty_cache()
+    if (note := run.beyond_notice("the image")) is not None:
+        yield note
     return out
 
 
@@ -397,3 +418,5 @@ def iter_correct_tiles(
                 k += len(chunk)
     finally:
         run.empty_cache()
+    if (note := run.beyond_notice("the tiles")) is not None:
+        yield note

@@ -135,7 +135,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
         self.ensemble_check = CheckBox(label="quality mode (8 flips/rotations, 8x slower)", value=False)
         self.gate_check = CheckBox(label="do no harm (sharp windows unchanged)", value=True,
-                                   tooltip="Windows the QC calls sharp come out byte for byte; off: the network "
+                                   tooltip="Windows the QC calls sharp, and windows blurred beyond what the model "
+                                           "was trained on (> 5 px), come out byte for byte; off: the network "
                                            "output everywhere (it also removes real detector noise)")
         self.run_btn = PushButton(text="Correct tiles")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
