@@ -95,6 +95,16 @@ def test_blur_beyond_the_trained_range_is_left_for_reimaging(sharp, model):
     assert len(notes) == 1 and notes[0].level == "warning" and "re-image" in notes[0].message
     raw = correct_image(very, model, InferenceParams(tile=256, overlap=32, batch=2, device="cpu", keep_sharp=False))
     assert not np.array_equal(raw, very)
+    # the same per QC tile (one window each, and one box large enough to be tiled): counted in tiles
+    from napari_emdeblur.deblur.infer import iter_correct_tiles
+    from napari_emdeblur.qc.messages import TileResult
+
+    boxes = [(0, 0, 128, 128), (128, 0, 128, 128), (0, 128, 256, 256)]
+    msgs = list(iter_correct_tiles(very, model, boxes, InferenceParams(tile=256, overlap=32, batch=2, device="cpu")))
+    for r in (m for m in msgs if isinstance(m, TileResult)):
+        assert np.array_equal(r.data, very[r.y0 : r.y0 + r.data.shape[0], r.x0 : r.x0 + r.data.shape[1]])
+    notes = [m.message for m in msgs if isinstance(m, Notice) and "beyond" in m.message]
+    assert notes and notes[0].startswith("3 of 3 tile(s)")
     # a blur inside the range gets no such warning
     mild = [m for m in iter_correct_image(_blur(sharp, 2.0), model, params) if isinstance(m, Notice)]
     assert not any("beyond" in m.message for m in mild)

@@ -126,8 +126,7 @@ class _Runner:
         self.ensemble = params.ensemble
         self.keep_sharp = params.keep_sharp
         self.quant = 1.0 / 255.0  # the data's quantisation step in model units (set_range)
-        self.windows = 0  # windows run
-        self.beyond = 0  # windows the gate faded out as blurred beyond the trained range
+        self.beyond: list[bool] = []  # per window run: blurred beyond the trained range (the gate faded it out)
 
     def set_range(self, rng: tuple[float, float], dtype) -> None:
         """The value range of the image being corrected: the gate's quantisation step."""
@@ -140,23 +139,12 @@ class _Runner:
             raise NonFiniteOutputError(
                 "the model's output holds NaN or infinite values (damaged weights, or input the model cannot handle)"
             )
-        self.windows += len(x)
         if not self.keep_sharp:
+            self.beyond.extend([False] * len(x))
             return y
         excess, empty = window_blur(x.reshape(len(x), x.shape[-2], x.shape[-1]), self.quant)
-        self.beyond += int(np.count_nonzero(excess > BEYOND_FROM_PX))
+        self.beyond.extend((excess > BEYOND_FROM_PX).tolist())
         return apply_gate(x, y, weights=weights_from_blur(excess, empty))
-
-    def beyond_notice(self, what: str) -> Notice | None:
-        """The warning for windows blurred beyond the model's range (None when there were none)."""
-        if not self.beyond:
-            return None
-        return Notice(
-            f"{self.beyond} of {self.windows} window(s) of {what} blurred beyond what the model was trained on "
-            f"(over {BEYOND_FROM_PX:g} px of excess blur): left uncorrected (from {BEYOND_PX:g} px) or only "
-            "partly corrected; re-image them",
-            "warning",
-        )
 
     @torch.inference_mode()
     def _model(self, x: np.ndarray) -> np.ndarray:
@@ -178,6 +166,17 @@ class _Runner:
     def empty_cache(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _beyond_notice(n: int, total: int, unit: str) -> Notice | None:
+    """The warning for ``n`` of ``total`` windows/tiles blurred beyond the model's range (None for 0)."""
+    if not n:
+        return None
+    return Notice(
+        f"{n} of {total} {unit}(s) blurred beyond what the model was trained on (over {BEYOND_FROM_PX:g} px of "
+        f"excess blur): left uncorrected (from {BEYOND_PX:g} px) or only partly corrected; re-image them",
+        "warning",
+    )
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -306,7 +305,7 @@ def iter_correct_image(
         )
     finally:
         run.empty_cache()
-    if (note := run.beyond_notice("the image")) is not None:
+    if (note := _beyond_notice(sum(run.beyond), len(run.beyond), "window")) is not None:
         yield note
     return out
 
@@ -354,6 +353,7 @@ def iter_correct_tiles(
     margin = max(params.overlap, 16)
     total = len(boxes)
     done = 0
+    n_beyond = 0  # boxes with a window the gate faded out as blurred beyond the trained range
     yield Progress(0, total, "correct tiles", "")
 
     def window(b):
@@ -379,9 +379,11 @@ def iter_correct_tiles(
                     wy0, wx0, wy1, wx1 = window(b)
                     wins.append((b, wy0, wx0, to_unit(image[wy0:wy1, wx0:wx1], rng)))
                 outs = None
+                flags: list[bool] = []
                 if not big:
                     try:
                         outs = yield from _run_windows(run, [w[3] for w in wins])
+                        flags = run.beyond[len(run.beyond) - len(wins):]
                     except _TileTooLarge:
                         # a whole window does not fit even alone: blend-tile it in smaller tiles
                         while tile >= max(wh, ww):
@@ -404,10 +406,13 @@ def iter_correct_tiles(
                             res[y : y + rows.shape[0]] = rows
 
                         overlap = params.overlap if tile == params.tile else min(params.overlap, tile // 4)
+                        n0 = len(run.beyond)
                         tile = yield from _correct_unit_halving(
                             run, u, tile, overlap, "correct tiles (window)", put
                         )
                         outs.append(res)
+                        flags.append(any(run.beyond[n0:]))
+                n_beyond += sum(flags)
                 for (b, wy0, wx0, _), o in zip(wins, outs):
                     y0, x0, h, w = b
                     crop = o[y0 - wy0 : y0 - wy0 + h, x0 - wx0 : x0 - wx0 + w]
@@ -418,5 +423,5 @@ def iter_correct_tiles(
                 k += len(chunk)
     finally:
         run.empty_cache()
-    if (note := run.beyond_notice("the tiles")) is not None:
+    if (note := _beyond_notice(n_beyond, total, "tile")) is not None:
         yield note
