@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--infer-tile", type=int_range(64, unit="px"), default=512,  # deblur.infer.MIN_TILE
-                   help="inference window size (px)")
+                   help="largest inference window (px; windows shrink to cover the image with as few as this size needs)")
     p.add_argument("--overlap", type=int_range(0, unit="px"), default=32, help="window overlap / context margin (px)")
     p.add_argument("--batch", type=int_range(1), default=4, help="windows per forward pass")
     p.add_argument("--value-range", type=value_range_arg, default="auto", metavar="auto|dtype|LO,HI",

@@ -46,7 +46,7 @@ MIN_TILE = 64
 
 @dataclass
 class InferenceParams:
-    tile: int = 512  # window size (px)
+    tile: int = 512  # largest window (px); windows shrink to cover an image with as few as this size needs
     overlap: int = 32  # overlap between windows / context margin around QC tiles (px)
     batch: int = 4  # windows per forward pass
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
