@@ -118,3 +118,26 @@ def test_validation_logs_compare_the_runs_at_common_steps(bench, tmp_path):
     assert np.isclose(v["mean"], (-0.1 + 0.1 + 0.2) / 3) and np.isclose(v["late_mean"], 0.2)
     assert v["last"] == 6000 and v["last_on"] == 22.6 and v["last_off"] == 22.4
     assert bench.validation_logs(on, tmp_path / "missing") is None
+
+
+def test_deepfocus_section_gate_leaves_beyond_range_images(bench, shared_data, tmp_path):
+    """The real DeepFocus defocus series, as the benchmark reports it: the most defocused image is far
+    beyond the trained blur, so the shipped gate leaves it unchanged with a warning, while the network
+    alone changes it; the least defocused one (inside the range) is corrected. Rendered and drawn."""
+    if not (shared_data / "deepfocus_sem_defocus").is_dir():
+        pytest.skip("deepfocus_sem_defocus not in the shared data")
+    from napari_emdeblur.deblur.gate import BEYOND_FROM_PX, BEYOND_PX
+    from napari_emdeblur.deblur.weights import load_model
+
+    model = load_model(device="cpu")[0]
+    df = {d["name"]: d for d in bench.deepfocus(model, data=shared_data)}
+    assert set(df) == {"pert5000", "base", "pert-5000"}
+    worst, least = df["pert-5000"], df["pert5000"]
+    assert worst["b_before"]["excess"] > BEYOND_PX and worst["changed_after"] < 0.05
+    assert worst["notes_after"] and "re-image" in worst["notes_after"][0]
+    assert worst["changed_raw"] > 0.5 and not worst["notes_raw"]
+    assert least["b_before"]["excess"] < BEYOND_FROM_PX and least["changed_after"] > 0.5
+    assert least["b_after"]["excess"] < least["b_before"]["excess"] - 1.0  # sharper by the QC's own measure
+    fig = tmp_path / "df.png"
+    bench.figure_deepfocus(list(df.values()), fig)
+    assert fig.stat().st_size > 10_000
