@@ -177,6 +177,8 @@ def iter_correct(
     reports: list[TileReport] = []
     skipped: list[list[int]] = []
     meta["skipped_empty"] = skipped
+    warnings: list[str] = []  # the warning Notices of the run (e.g. tiles blurred beyond the model's range)
+    meta["warnings"] = warnings
     done = 0
     left = TimeLeft(batch)
     try:
@@ -220,6 +222,8 @@ def iter_correct(
             tiles = _corrected_tiles(section, net, ij, grid, ip, z, selection.whole, done, total, metric)
             for item in _naming(tiles, params.weights or "the shipped weights", NonFiniteOutputError):
                 if isinstance(item, (Notice, Progress)):
+                    if isinstance(item, Notice) and item.level == "warning":
+                        warnings.append(f"section {z}: {item.message}" if is_stack else item.message)
                     yield item
                     continue
                 (i, j), pixels, after = item

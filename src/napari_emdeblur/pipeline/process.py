@@ -263,6 +263,7 @@ def _correct(img, ps, cfg: PipelineConfig, rec: TileRecord, out_rel, stage_dir, 
     after = [r.score_after for r in report.tiles if math.isfinite(r.score_after)]
     rec.score_after = round(float(np.median(after)), 6) if after else None
     rec.check_by_eye = sum(r.check_by_eye for r in report.tiles)
+    rec.warnings.extend(f"{rec.file}: {w}" for w in report.meta.get("warnings", []))  # e.g. beyond the model's range
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     staged = stage_dir / Path(out_rel).name
