@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..qc.psf import MIN_SIDE, estimate_psf_tiles, noise_model, power_spectra
 
@@ -54,15 +53,22 @@ class Fidelity:
     noise: float
 
 
-def _gaussian_cov_kernel(cov: np.ndarray) -> np.ndarray:
-    """Normalised Gaussian kernel of covariance ``cov`` ((x, y) order, px^2)."""
+def _gaussian_blur(img: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``img`` blurred by the Gaussian of covariance ``cov`` ((x, y) order, px^2): its transfer function
+    ``exp(-2 pi^2 f^T cov f)`` applied by FFT to the image padded by reflection (3.5 sigma), so the
+    borders see mirrored context, as a reflecting convolution would; ~10x faster than the spatial
+    convolution at the sigmas removed (1-3 px).
+    """
     ev = np.linalg.eigvalsh(cov)
     r = max(1, int(math.ceil(3.5 * math.sqrt(max(float(ev[-1]), 1e-6)))))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
-    inv = np.linalg.inv(cov + 1e-9 * np.eye(2))
-    q = inv[0, 0] * xx * xx + 2 * inv[0, 1] * xx * yy + inv[1, 1] * yy * yy
-    k = np.exp(-0.5 * q)
-    return k / k.sum()
+    h, w = img.shape
+    r = min(r, h - 1, w - 1)
+    p = np.pad(img, r, mode="symmetric")
+    fy = np.fft.fftfreq(p.shape[0])[:, None]
+    fx = np.fft.rfftfreq(p.shape[1])[None, :]
+    quad = cov[0, 0] * fx * fx + 2 * cov[0, 1] * fx * fy + cov[1, 1] * fy * fy
+    out = np.fft.irfft2(np.fft.rfft2(p) * np.exp(-2 * math.pi**2 * np.maximum(quad, 0.0)), s=p.shape)
+    return out[r : r + h, r : r + w]
 
 
 def check_fidelity(original: np.ndarray, corrected: np.ndarray, lo: float = 0.0, hi: float = 1.0,
@@ -91,7 +97,7 @@ def check_fidelity(original: np.ndarray, corrected: np.ndarray, lo: float = 0.0,
     cov_c = np.nan_to_num(est.cov[1].astype(np.float64))  # a flat correction: nothing removed
     ev, vec = np.linalg.eigh(est.cov[0].astype(np.float64) - cov_c)
     cov_d = (vec * np.clip(ev, 0.0, None)) @ vec.T
-    reblurred = ndimage.convolve(c, _gaussian_cov_kernel(cov_d), mode="reflect") if ev.max() > 1e-3 else c
+    reblurred = _gaussian_blur(c, cov_d) if ev.max() > 1e-3 else c
     h, w = o.shape
     P = power_spectra(np.stack([o, o - reblurred]).astype(np.float32))
     Nx, Ny, Nc = noise_model(P[:1], w, quant)
