@@ -43,9 +43,13 @@ STAGES = [
     {"steps": [16500, 41500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 4,
      "note": "resumed from the committed checkpoint (the same schedule, losses identical to the interrupted run); "
              "continued to 41,500 at the start of session 5; step 30,500 was shipped in session 4"},
-    {"steps": [41500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 5,
+    {"steps": [41500, 55500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 5,
      "note": "annealing: resumed from the committed checkpoint with --steps 56000, the cosine schedule over the "
-             "new total (lr 3.7e-4 -> 8.6e-5 at the resume, decaying to lr_min 1e-5 at 56,000)"},
+             "new total (lr 3.7e-4 -> 8.6e-5 at the resume, decaying to lr_min 1e-5 at 56,000); stopped at 55,500"},
+    {"steps": [55500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 6,
+     "note": "MSE fine-tuning (the benchmark's PSNR is an MSE): resumed from the committed checkpoint with "
+             "--loss mse --lr 1e-3 --steps 72000, the cosine over the new total (a warm restart to lr 1.3e-4 at "
+             "the resume, decaying to lr_min 1e-5 at 72,000)"},
 ]
 
 

@@ -22,6 +22,9 @@
 # 120,000-step cosine schedule, so the run was resumed at 41,500 with a shorter total, which the
 # schedule follows (cosine over the new total: lr 3.7e-4 -> 9e-5 at 41,500, decaying to lr_min at 56,000):
 #   bash scripts/train_shipped.sh sbgran --resume --steps 56000
+# MSE stage (session 6): stopped at 55,500 (lr at its floor), resumed with the PSNR's own loss and a warm restart
+# (the cosine over the new total with a higher peak: lr 1.3e-4 at 55,500, decaying to lr_min at 72,000):
+#   bash scripts/train_shipped.sh sbgran --resume --steps 72000 --lr 1e-3 --loss mse
 # The committed pair is N = 11,500: the graph run's step-11,500 weights (shipped in session 3, copied to
 # training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
