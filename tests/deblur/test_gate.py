@@ -72,7 +72,7 @@ def test_blur_beyond_the_trained_range_is_left_for_reimaging(sharp, model):
     5.5 px is faded in between, and with the gate off the network's output is used."""
     from napari_emdeblur.deblur.gate import BEYOND_FROM_PX, BEYOND_PX, weights_from_blur, window_blur
     from napari_emdeblur.deblur.infer import iter_correct_image
-    from napari_emdeblur.qc.messages import Notice
+    from napari_emdeblur.qc.messages import Notice, drain
 
     ex = np.array([0.1, 0.4, 2.0, BEYOND_FROM_PX, 5.5, BEYOND_PX, 9.0, np.nan, 3.0])
     empty = np.array([False] * 8 + [True])
@@ -83,13 +83,8 @@ def test_blur_beyond_the_trained_range_is_left_for_reimaging(sharp, model):
     excess, _ = window_blur(very[None].astype(np.float32) / 255)
     assert excess[0] > BEYOND_PX
     params = InferenceParams(tile=256, overlap=32, batch=2, device="cpu")
-    gen = iter_correct_image(very, model, params)
-    msgs = []
-    try:
-        while True:
-            msgs.append(next(gen))
-    except StopIteration as stop:
-        out = stop.value
+    msgs: list = []
+    out = drain(iter_correct_image(very, model, params), msgs.append)
     assert np.array_equal(out, very)
     notes = [m for m in msgs if isinstance(m, Notice) and "beyond what the model was trained on" in m.message]
     assert len(notes) == 1 and notes[0].level == "warning" and "re-image" in notes[0].message

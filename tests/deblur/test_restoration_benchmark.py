@@ -141,3 +141,19 @@ def test_deepfocus_section_gate_leaves_beyond_range_images(bench, shared_data, t
     fig = tmp_path / "df.png"
     bench.figure_deepfocus(list(df.values()), fig)
     assert fig.stat().st_size > 10_000
+
+
+def test_trained_range_sits_below_the_gates_limit(bench, windows):
+    """What the gate's estimator reads at the extremes of the shipped model's training ranges stays below
+    its "beyond the trained range" limit, and the benchmark's conditions stay inside the training range
+    (on the held-out windows; the full benchmark reports the numbers)."""
+    from napari_emdeblur.deblur.weights import load_model
+
+    card = load_model(device="cpu")[1]
+    tr = bench.trained_range(windows, bench.conditions(), seed=1,
+                             ranges=card["training"]["degradation_ranges"], n_samples=12)
+    assert set(tr["extremes"]) == {"Gaussian", "disk", "astigmatic", "Gaussian + smear"}
+    assert len(tr["conditions"]) == 10 and tr["samples"]["n"] == 12
+    assert max(tr["extremes"].values()) < tr["limit"]
+    assert max(tr["conditions"].values()) < max(tr["extremes"].values())
+    assert tr["samples"]["max"] < tr["limit"]

@@ -56,8 +56,8 @@ class Fidelity:
 def _gaussian_blur(img: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """``img`` blurred by the Gaussian of covariance ``cov`` ((x, y) order, px^2): its transfer function
     ``exp(-2 pi^2 f^T cov f)`` applied by FFT to the image padded by reflection (3.5 sigma), so the
-    borders see mirrored context, as a reflecting convolution would; ~10x faster than the spatial
-    convolution at the sigmas removed (1-3 px).
+    borders see mirrored context, as a reflecting convolution would; unlike a spatial kernel, the
+    cost does not grow with the blur removed.
     """
     ev = np.linalg.eigvalsh(cov)
     r = max(1, int(math.ceil(3.5 * math.sqrt(max(float(ev[-1]), 1e-6)))))

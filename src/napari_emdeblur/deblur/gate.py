@@ -15,10 +15,11 @@ whole-window weights; the number decisions use, in px), and the output is
   jump between "corrected" and "untouched";
 * faded out again above :data:`BEYOND_FROM_PX` and ``g = 0`` at or above :data:`BEYOND_PX`: blur
   that far beyond what the models were trained on (Gaussian sigma <= 3.5 px, astigmatic major
-  <= 4 px, disk radius <= 5 px: the estimator reads those extremes as <= 4.7 px of excess blur, 99 %
-  of training samples <= 3.4 px) is not corrected but left for re-imaging. The network's output
-  there is an extrapolation: on the real SEM defocus series (DeepFocus, 6-8.5 px) it invents a
-  periodic texture. :mod:`.infer` counts those windows and says so in a ``Notice``.
+  <= 4 px, disk radius <= 5 px; what the estimator reads at those extremes and on the benchmark's
+  conditions is measured by ``benchmarks/restoration.py``, docs/restoration.md) is not corrected
+  but left for re-imaging. The network's output there is an extrapolation: on the two more
+  defocused images of the real SEM defocus series (DeepFocus) it invents a periodic texture and
+  doubled edges. :mod:`.infer` counts those windows and says so in a ``Notice``.
 
 The ramp sits below the default "correct" decision (1 px, :mod:`napari_emdeblur.qc.thresholds`):
 a tile flagged for correction always gets the full model output; only sharp regions inside a

@@ -341,8 +341,8 @@ class ReviewView:
 
     def apply_policy(self, layers: Iterable[Any]) -> bool:
         """Show or hide ``layers`` as the zoom policy wants them now (e.g. the heatmap the QC dock
-        switched to; the QC flags also filled or outlined); False while the policy is not set up yet (before the QC layers' set-up ends)
-        or in the grid view.
+        switched to; the QC flags also filled or outlined); False while the policy is not set up yet
+        (before the QC layers' set-up ends) or in the grid view.
         """
         v = self.viewer
         if self._zoomed_out is None or v is None or v.canvas.grid.enabled:
