@@ -182,7 +182,9 @@ def pause_summary(probe) -> dict:
     g = np.asarray(probe.gaps) - probe.interval_ms if probe.gaps else np.zeros(1)
     return {"longest_ms": round(float(g.max()), 1), "p99_ms": round(float(np.percentile(g, 99)), 1),
             "over_200ms": int((g > 200).sum()), "ticks": len(probe.gaps),
-            "long_pauses": [list(p) for p in sorted(sorted(probe.long_pauses, key=lambda p: -p[1])[:30])]}  # the 30 longest
+            "long_pauses": [list(p) for p in sorted(sorted(probe.long_pauses, key=lambda p: -p[1])[:30])],  # the 30 longest
+            "pause_sites": [[t, ms, [list(x) for x in sites]]  # where the 30 longest were spent (PauseProbe stacks)
+                            for t, ms, sites in sorted(sorted(getattr(probe, "pause_sites", []), key=lambda p: -p[1])[:30])]}
 
 
 # ----------------------------------------------------------------------------- one variant (child process)
@@ -238,7 +240,7 @@ def child(args) -> dict:
         Image.fromarray(a).save(shots / f"{args.child}_{name}.png")
         return a
 
-    probe = PauseProbe(10)
+    probe = PauseProbe(10, stacks=True)
     # warm-up (napari's first image layer imports a lot) and the bare-repaint floor
     warm = viewer.add_image(np.zeros((64, 64), np.uint8), name="warm-up")
     run_for(0.3)
@@ -428,6 +430,46 @@ def child(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- table and doc
+# where a long pause was spent: its most sampled GUI-thread stack (PauseProbe stacks), by the first
+# rule that matches it (substrings of "module:function" names)
+PAUSE_KINDS = [
+    ("layer controls", ("qt_layer_controls", "layer_controls.widgets", "qt_image_controls")),
+    ("text glyphs", ("qt_font:_load_char", "text:render_to_texture", "text:_text_to_vbo", "matplotlib")),
+    ("texture upload", ("glTexSubImage2D", "glTexImage2D")),
+    ("layer list paint", ("_layer_delegate:paint", "qt_layer_model", "_svg:paint")),
+    ("canvas draw", ("draw_visual", "vispy.gloo", "OpenGL.", "_vispy.canvas", "vispy.visuals", "vispy.color")),
+    ("layer set-up", ("napari.layers", "napari.components", "napari._vispy", "napari.utils")),
+    ("plugin", ("napari_emdeblur.qc", "napari_emdeblur.io", "napari_emdeblur.deblur")),
+]
+
+
+def pause_kind(site: str) -> str:
+    """What a long pause's most sampled stack was doing (see PAUSE_KINDS); a stack whose innermost
+    frame is the event loop itself was in Qt's C++ (layout, widget paint, buffer swap)."""
+    inner = site.split(" < ")[0]
+    if "run_loop_until" in inner or "qt_main_window:event" in inner:
+        return "Qt (C++)"
+    for kind, keys in PAUSE_KINDS:
+        if any(k in site for k in keys):
+            return kind
+    return "other"
+
+
+def pause_kinds(summary: dict | None, over_ms: float = 200.0) -> str | None:
+    """'kind n, ...' for the pauses over ``over_ms`` of a phase (None without stacks): each pause by
+    its most sampled stack in Python code, or 'Qt (C++)' when every sample was in the event loop."""
+    if not summary or "pause_sites" not in summary:
+        return None
+    from collections import Counter
+
+    def kind(sites: list) -> str:
+        named = [pause_kind(site) for site, _ in sites]
+        return next((k for k in named if k != "Qt (C++)"), "Qt (C++)") if named else "not sampled"
+
+    kinds = Counter(kind(sites) for _, ms, sites in summary["pause_sites"] if ms > over_ms)
+    return ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none"
+
+
 ROWS = [
     ("section opened / layer added (s)",
      lambda r: f"{r.get('t_section_loaded_s')} / {r.get('t_layer_added_s')}" if "t_layer_added_s" in r else None),
@@ -443,6 +485,7 @@ ROWS = [
     ("QC: creating the QC layers (ms, GUI thread)", lambda r: r.get("qc_start_call_ms")),
     ("QC longest UI pause (ms) / pauses > 200 ms",
      lambda r: f"{r['qc_pause']['longest_ms']} / {r['qc_pause']['over_200ms']}" if "qc_pause" in r else None),
+    ("QC pauses > 200 ms by where they were spent", lambda r: pause_kinds(r.get("qc_pause"))),
     ("QC flagged (correct / retake)",
      lambda r: f"{r['qc_flagged']['correct']} / {r['qc_flagged']['retake']}" if "qc_flagged" in r else None),
     ("blurred files flagged by name / false flags",
@@ -453,6 +496,7 @@ ROWS = [
      if "t_correct_s" in r else None),
     ("correction longest UI pause (ms) / pauses > 200 ms",
      lambda r: f"{r['correct_pause']['longest_ms']} / {r['correct_pause']['over_200ms']}" if "correct_pause" in r else None),
+    ("correction pauses > 200 ms by where they were spent", lambda r: pause_kinds(r.get("correct_pause"))),
     ("warm reopen with `viewer.open` (cache): call returned / overview complete (s)",
      lambda r: f"{r.get('warm_viewer_open_s')} / {r.get('warm_overview_s')}" if "warm_overview_s" in r else ""),
     ("bare repaint, same process (ms)", lambda r: r.get("bare_repaint_ms")),

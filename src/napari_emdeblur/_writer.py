@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .io.formats import OME_SUFFIXES, WRITE_SUFFIXES, suffix_of
 from .io.write import save_image
 
@@ -56,7 +54,7 @@ def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False
         data = data[0]
     if meta.get("rgb"):
         raise ValueError("RGB layers are not EM sections; convert to greyscale first")
-    ndim = data.ndim
+    ndim = len(data.shape)
     md = meta.get("metadata") or {}
     scale = meta.get("scale")
     z_spacing = None
@@ -67,7 +65,5 @@ def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False
     store["layer_name"] = meta.get("name")
     source = md.get("emdeblur_source")
     protect = [source] if source else []
-    if not isinstance(data, np.ndarray) and not hasattr(data, "dask"):
-        data = np.asarray(data)
     return save_image(p, data, _pixel_size(meta, ndim), store, overwrite=overwrite,
                       z_spacing=z_spacing, protect=protect)

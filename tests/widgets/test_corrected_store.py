@@ -136,3 +136,38 @@ def test_throttled_refresh_coalesces_and_skips_what_is_out_of_view(make_napari_v
     viewer.scene.camera.center = (55, 55)  # brought into view: drawn
     qtbot.waitUntil(lambda: refresh.count == 3, timeout=5_000)
     assert refresh.out_of_view == 0
+
+
+class _CountingArray:
+    """A read-only array-like over a numpy array that records how many pixels each read asked for
+    (what a lazy pyramid level over tile files is to a writer)."""
+
+    def __init__(self, a: np.ndarray):
+        self.a, self.shape, self.dtype, self.ndim = a, a.shape, a.dtype, a.ndim
+        self.reads: list[int] = []
+
+    def __getitem__(self, key):
+        out = self.a[key]
+        self.reads.append(int(np.size(out)))
+        return out
+
+
+@pytest.mark.parametrize("name", ["corrected.ome.tif", "corrected.zarr"])
+def test_export_of_the_corrected_layer_streams_block_by_block(tmp_path, name):
+    """The writer reads a corrected lazy section in blocks (never the whole level at once), and
+    what it writes is the corrected image."""
+    from napari_emdeblur import io as emio
+    from napari_emdeblur._writer import write_layer
+
+    rng = np.random.default_rng(5)
+    base = _CountingArray(rng.integers(0, 255, (4200, 2100), dtype=np.uint8))  # > 4096 px: a pyramid
+    store = CorrectedStore([base])
+    store.put(store.prepare((0, 3, 4), 768, 1024, np.full((256, 256), 9, np.uint8)))
+    expect = base.a.copy()
+    expect[768:1024, 1024:1280] = 9
+    base.reads.clear()
+    out = write_layer(tmp_path / name, store.levels[0], {"name": "x", "metadata": {}})
+    assert base.reads and max(base.reads) <= base.a.size // 2, max(base.reads)
+    back = emio.load_section(out)
+    np.testing.assert_array_equal(np.asarray(back.data), expect)
+    assert back.multiscale

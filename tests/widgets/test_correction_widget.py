@@ -42,7 +42,7 @@ def _flag_known_soft_tiles(qc, section):
     assert qc.flagged_counts == (3, 0)
 
 
-def test_end_to_end_correct_review_export(flow, tmp_path):
+def test_end_to_end_correct_review_export(flow, tmp_path, qtbot):
     viewer, qc, cw, section, gt = flow
     original = np.array(section.data, copy=True)
     _flag_known_soft_tiles(qc, section)
@@ -114,6 +114,26 @@ def test_end_to_end_correct_review_export(flow, tmp_path):
     stamp = out.stat().st_mtime_ns
     assert cw.export(out) is None
     assert out.stat().st_mtime_ns == stamp
+    # the Export button writes in a worker thread: returns at once, the button is busy until done
+    out2 = tmp_path / "threaded.zarr"
+    assert cw.export(out2, sync=False) is None
+    assert not cw.export_btn.enabled and cw.export_btn.text == "Exporting..."
+    assert cw.export(tmp_path / "second.tif") is None  # one export at a time
+    qtbot.waitUntil(lambda: cw.export_btn.enabled, timeout=60000)
+    assert cw.export_btn.text == "Export" and not (tmp_path / "second.tif").exists()
+    np.testing.assert_array_equal(np.asarray(emio.load_section(out2).data), corrected.data)
+    assert json.loads((tmp_path / "threaded_report.json").read_text())["tiles"]
+    # a failure in the worker is reported (one line naming the target) and leaves nothing behind
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    assert cw.export(blocked / "x.tif", sync=False) is None
+    qtbot.waitUntil(lambda: cw.export_btn.enabled, timeout=60000)
+    assert not (blocked / "x.tif").exists() and blocked.read_text().startswith("a file")
+    assert seen and seen[-1].startswith("Export failed") and "x.tif" in seen[-1], seen
 
 
 def test_cancel_leaves_layers_consistent(flow, qtbot):

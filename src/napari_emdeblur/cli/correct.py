@@ -112,7 +112,8 @@ def run(args) -> int:
     if existing and not args.overwrite:
         raise CLIError(f"{existing[0]}: already exists (pass --overwrite to replace it)", 2)
     if not out.parent.is_dir():
-        raise CLIError(f"{out.parent}: output folder does not exist", 2)
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise CLIError(f"{out}: its folder {out.parent} {what}", 2)
     if not args.overlap < args.infer_tile // 2:
         raise CLIError(f"argument --overlap: must be less than half of --infer-tile ({args.infer_tile}), "
                        f"got {args.overlap}", 2)

@@ -46,6 +46,7 @@ __all__ = [
     "MODES",
     "fixed_range",
     "from_unit",
+    "as_lazy",
     "is_dask_array",
     "parse_range_mode",
     "significant_bits",
@@ -59,6 +60,20 @@ __all__ = [
 def is_dask_array(a: Any) -> bool:
     """True for dask arrays (checked by module name: dask need not be imported)."""
     return type(a).__module__.split(".")[0] == "dask"
+
+
+def as_lazy(a: Any, chunk: int = 2048) -> Any:
+    """``a`` unchanged if it is a numpy or dask array; any other array-like (a pyramid level read
+    from tile files, a view with corrected tiles patched in) as a dask array over it, read in
+    blocks of ``chunk`` px per y/x (one plane per block) only when computed: writers stream it
+    instead of reading the whole image at once.
+    """
+    if isinstance(a, np.ndarray) or is_dask_array(a):
+        return a
+    import dask.array as da
+
+    chunks = (1,) * (len(a.shape) - 2) + (int(chunk), int(chunk))
+    return da.from_array(a, chunks=chunks, asarray=True, fancy=False, lock=False, name=False)
 
 
 def to_grayscale(arr: Any, notes: list[str] | None = None, name: str = "image") -> Any:

@@ -32,7 +32,7 @@ from .formats import WRITE_SUFFIXES, stem_of, suffix_of
 from .pyramid import area_levels, level_shapes, multiscale_min_side, n_levels_for
 from .section import json_safe
 from .units import ok_pixel_nm
-from .values import is_dask_array
+from .values import as_lazy, is_dask_array
 
 __all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "save_image", "save_ome_zarr"]
 
@@ -182,7 +182,12 @@ def _check_target(path: Path, overwrite: bool, protect: Iterable[str | os.PathLi
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: output folder does not exist")
+        raise FileNotFoundError(f"{path}: its folder {path.parent} {_not_a_folder(path.parent)}")
+
+
+def _not_a_folder(p: Path) -> str:
+    """Why ``p`` cannot hold output: 'is a file, not a folder' or 'does not exist'."""
+    return "is a file, not a folder" if p.exists() else "does not exist"
 
 
 def _norm_pixel(pixel_size) -> tuple[float, float] | None:
@@ -223,6 +228,7 @@ def save_image(
 
     path = Path(path).expanduser()
     suf = suffix_of(path)
+    data = as_lazy(data)  # another array-like (a lazy pyramid level, a corrected view): read block by block
     if suf in (".zarr", ".ome.zarr"):
         return save_ome_zarr(path, data, pixel_size, metadata=metadata, overwrite=overwrite,
                              z_spacing=z_spacing, protect=protect, levels=levels)
@@ -324,6 +330,7 @@ def save_ome_zarr(
     path = Path(path).expanduser()
     if not path.name.lower().endswith(".zarr"):
         raise ValueError(f"{path}: OME-Zarr output must end with .zarr")
+    data = as_lazy(data)
     if data.ndim not in (2, 3):
         raise ValueError(f"can only save 2-D or (z, y, x) images, got shape {tuple(data.shape)}")
     ps = _norm_pixel(pixel_size)

@@ -41,6 +41,7 @@ from ..deblur.reports import CorrectionReport, TileReport
 from ..deblur.service import CorrectionParams, iter_correct
 from ..deblur.shipped import shipped_weights_path
 from ..io.atomic import sha256_file
+from ..io.formats import WRITE_SUFFIXES
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
 from ..qc.tiling import TileGrid, heatmap_transform
 from .common import (
@@ -63,6 +64,8 @@ from .review import REVIEW_CHECK, REVIEW_COLORS, REVIEW_LEGEND, ReviewMixin
 from .runner import WorkerRunner
 from .selection import TILE_MODES, choose_tiles
 from .view import read_only, review_view
+
+EXPORT_FILTER = " ".join(f"*{s}" for s in WRITE_SUFFIXES)  # the export's file dialog: what the writer writes
 
 
 def with_patches(gen: Any, store: CorrectedStore) -> Any:
@@ -150,7 +153,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.revert_btn = PushButton(text="Revert tile")
         self.retake_btn = PushButton(text="Mark retake")
         self.tile_label = compact(Label(label="tile", value=""))
-        self.export_path = FileEdit(label="export to", mode="w", filter="*.tif *.ome.tif *.zarr", value="")
+        self.export_path = FileEdit(label="export to", mode="w", filter=EXPORT_FILTER, value="")
         self.export_report = CheckBox(label="with report (CSV+JSON)", value=True)
         self.export_btn = PushButton(text="Export")
         self.extend([
@@ -169,7 +172,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.retake_btn.changed.connect(lambda: self.review(*self._selected(), "retake"))
         for w in (self.sel_z, self.sel_row, self.sel_col):
             w.changed.connect(self._show_selected)
-        self.export_btn.changed.connect(lambda: self.export())
+        self.export_btn.changed.connect(lambda: self.export(sync=False))
         tie_to_viewer(self, viewer, layers_changed=self._refresh_layers, mouse_drag=self._on_click)
         self._runner = WorkerRunner(self, self._on_yield, self._on_error, self._on_finished, self._set_busy)
         self._refresh_layers()

@@ -6,6 +6,9 @@ about ``g - interval_ms`` ms: input, repaints and timers all waited that long. `
 the longest such pause; :attr:`PauseProbe.gaps` keeps every gap (ms) and :meth:`PauseProbe.summary`
 the figures a benchmark reports. Measure against a bare repaint in the same run
 (:func:`bare_repaint_ms`): on a loaded machine with software OpenGL a repaint alone costs 100-200 ms.
+With ``stacks=True`` a sampling thread also records where the GUI thread is while a tick is overdue
+(Python's ``sys._current_frames``, every ``sample_ms``): :attr:`PauseProbe.pause_sites` names, per
+long pause, the code it was spent in, so a benchmark can say what the pauses are instead of guessing.
 
 :func:`run_loop_until` spins a nested ``QEventLoop`` (the normal way the application runs) until a
 condition holds, so a measurement sees real event processing rather than a ``processEvents`` loop.
@@ -14,13 +17,16 @@ Used by tests and by ``benchmarks/``; Qt only (no napari needed except for :func
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 from qtpy.QtCore import QEventLoop, QObject, Qt, QTimer
 
-__all__ = ["PauseProbe", "bare_repaint_ms", "run_loop_for", "run_loop_until"]
+__all__ = ["PauseProbe", "bare_repaint_ms", "run_loop_for", "run_loop_until", "stack_site"]
 
 
 class PauseProbe(QObject):
@@ -32,14 +38,29 @@ class PauseProbe(QObject):
         Timer period; the resolution of the measurement.
     log_over_ms : float
         Pauses longer than this are also logged with their start time (:attr:`long_pauses`).
+    stacks : bool
+        Sample the GUI thread's Python stack while a tick is overdue (see :attr:`pause_sites`).
+    sample_ms : float
+        Sampling period of ``stacks``.
     """
 
-    def __init__(self, interval_ms: int = 10, log_over_ms: float = 100.0, parent: QObject | None = None):
+    _timer_active = False
+
+    def __init__(self, interval_ms: int = 10, log_over_ms: float = 100.0, parent: QObject | None = None, *,
+                 stacks: bool = False, sample_ms: float = 20.0):
         super().__init__(parent)
         self.interval_ms = int(interval_ms)
         self.log_over_ms = float(log_over_ms)
         self.gaps: list[float] = []  # ms between consecutive ticks
         self.long_pauses: list[tuple[float, float]] = []  # (start s after start(), pause ms)
+        # per logged long pause: (start s, pause ms, [(site, samples), ...] most sampled first)
+        self.pause_sites: list[tuple[float, float, list[tuple[str, int]]]] = []
+        self.stacks = bool(stacks)
+        self.sample_ms = float(sample_ms)
+        self._samples: Counter[str] = Counter()
+        self._sampled_tick: float | None = None  # the tick the samples in _samples wait after
+        self._sampler: threading.Thread | None = None
+        self._gui_ident = threading.get_ident()
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(self.interval_ms)
@@ -53,21 +74,49 @@ class PauseProbe(QObject):
             g = (now - self._last) * 1000.0
             self.gaps.append(g)
             if g - self.interval_ms > self.log_over_ms:
-                self.long_pauses.append((round(now - self._t0 - g / 1000.0, 3), round(g - self.interval_ms, 1)))
+                start, ms = round(now - self._t0 - g / 1000.0, 3), round(g - self.interval_ms, 1)
+                self.long_pauses.append((start, ms))
+                if self.stacks:
+                    samples = self._samples if self._sampled_tick == self._last else Counter()
+                    self.pause_sites.append((start, ms, samples.most_common(3)))
+        self._samples = Counter()
         self._last = now
+
+    def _sample(self) -> None:
+        """Sampling thread: where the GUI thread is while its next tick is overdue."""
+        period = self.sample_ms / 1000.0
+        while self._timer_active:
+            time.sleep(period)
+            last = self._last
+            if last is None or (time.perf_counter() - last) * 1000.0 - self.interval_ms < self.log_over_ms / 2:
+                continue
+            frame = sys._current_frames().get(self._gui_ident)
+            if frame is None:
+                continue
+            site = stack_site(frame)
+            if self._sampled_tick != last:
+                self._samples, self._sampled_tick = Counter(), last
+            self._samples[site] += 1
 
     def start(self) -> "PauseProbe":
         """Clear the record and start measuring (a block right after this call counts too)."""
         self.gaps.clear()
         self.long_pauses.clear()
+        self.pause_sites.clear()
         self._t0 = self._last = time.perf_counter()
+        self._gui_ident = threading.get_ident()
         self._timer.start()
+        self._timer_active = True
+        if self.stacks and (self._sampler is None or not self._sampler.is_alive()):
+            self._sampler = threading.Thread(target=self._sample, name="pause-probe-sampler", daemon=True)
+            self._sampler.start()
         return self
 
     def stop(self) -> float:
         """Stop; returns the longest pause (ms). The time since the last tick counts as a gap,
         so work done synchronously just before ``stop()`` is seen too.
         """
+        self._timer_active = False
         if self._timer.isActive():
             self._timer.stop()
             self._tick()
@@ -88,17 +137,42 @@ class PauseProbe(QObject):
         return int(sum(g - self.interval_ms > ms for g in self.gaps))
 
     def summary(self) -> dict[str, Any]:
-        """Longest and 99th-percentile pause, counts over 100 / 200 ms, ticks and the long pauses."""
+        """Longest and 99th-percentile pause, counts over 100 / 200 ms, ticks and the long pauses
+        (with ``stacks``: also ``pause_sites``, the 40 longest pauses with where they were spent).
+        """
         p = np.asarray(self.gaps, float) - self.interval_ms if self.gaps else np.zeros(1)
-        return {"longest_pause_ms": round(float(p.max()), 1), "p99_pause_ms": round(float(np.percentile(p, 99)), 1),
-                "pauses_over_100ms": int((p > 100).sum()), "pauses_over_200ms": int((p > 200).sum()),
-                "ticks": len(self.gaps), "long_pauses": list(self.long_pauses[:40])}
+        out = {"longest_pause_ms": round(float(p.max()), 1), "p99_pause_ms": round(float(np.percentile(p, 99)), 1),
+               "pauses_over_100ms": int((p > 100).sum()), "pauses_over_200ms": int((p > 200).sum()),
+               "ticks": len(self.gaps), "long_pauses": list(self.long_pauses[:40])}
+        if self.stacks:
+            out["pause_sites"] = sorted(sorted(self.pause_sites, key=lambda p: -p[1])[:40])
+        return out
 
     def __enter__(self) -> "PauseProbe":
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def stack_site(frame: Any, depth: int = 3) -> str:
+    """A short name for where ``frame`` is: its innermost ``depth`` frames (``module:function:line``,
+    innermost first), then the innermost frame of this package and of napari further out, if any.
+    """
+    inner: list[str] = []
+    ours = theirs = ""
+    f = frame
+    while f is not None:
+        mod = str(f.f_globals.get("__name__", "?"))
+        name = f"{mod}:{f.f_code.co_name}:{f.f_lineno}"
+        if len(inner) < depth:
+            inner.append(name)
+        elif not ours and mod.startswith("napari_emdeblur"):
+            ours = name
+        elif not theirs and mod.startswith("napari.") and not ours:
+            theirs = name
+        f = f.f_back
+    return " < ".join(inner + [x for x in (theirs, ours) if x])
 
 
 def run_loop_until(pred: Callable[[], bool], timeout_s: float, poll_ms: int = 20) -> bool:
