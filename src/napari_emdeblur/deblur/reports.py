@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..io.atomic import atomic_write_text
 from ..io.formats import stem_of
+from ..io.section import json_safe
 
 __all__ = ["CorrectionReport", "TileReport", "report_paths", "write_reports"]
 
@@ -99,16 +98,8 @@ def write_reports(output: str | os.PathLike, reports: Sequence[TileReport], meta
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in reports:
-        w.writerow(asdict(r))
-    doc = {"meta": meta or {}, "tiles": [asdict(r) for r in reports]}
+        w.writerow({k: ("" if v is None else v) for k, v in json_safe(asdict(r)).items()})  # missing: empty
+    doc = json_safe({"meta": meta or {}, "tiles": [asdict(r) for r in reports]})  # missing: null
     atomic_write_text(csv_path, buf.getvalue(), overwrite=overwrite)
-    atomic_write_text(json_path, json.dumps(doc, indent=1, default=_json_default), overwrite=overwrite)
+    atomic_write_text(json_path, json.dumps(doc, indent=1, allow_nan=False), overwrite=overwrite)
     return csv_path, json_path
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

@@ -96,12 +96,15 @@ class Section:
 
 
 def json_safe(obj: Any, depth: int = 0) -> Any:
-    """Best-effort conversion to JSON-serialisable values (arrays summarised, objects str'd)."""
+    """Best-effort conversion to JSON-serialisable values (arrays summarised, objects str'd; NaN and
+    inf become None, i.e. ``null``: JSON has no NaN, and ``json.dumps(..., allow_nan=False)`` of the
+    result always succeeds). The one encoding of missing values in the package's JSON files.
+    """
     if depth > 8:
         return str(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         if isinstance(obj, float) and not math.isfinite(obj):
-            return str(obj)
+            return None
         return obj
     if isinstance(obj, np.generic):
         return json_safe(obj.item(), depth + 1)

@@ -148,8 +148,8 @@ def _json_one_tile_per_line(doc: dict) -> str:
     ``indent`` would switch to the pure-Python one, ~10x slower on big sections).
     """
     head = {k: v for k, v in doc.items() if k != "tiles"}
-    parts = [json.dumps(head, sort_keys=True)[:-1]]
-    tiles = [json.dumps(t, sort_keys=True) for t in doc["tiles"]]
+    parts = [json.dumps(head, sort_keys=True, allow_nan=False)[:-1]]  # JSON has no NaN: missing values are null
+    tiles = [json.dumps(t, sort_keys=True, allow_nan=False) for t in doc["tiles"]]
     sep = ", " if len(head) else ""
     parts.append(f'{sep}"tiles": [' + ("\n  " + ",\n  ".join(tiles) + "\n" if tiles else "") + "]}")
     return "".join(parts) + "\n"
