@@ -78,9 +78,10 @@ def test_checkpoints_metrics_and_card(data_dirs, tmp_path):
 def test_resume_gives_identical_result(data_dirs, tmp_path):
     train(_cfg(data_dirs, tmp_path / "s", steps=8, checkpoint_every=4))
     part = _cfg(data_dirs, tmp_path / "r", steps=8, checkpoint_every=4)
+    metrics = tmp_path / "r" / "metrics.csv"
     gen = iter_train(part)
-    for m in gen:  # interrupt right after the step-4 checkpoint
-        if m.message.startswith("step 4:"):
+    for _ in gen:  # interrupt after step 6 was logged: the last checkpoint is step 4's
+        if metrics.exists() and any(r["step"] == "6" for r in csv.DictReader(metrics.open())):
             break
     gen.close()
     msgs = list(iter_train(dataclasses.replace(part, resume=True)))
@@ -89,6 +90,25 @@ def test_resume_gives_identical_result(data_dirs, tmp_path):
     m2, _ = load_model(tmp_path / "r" / "model_latest.pt")
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
+    # the metrics log reads as one run: the rows after the checkpoint are not there twice
+
+    def rows(p):
+        return [(r["step"], r["loss"], r["val_psnr"]) for r in csv.DictReader(p.open())]
+
+    assert rows(metrics) == rows(tmp_path / "s" / "metrics.csv")
+
+
+def test_resume_refuses_what_it_cannot_continue(data_dirs, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data_dirs, out, steps=4, checkpoint_every=4))
+    before = (out / "metrics.csv").read_text()
+    (out / "checkpoint.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="checkpoint.pt: not a usable checkpoint"):
+        list(iter_train(_cfg(data_dirs, out, steps=8, resume=True)))
+    (out / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        list(iter_train(_cfg(data_dirs, out, steps=8, resume=True)))
+    assert (out / "metrics.csv").read_text() == before  # nothing lost
 
 
 def test_short_training_lowers_loss(data_dirs, tmp_path):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...io.atomic import atomic_write_text
 from ...qc.messages import Notice, Progress
 from ..device import resolve_device
 from ..metrics import psnr, ssim
@@ -264,6 +265,18 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
 _RUN_FILES = ("checkpoint.pt", "metrics.csv")
 
 
+def _cut_metrics(path: Path, step: int) -> None:
+    """Drop the rows of ``metrics.csv`` after ``step`` (atomically): logged after the checkpoint a
+    run resumes from, they would be logged twice.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [ln for ln in lines[1:] if not ln.split(",", 1)[0].isdigit() or int(ln.split(",", 1)[0]) <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(keep), overwrite=True)
+
+
 def _check_out(out: Path, inputs: list[str], cfg: TrainConfig) -> None:
     """Refuse an output folder inside a data folder, or holding another run (without resume/overwrite)."""
     o = out.resolve()
@@ -293,16 +306,24 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
     ckpt_path = out / "checkpoint.pt"
     metrics_path = out / "metrics.csv"
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if disc is not None and disc_opt is not None and "disc" in ck:
-            disc.load_state_dict(ck["disc"])
-            disc_opt.load_state_dict(ck["disc_opt"])
-        step, elapsed0, best_psnr = int(ck["step"]), float(ck["elapsed"]), float(ck["best_psnr"])
-        _set_rng_state(rng, ck["rng"])
-        torch.set_rng_state(ck["torch_rng"])
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            if disc is not None and disc_opt is not None and "disc" in ck:
+                disc.load_state_dict(ck["disc"])
+                disc_opt.load_state_dict(ck["disc_opt"])
+            step, elapsed0, best_psnr = int(ck["step"]), float(ck["elapsed"]), float(ck["best_psnr"])
+            _set_rng_state(rng, ck["rng"])
+            torch.set_rng_state(ck["torch_rng"])
+        except Exception as e:  # noqa: BLE001 - truncated, foreign or of another architecture: one line
+            raise ValueError(f"{ckpt_path}: not a usable checkpoint of this run ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); pass --overwrite to start over") from None
+        _cut_metrics(metrics_path, step)  # rows logged after the checkpoint are logged again from it
         yield Notice(f"resumed from {ckpt_path} at step {step}")
+    elif cfg.resume and any((out / n).exists() for n in _RUN_FILES[1:]):
+        raise ValueError(f"{ckpt_path}: no checkpoint to resume from, but {out} holds a run's metrics; "
+                         "pass --overwrite to start over (they are replaced)")
     elif metrics_path.exists():
         metrics_path.unlink()
     new_csv = not metrics_path.exists()
@@ -420,7 +441,8 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
             step += 1
             lv = float(loss.detach())
             if not math.isfinite(lv):
-                raise FloatingPointError(f"training diverged at step {step} (loss {lv})")
+                raise ValueError(f"training diverged at step {step} (loss {lv}): lower --lr, or resume from "
+                                 f"the last checkpoint in {out}")
             running += lv
             n_run += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
