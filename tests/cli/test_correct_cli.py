@@ -145,3 +145,29 @@ def test_errors(tmp_path, weights):
     assert main(["correct", str(src), "-o", str(tmp_path / "nodir" / "o.tif"), "--weights", str(weights),
                  "--quiet"]) != 0
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_device_and_precision_names(tmp_path, weights, capsys):
+    """One list of device and precision names for the CLI, the dock and the service: a typo is one
+    line at parse time (exit 2); cuda:N is a device name (refused at load where there is no such GPU)."""
+    import torch
+
+    from napari_emdeblur.deblur.service import CorrectionParams
+
+    src = tmp_path / "x.tif"
+    tifffile.imwrite(src, np.zeros((64, 64), np.uint8))
+    out = tmp_path / "o.tif"
+    capsys.readouterr()
+    assert main(["correct", str(src), "-o", str(out), "--device", "gpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown device 'gpu'" in err[0]
+    assert main(["correct", str(src), "-o", str(out), "--precision", "fp8", "--quiet"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["correct", str(src), "-o", str(out), "--device", "cuda:1", "--tiles", "all", "--weights", str(weights),
+                     "--quiet"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()
+    for bad in ({"precision": "fp8"}, {"device": "gpu"}):
+        with pytest.raises(ValueError):
+            CorrectionParams(**bad).validate()
+    CorrectionParams(device="CUDA:0", precision="bf16").validate()

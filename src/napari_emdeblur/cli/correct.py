@@ -24,8 +24,9 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..deblur.service import PRECISION_NAMES
     from ..qc.focus import METRICS
-    from .options import finite_float, int_range, threshold_or_auto, value_range_arg
+    from .options import device_arg, finite_float, int_range, threshold_or_auto, value_range_arg
 
     p = subparsers.add_parser(
         "correct",
@@ -50,8 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default)")
     p.add_argument("--tile-size", type=int_range(16, unit="px"), default=256, help="QC tile size in px (default 256)")
     p.add_argument("--weights", default=None, help="weights .pt (default: the shipped GRAN)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--device", default="auto", type=device_arg, help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_NAMES)
     p.add_argument("--infer-tile", type=int_range(64, unit="px"), default=512,  # deblur.infer.MIN_TILE
                    help="largest inference window (px; windows shrink to cover the image with as few as this size needs)")
     p.add_argument("--overlap", type=int_range(0, unit="px"), default=32, help="window overlap / context margin (px)")

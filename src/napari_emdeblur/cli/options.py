@@ -12,7 +12,7 @@ import json
 import math
 from typing import Callable
 
-__all__ = ["finite_float", "int_range", "json_object", "threshold_or_auto", "value_range_arg", "window_arg"]
+__all__ = ["device_arg", "finite_float", "int_range", "json_object", "threshold_or_auto", "value_range_arg", "window_arg"]
 
 
 def int_range(lo: int, hi: int | None = None, unit: str = "") -> Callable[[str], int]:
@@ -51,6 +51,16 @@ def finite_float(lo: float | None = None, hi: float | None = None, *, lo_open: b
 
     parse.__name__ = "number"
     return parse
+
+
+def device_arg(text: str) -> str:
+    """A device name (auto, cpu, cuda, cuda:N, mps); whether it exists is checked at model load."""
+    from ..deblur.service import check_device_name
+
+    try:
+        return check_device_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def threshold_or_auto(text: str) -> str:

@@ -14,9 +14,10 @@ __all__ = ["EXIT_TILES_FAILED", "add_pipeline_args", "config_from_args", "print_
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``watch`` and ``batch``."""
+    from ..deblur.service import PRECISION_NAMES
     from ..qc.blurmap import DEFAULT_WINDOW
     from ..qc.focus import METRICS
-    from .options import finite_float, int_range, value_range_arg, window_arg
+    from .options import device_arg, finite_float, int_range, value_range_arg, window_arg
 
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (journal, reports, corrected tiles)")
     p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="QC subtile size in px (default 256)")
@@ -36,8 +37,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", type=int_range(0), default=0, metavar="N",
                    help="set both thresholds from the subtile scores of the first N tiles instead")
     p.add_argument("--weights", default=None, metavar="PATH", help="GRAN weights (.pt with its .json card)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--device", default="auto", type=device_arg, help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_NAMES)
     p.add_argument("--value-range", type=value_range_arg, default="auto", metavar="auto|dtype|LO,HI",
                    help="how tile values map onto the model's [0, 1]: auto (uint16 by its significant bit "
                         "depth, per tile), dtype (/65535) or a fixed LO,HI for the whole run")

@@ -8,6 +8,7 @@ import time
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..deblur.cards import MODEL_TYPE_NAMES
     from .options import finite_float, int_range, json_object
 
     p = subparsers.add_parser(
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders of sharp images (png/tif)")
     p.add_argument("--val", nargs="*", default=[], metavar="DIR", help="held-out folders for validation")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, cards, metrics.csv)")
-    p.add_argument("--model-type", choices=("gran", "unet", "sbgran"), default="gran")
+    p.add_argument("--model-type", choices=MODEL_TYPE_NAMES, default="gran")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="--data/--val entries are relative to DIR (the model card records them so)")
     p.add_argument("--ranges", type=json_object, default=None, metavar="JSON",

@@ -38,8 +38,9 @@ from ..io.values import from_unit, parse_range_mode, to_unit, value_range
 from ..qc.messages import Notice, Progress, TileResult, drain
 from .device import resolve_device
 from .gate import BEYOND_FROM_PX, BEYOND_PX, apply_gate, weights_from_blur, window_blur
+from .service import PRECISION_NAMES
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 MIN_TILE = 64
 
 

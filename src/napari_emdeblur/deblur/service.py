@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Generator
@@ -46,7 +47,24 @@ from .metrics import psnr_ssim
 from .reports import CorrectionReport, TileReport
 from .selection import Selection
 
-__all__ = ["CorrectionParams", "TimeLeft", "auto_tile_batch", "correct", "iter_correct"]
+__all__ = ["DEVICE_CHOICES", "PRECISION_NAMES", "CorrectionParams", "TimeLeft", "auto_tile_batch", "correct",
+           "check_device_name", "iter_correct"]
+
+#: numeric precisions of inference (bf16/fp16 on CUDA only; elsewhere fp32 is used)
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+#: device choices a menu offers; ``cuda:N`` (a given GPU) is accepted too (:func:`check_device_name`)
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(name: str) -> str:
+    """``name`` lower-cased if it names a device (:data:`DEVICE_CHOICES` or ``cuda:N``), else
+    ``ValueError``; whether the device exists here is checked when the model loads.
+    """
+    n = str(name).strip().lower()
+    if not _DEVICE_RE.match(n):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return n
 
 
 @dataclass
@@ -71,6 +89,9 @@ class CorrectionParams:
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot run (before any model is loaded)."""
         parse_range_mode(self.value_range)
+        check_device_name(self.device)
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
         if self.qc_tile < MIN_IMAGE_SIDE:
             raise ValueError(f"QC tile must be at least {MIN_IMAGE_SIDE} px, got {self.qc_tile}")
         if self.tile < 0 or self.batch < 0 or self.overlap < 0:

@@ -38,7 +38,7 @@ from napari.viewer import Viewer
 
 from ..deblur.remote import ProcessCorrection
 from ..deblur.reports import CorrectionReport, TileReport
-from ..deblur.service import CorrectionParams, iter_correct
+from ..deblur.service import DEVICE_CHOICES, PRECISION_NAMES, CorrectionParams, iter_correct
 from ..deblur.shipped import shipped_weights_path
 from ..io.atomic import sha256_file
 from ..io.formats import WRITE_SUFFIXES
@@ -131,9 +131,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.gt_combo = ComboBox(label="ground truth", choices=self._gt_choices, nullable=True, value=None)
         self.qc_tile_spin = SpinBox(label="QC tile (px)", value=256, min=16, max=16384, step=16)
         self.weights_edit = FileEdit(label="weights (.pt)", mode="r", filter="*.pt", value="")
-        self.device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"), value="auto")
+        self.device_combo = ComboBox(label="device", choices=DEVICE_CHOICES, value="auto")
         self.device_label = compact(Label(label="", value=self._device_text("auto", probe=False)))
-        self.precision_combo = ComboBox(label="precision", choices=("fp32", "bf16", "fp16"), value="fp32")
+        self.precision_combo = ComboBox(label="precision", choices=PRECISION_NAMES, value="fp32")
         self.tile_spin = SpinBox(label="inference tile (0=auto)", value=0, min=0, max=4096, step=64)
         self.batch_spin = SpinBox(label="batch (0=auto)", value=0, min=0, max=256)
         self.ensemble_check = CheckBox(label="quality mode (8 flips/rotations, 8x slower)", value=False)
