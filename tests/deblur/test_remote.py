@@ -94,16 +94,22 @@ def test_closing_the_generator_ends_the_child(section):
     assert job.scratch and not any(os.path.exists(f) for f in job.scratch)
 
 
-def test_errors_come_back_as_the_same_exception(section, tmp_path):
+def test_errors_come_back_as_the_same_exception(section, tmp_path, caplog):
+    import logging
+
     from napari_emdeblur.deblur.weights import WeightsError
 
     img, _ = section
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
     job = ProcessCorrection(img, Selection.whole_image(), CorrectionParams(device="cpu", weights=str(bad)))
-    with pytest.raises(WeightsError):
+    with caplog.at_level(logging.DEBUG, logger="napari_emdeblur.deblur.remote"), pytest.raises(WeightsError):
         drain(job.messages())
     assert job.finished.wait(60)
+    # the child's traceback is in the log (a usage error: at debug level), not lost
+    rec = [r for r in caplog.records if r.name == "napari_emdeblur.deblur.remote"]
+    assert rec and rec[-1].levelno == logging.DEBUG and "Traceback" in rec[-1].getMessage()
+    assert "bad.json: model card not found" in rec[-1].getMessage()
 
 
 _ORPHAN = """

@@ -23,6 +23,7 @@ the caller for long.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
@@ -34,6 +35,8 @@ from typing import Any, Generator
 import numpy as np
 
 __all__ = ["ProcessCorrection", "SharedArray", "share_array"]
+
+log = logging.getLogger(__name__)
 
 PICKLE_LIMIT = 16 << 20  # a lazy array pickled larger than this is materialised instead
 BAND_BYTES = 64 << 20  # materialise lazy arrays in bands of about this size
@@ -170,8 +173,9 @@ def _child_main(image: SharedArray, gt: SharedArray | None, selection: Any, para
         del img, ref
         out.put(("end", value))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
+        tb = traceback.format_exc(limit=20)  # before the traceback is dropped (frames do not pickle)
         e.__traceback__ = None
-        out.put(("error", _portable(e), traceback.format_exc(limit=20)))
+        out.put(("error", _portable(e), tb))
 
 
 class ProcessCorrection:
@@ -249,7 +253,10 @@ class ProcessCorrection:
                     _remove(files)  # mapped by the child: the data stays until it unmaps it
                 elif item[0] == "end":
                     return item[1]
-                else:
+                else:  # the child's traceback goes to the log (the GUI shows one line)
+                    expected = isinstance(item[1], (ValueError, OSError, MemoryError))
+                    log.log(logging.DEBUG if expected else logging.ERROR, "correction process failed:\n%s",
+                            item[2] if len(item) > 2 else item[1])
                     raise item[1]
         finally:
             self.stop()

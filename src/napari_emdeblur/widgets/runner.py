@@ -12,11 +12,23 @@ dead widget any more.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Generator
 
 from ..qc.messages import drain
 
 __all__ = ["WorkerRunner"]
+
+log = logging.getLogger(__name__)
+
+
+def log_error(exc: BaseException) -> None:
+    """Log ``exc`` with its traceback (the dock shows one line): at ERROR for what looks like a bug,
+    at DEBUG for the usage and data errors the one line explains (ValueError, OSError, MemoryError).
+    """
+    expected = isinstance(exc, (ValueError, OSError, MemoryError))
+    log.log(logging.DEBUG if expected else logging.ERROR, "worker failed: %s: %s", type(exc).__name__, exc,
+            exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _relay(gen: Generator) -> Generator:
@@ -71,6 +83,7 @@ class WorkerRunner:
             try:
                 drain(gen, self._on_yield)
             except Exception as e:  # noqa: BLE001 - the same path as the worker's errored signal
+                log_error(e)
                 self._end()
                 self._on_error(e)
                 return
@@ -104,6 +117,7 @@ class WorkerRunner:
             self._on_yield(msg)
 
     def _errored_cb(self, exc: BaseException) -> None:
+        log_error(exc)
         self._errored = True
         if not self._closed:
             self._on_busy(False)
