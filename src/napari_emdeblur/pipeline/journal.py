@@ -173,6 +173,11 @@ class Journal:
     def __init__(self, outdir: str | os.PathLike, *, max_failures: int = DEFAULT_MAX_FAILURES):
         self.outdir = Path(outdir).resolve()
         self.control = self.outdir / CONTROL_DIR
+        held = sorted(p.name for p in self.outdir.iterdir()) if self.outdir.is_dir() and not self.control.is_dir() else []
+        if held:  # reports and corrected tiles would be written over whatever is there
+            more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+            raise ValueError(f"{outdir}: not an output folder of emdeblur (no journal) and not empty (holds "
+                             f"{', '.join(held[:3])}{more}); choose a new or empty folder")
         self.control.mkdir(parents=True, exist_ok=True)
         self.staging = self.control / STAGING_DIR
         self.max_failures = int(max_failures)
