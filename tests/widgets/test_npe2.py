@@ -122,11 +122,28 @@ def test_writer_scale_fallback_and_refuses_own_source(tmp_path):
         write_single_image(str(tmp_path / "o.png"), a, {})
 
 
+def test_manifest_lists_the_formats_of_io_formats():
+    """napari.yaml cannot hold code, so its suffix lists are copies: they must equal the registry's."""
+    npe2 = pytest.importorskip("npe2")
+    from importlib.resources import files
+
+    from napari_emdeblur.io.formats import IMAGE_SUFFIXES, WRITE_SUFFIXES
+
+    mf = npe2.PluginManifest.from_file(str(files("napari_emdeblur") / "napari.yaml"))
+    (reader,), (writer,) = mf.contributions.readers, mf.contributions.writers
+    # single images, plus OME-Zarr folders and MultiSEM coordinate files
+    assert reader.filename_patterns == [f"*{s}" for s in IMAGE_SUFFIXES] + ["*.zarr", "*.txt"]
+    assert reader.accepts_directories
+    assert list(writer.filename_extensions) == list(WRITE_SUFFIXES)
+
+
 def test_npe2_manifest_reader_and_writer(tmp_path):
     npe2 = pytest.importorskip("npe2")
     pm = npe2.PluginManager.instance()
     pm.discover()
-    if "napari-emdeblur" not in pm._manifests:
+    try:
+        pm.get_manifest("napari-emdeblur")
+    except KeyError:
         pytest.skip("napari-emdeblur manifest not installed")
     a = _img()
     tifffile.imwrite(tmp_path / "a.tif", a, imagej=True, resolution=(0.25, 0.25), metadata={"unit": "nm"})

@@ -19,15 +19,21 @@ OTHER_IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + OTHER_IMAGE_SUFFIXES
 #: multi-part suffixes recognised before the plain last suffix
 OME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
+#: OME-TIFF suffixes (TIFF read/written with OME-XML and pyramid SubIFDs)
+OME_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif")
+#: Zarr folders (OME-Zarr multiscales when they have them)
+ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 #: output suffixes of :func:`napari_emdeblur.io.save_image`
 WRITE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".zarr")
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "OME_SUFFIXES",
+    "OME_TIFF_SUFFIXES",
     "OTHER_IMAGE_SUFFIXES",
     "TIFF_SUFFIXES",
     "WRITE_SUFFIXES",
+    "ZARR_SUFFIXES",
     "is_image_file",
     "is_tiff",
     "natural_sort_key",

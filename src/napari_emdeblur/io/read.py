@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 
 from .errors import EMReadError, read_error
-from .formats import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, TIFF_SUFFIXES, is_tiff, natural_sort_key, stem_of, suffix_of
+from .formats import (
+    IMAGE_SUFFIXES,
+    OME_TIFF_SUFFIXES,
+    OTHER_IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    is_tiff,
+    natural_sort_key,
+    stem_of,
+    suffix_of,
+)
 from .multisem import COORDS_NAME, load_multisem
 from .planes import probe_shape, read_other, read_plane, yx_shape
 from .pyramid import Pyramid, block_tiles, multiscale_min_side, n_levels_for, source_key
@@ -241,7 +250,7 @@ def load_section(
         suf = suffix_of(p)
         if (p.stat().st_size if content is None else len(content)) == 0:
             raise EMReadError(f"{p}: file is empty")
-        if suf in TIFF_SUFFIXES or suf in (".ome.tif", ".ome.tiff"):
+        if suf in TIFF_SUFFIXES or suf in OME_TIFF_SUFFIXES:
             tnotes: list[str] = []
             data, axes, extra, ps, pz = read_tiff(p, limit, content, tnotes)
             data = tiff_to_yx(data, axes, p, tnotes)

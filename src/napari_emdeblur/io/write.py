@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_write, umask_mode
-from .formats import WRITE_SUFFIXES, stem_of, suffix_of
+from .formats import WRITE_SUFFIXES, ZARR_SUFFIXES, stem_of, suffix_of
 from .pyramid import area_levels, level_shapes, multiscale_min_side, n_levels_for
 from .section import json_safe
 from .units import ok_pixel_nm
@@ -229,7 +229,7 @@ def save_image(
     path = Path(path).expanduser()
     suf = suffix_of(path)
     data = as_lazy(data)  # another array-like (a lazy pyramid level, a corrected view): read block by block
-    if suf in (".zarr", ".ome.zarr"):
+    if suf in ZARR_SUFFIXES:
         return save_ome_zarr(path, data, pixel_size, metadata=metadata, overwrite=overwrite,
                              z_spacing=z_spacing, protect=protect, levels=levels)
     if suf not in WRITE_SUFFIXES:
