@@ -24,8 +24,9 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..deblur.service import PRECISION_NAMES
+    from ..deblur.service import DEFAULT_OVERLAP, PRECISION_NAMES
     from ..qc.focus import METRICS
+    from ..qc.tiling import DEFAULT_TILE
     from .options import device_arg, finite_float, int_range, threshold_or_auto, value_range_arg
 
     p = subparsers.add_parser(
@@ -49,13 +50,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="blur metric: tiles with more than PX px of excess blur are left untouched, to retake "
                         "(default 3)")
     p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default)")
-    p.add_argument("--tile-size", type=int_range(16, unit="px"), default=256, help="QC tile size in px (default 256)")
+    p.add_argument("--tile-size", type=int_range(16, unit="px"), default=DEFAULT_TILE, help=f"QC tile size in px (default {DEFAULT_TILE})")
     p.add_argument("--weights", default=None, help="weights .pt (default: the shipped GRAN)")
     p.add_argument("--device", default="auto", type=device_arg, help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISION_NAMES)
     p.add_argument("--infer-tile", type=int_range(64, unit="px"), default=512,  # deblur.infer.MIN_TILE
                    help="largest inference window (px; windows shrink to cover the image with as few as this size needs)")
-    p.add_argument("--overlap", type=int_range(0, unit="px"), default=32, help="window overlap / context margin (px)")
+    p.add_argument("--overlap", type=int_range(0, unit="px"), default=DEFAULT_OVERLAP,
+                   help=f"window overlap / context margin (px, default {DEFAULT_OVERLAP})")
     p.add_argument("--batch", type=int_range(1), default=4, help="windows per forward pass")
     p.add_argument("--value-range", type=value_range_arg, default="auto", metavar="auto|dtype|LO,HI",
                    help="how values map onto the model's [0, 1]: auto (uint16 by its significant bit "

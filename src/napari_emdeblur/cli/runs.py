@@ -17,10 +17,11 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     from ..deblur.service import PRECISION_NAMES
     from ..qc.blurmap import DEFAULT_WINDOW
     from ..qc.focus import METRICS
+    from ..qc.tiling import DEFAULT_TILE
     from .options import device_arg, finite_float, int_range, value_range_arg, window_arg
 
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (journal, reports, corrected tiles)")
-    p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="QC subtile size in px (default 256)")
+    p.add_argument("--tile", type=int_range(8, unit="px"), default=DEFAULT_TILE, help=f"QC subtile size in px (default {DEFAULT_TILE})")
     p.add_argument("--metric", default=None, choices=list(METRICS), help="focus metric (default: the package default, blur)")
     p.add_argument("--correct-px", type=finite_float(0.0), default=None, metavar="PX",
                    help="blur metric: correct tiles with more than PX px of excess blur (default 1)")

@@ -40,6 +40,7 @@ import numpy as np
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..qc.blurmap import DEFAULT_WINDOW
     from ..qc.focus import DEFAULT_METRIC, METRICS
+    from ..qc.tiling import DEFAULT_TILE
     from .options import finite_float, int_range, window_arg
 
     p = sub.add_parser(
@@ -48,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Score focus per tile (higher = sharper) and flag soft tiles.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s), stack(s) or folder(s)")
-    p.add_argument("--tile", type=int_range(8, unit="px"), default=256, help="tile size in px (default 256)")
+    p.add_argument("--tile", type=int_range(8, unit="px"), default=DEFAULT_TILE, help=f"tile size in px (default {DEFAULT_TILE})")
     p.add_argument("--metric", choices=list(METRICS), default=DEFAULT_METRIC,
                    help=f"focus metric (default {DEFAULT_METRIC})")
     p.add_argument("--csv", metavar="OUT", help="write a per-tile CSV report here")

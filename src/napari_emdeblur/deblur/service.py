@@ -41,15 +41,17 @@ from ..qc.blurmap import qc_grid
 from ..qc.focus import DEFAULT_METRIC, MIN_IMAGE_SIDE, score_tiles
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
 from ..qc.psf import quant_step
-from ..qc.tiling import TileGrid
+from ..qc.tiling import DEFAULT_TILE, TileGrid
 from .fidelity import FIDELITY_RATIO_LIMIT, check_fidelity
 from .metrics import psnr_ssim
 from .reports import CorrectionReport, TileReport
 from .selection import Selection
 
-__all__ = ["DEVICE_CHOICES", "PRECISION_NAMES", "CorrectionParams", "TimeLeft", "auto_tile_batch", "correct",
+__all__ = ["DEFAULT_OVERLAP", "DEVICE_CHOICES", "PRECISION_NAMES", "CorrectionParams", "TimeLeft", "auto_tile_batch", "correct",
            "check_device_name", "iter_correct"]
 
+#: overlap of inference windows and context margin around QC tiles (px)
+DEFAULT_OVERLAP = 32
 #: numeric precisions of inference (bf16/fp16 on CUDA only; elsewhere fp32 is used)
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
 #: device choices a menu offers; ``cuda:N`` (a given GPU) is accepted too (:func:`check_device_name`)
@@ -75,9 +77,9 @@ class CorrectionParams:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the half precisions on GPU only)
     tile: int = 0  # inference window (px)
-    overlap: int = 32  # window overlap / context margin around QC tiles (px)
+    overlap: int = DEFAULT_OVERLAP  # window overlap / context margin around QC tiles (px)
     batch: int = 0  # windows per forward pass
-    qc_tile: int = 256  # the QC grid the tiles and reports refer to
+    qc_tile: int = DEFAULT_TILE  # the QC grid the tiles and reports refer to
     metric: str | None = None  # focus metric for before/after scores (None = default)
     fidelity: bool = True  # estimate each tile's blur and check the correction against it
     ensemble: bool = False  # quality mode: average the 8 flips/rotations (8x the inference time)
@@ -99,7 +101,7 @@ class CorrectionParams:
 
 
 def auto_tile_batch(device, precision: str = "fp32", requested_tile: int = 0, requested_batch: int = 0,
-                    qc_tile: int = 256) -> tuple[int, int]:
+                    qc_tile: int = DEFAULT_TILE) -> tuple[int, int]:
     """Inference tile and batch from the free memory of ``device`` (overridable).
 
     Activation memory of the shipped GRAN is roughly ``BYTES_PER_PX`` bytes per input pixel in

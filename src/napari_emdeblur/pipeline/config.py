@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..deblur.cards import read_card
-from ..deblur.service import CorrectionParams
+from ..deblur.service import DEFAULT_OVERLAP, CorrectionParams
 from ..deblur.shipped import shipped_weights_path
 from ..io.values import parse_range_mode
 from ..qc.blurmap import DEFAULT_WINDOW
 from ..qc.focus import DEFAULT_METRIC
 from ..qc.scoring import ScoreParams
 from ..qc.thresholds import absolute_thresholds
+from ..qc.tiling import DEFAULT_TILE
 
 __all__ = [
     "PipelineConfig",
@@ -44,7 +45,7 @@ __all__ = [
 class PipelineConfig:
     """Settings of ``watch`` / ``batch``. Those that change outputs are journalled per OUTDIR."""
 
-    tile: int = 256  # QC grid (subtile) size in px
+    tile: int = DEFAULT_TILE  # QC grid (subtile) size in px
     metric: str | None = None  # focus metric (None = focus.DEFAULT_METRIC)
     correct_threshold: float | None = None  # None = DEFAULT_THRESHOLDS[metric]
     retake_threshold: float | None = None
@@ -160,7 +161,7 @@ def correction_params(cfg: PipelineConfig, device: str | None = None) -> Correct
     """The correction service's parameters for a tile: the whole tile, on the QC grid ``cfg.tile``."""
     return CorrectionParams(
         weights=cfg.weights, device=device or cfg.device, precision=cfg.precision, tile=int(cfg.infer_tile),
-        overlap=32 if cfg.infer_overlap is None else int(cfg.infer_overlap), batch=int(cfg.infer_batch),
+        overlap=DEFAULT_OVERLAP if cfg.infer_overlap is None else int(cfg.infer_overlap), batch=int(cfg.infer_batch),
         qc_tile=int(cfg.tile), metric=cfg.metric_name, value_range=cfg.value_range,
     )
 

@@ -31,6 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
+from ..qc.tiling import DEFAULT_TILE
 from .journal import Journal, Row
 
 CSV_COLUMNS = (
@@ -209,7 +210,7 @@ def render_qc_png(section: str, rows: list[Row], positions: dict, settings: dict
     from PIL import Image, ImageDraw, ImageFont
     from PIL.PngImagePlugin import PngInfo
 
-    tile = int(settings.get("tile") or 256)
+    tile = int(settings.get("tile") or DEFAULT_TILE)
     ct = settings.get("correct_threshold")
     rt = settings.get("retake_threshold")
     layout = _layout(rows, positions, tile)

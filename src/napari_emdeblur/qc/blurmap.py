@@ -41,7 +41,7 @@ from .psf import MIN_SIDE as PSF_MIN_SIDE
 from .psf import fit_spectra
 from .spectral import centre_window, tile_spectra
 from .thresholds import score_from_px
-from .tiling import TileGrid
+from .tiling import DEFAULT_TILE, TileGrid
 
 __all__ = ["DEFAULT_WINDOW", "WINDOWS", "BlurMap", "qc_grid", "qc_tiles"]
 
@@ -236,7 +236,7 @@ def _check_image(image) -> np.ndarray:
     return img
 
 
-def qc_grid(image, tile: int = 256, window: int | None = DEFAULT_WINDOW, workers: int | None = None,
+def qc_grid(image, tile: int = DEFAULT_TILE, window: int | None = DEFAULT_WINDOW, workers: int | None = None,
             value_range: str | tuple[float, float] = "auto", weights: ExcessWeights | str | None = None) -> BlurMap:
     """Focus QC of every tile of a 2-D image on ``TileGrid(image.shape, tile)``.
 

@@ -64,7 +64,7 @@ from typing import Callable
 import numpy as np
 
 from . import blurmap
-from .tiling import TileGrid
+from .tiling import DEFAULT_TILE, TileGrid
 
 __all__ = [
     "METRICS",
@@ -341,7 +341,7 @@ def _check_metric(metric: str) -> Callable:
 
 
 # --------------------------------------------------------------------------- public API
-def score_tiles(image, tile: int = 256, metric: str = DEFAULT_METRIC, workers: int | None = None) -> np.ndarray:
+def score_tiles(image, tile: int = DEFAULT_TILE, metric: str = DEFAULT_METRIC, workers: int | None = None) -> np.ndarray:
     """Focus score of every tile of a 2-D image on ``TileGrid(image.shape, tile)``.
 
     Returns a ``(rows, cols)`` float32 array, higher = sharper; NaN for tiles that cannot be
@@ -364,7 +364,7 @@ def score_tile(image, metric: str = DEFAULT_METRIC) -> float:
     return float(score_tiles(img, tile=max(img.shape), metric=metric, workers=1)[0, 0])
 
 
-def anisotropy_tiles(image, tile: int = 256, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def anisotropy_tiles(image, tile: int = DEFAULT_TILE, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-tile blur anisotropy from the gradient structure tensor (the signature of astigmatism).
 
     Returns ``(ratio, angle_deg)``, two ``(rows, cols)`` float32 arrays. ``ratio`` =

@@ -33,7 +33,7 @@ import scipy.fft as sfft
 
 from ..io.values import value_range
 from .spectral import F_MIN, F_NOISE, NA, NR, Spectra, tile_spectra
-from .tiling import TileGrid
+from .tiling import DEFAULT_TILE, TileGrid
 
 __all__ = [
     "NR", "NA", "F_MIN", "F_NOISE", "SNR_MIN", "SIGNIFICANCE", "MIN_BINS", "ALPHA_PRIOR", "ALPHA_WEIGHT",
@@ -242,7 +242,7 @@ def quant_step(dtype: np.dtype, lo: float, hi: float) -> float:
 
 
 def estimate_psf_grid(
-    image: np.ndarray, tile: int = 256, value_range_mode: str | tuple[float, float] = "auto"
+    image: np.ndarray, tile: int = DEFAULT_TILE, value_range_mode: str | tuple[float, float] = "auto"
 ) -> PSFEstimate:
     """PSF and noise of every tile of the ``tile`` px grid over a 2-D image.
 

@@ -35,7 +35,7 @@ from .content import MIN_SIDE
 from .focus import DEFAULT_METRIC, METRICS, MIN_IMAGE_SIDE, anisotropy_tiles, score_tiles
 from .messages import Progress, SectionScores
 from .thresholds import PX_METRICS, check_px, check_thresholds, px_thresholds, section_thresholds
-from .tiling import TileGrid
+from .tiling import DEFAULT_TILE, TileGrid
 
 BAND_PIXELS = 8192 * 8192  # lazy sections above this are scored in row-bands of whole tiles
 
@@ -53,7 +53,7 @@ class ScoreParams:
     [0, 1] for the blur map (``io.values.value_range`` modes).
     """
 
-    tile: int = 256
+    tile: int = DEFAULT_TILE
     metric: str = DEFAULT_METRIC
     correct_threshold: float | None = None
     retake_threshold: float | None = None

@@ -12,13 +12,16 @@ from typing import Iterator
 
 import numpy as np
 
+#: the QC tile size (px) every entry point starts from (CLI options, docks, pipeline, service)
+DEFAULT_TILE = 256
+
 
 @dataclass(frozen=True)
 class TileGrid:
     """A regular grid of square tiles over an image of ``shape = (H, W)``."""
 
     shape: tuple[int, int]
-    tile: int = 256
+    tile: int = DEFAULT_TILE
 
     def __post_init__(self) -> None:
         if self.tile < 8:

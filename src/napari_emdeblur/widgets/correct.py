@@ -43,7 +43,7 @@ from ..deblur.shipped import shipped_weights_path
 from ..io.atomic import sha256_file
 from ..io.formats import WRITE_SUFFIXES
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
-from ..qc.tiling import TileGrid, heatmap_transform
+from ..qc.tiling import DEFAULT_TILE, TileGrid, heatmap_transform
 from .common import (
     DECISIONS_KEY,
     REVIEW_KEY,
@@ -129,7 +129,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self.tiles_combo = ComboBox(label="tiles", choices=TILE_MODES, value=TILE_MODES[0])
         self.shapes_combo = ComboBox(label="rectangle layer", choices=self._shapes_choices, nullable=True)
         self.gt_combo = ComboBox(label="ground truth", choices=self._gt_choices, nullable=True, value=None)
-        self.qc_tile_spin = SpinBox(label="QC tile (px)", value=256, min=16, max=16384, step=16)
+        self.qc_tile_spin = SpinBox(label="QC tile (px)", value=DEFAULT_TILE, min=16, max=16384, step=16)
         self.weights_edit = FileEdit(label="weights (.pt)", mode="r", filter="*.pt", value="")
         self.device_combo = ComboBox(label="device", choices=DEVICE_CHOICES, value="auto")
         self.device_label = compact(Label(label="", value=self._device_text("auto", probe=False)))

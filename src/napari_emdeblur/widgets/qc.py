@@ -73,7 +73,7 @@ from ..qc.messages import FileScores, Progress, SectionScores
 from ..qc.scoring import ScoreParams, iter_score_stack
 from ..qc.thresholds import DEFAULT_BLUR_PX, PX_METRICS, auto_thresholds, px_from_score, score_from_px
 from ..qc.tilemap import TileFootprints, TileRaster, raster_level_shapes
-from ..qc.tiling import TileGrid
+from ..qc.tiling import DEFAULT_TILE, TileGrid
 from .common import (
     DECISIONS_KEY,
     FLAG_COLORS,
@@ -206,7 +206,7 @@ class QCWidget(Container):
         self.layer_combo = ComboBox(label="image", choices=self._layer_choices, nullable=True)
         self.metric_combo = ComboBox(label="metric", choices=list(METRICS), value=DEFAULT_METRIC)
         self.metric_combo.tooltip = "\n".join(f"{k}: {v}" for k, v in METRICS.items())
-        self.tile_spin = SpinBox(label="tile (px)", value=256, min=16, max=16384, step=16)
+        self.tile_spin = SpinBox(label="tile (px)", value=DEFAULT_TILE, min=16, max=16384, step=16)
         self.score_btn = PushButton(text="Score focus")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
