@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from napari_emdeblur.deblur.train import degrade  # noqa: E402
 from napari_emdeblur.io import load_section  # noqa: E402
+from napari_emdeblur.io.atomic import atomic_write, atomic_write_text  # noqa: E402
 from napari_emdeblur.qc import excess  # noqa: E402
 from napari_emdeblur.qc.spectral import tile_spectra  # noqa: E402
 
@@ -144,8 +145,9 @@ def make_set(name: str, splits: dict, work: Path) -> None:
                         t = crop.T if rng.random() < 0.5 else crop  # scan axis: transposed sources too
                         tiles.append(apply(np.ascontiguousarray(t), c, psf, rng))
                         meta.append({**c, "cov": _cov(psf).tolist(), "src": path.relative_to(root).as_posix()})
-        np.savez(f, tiles=np.stack(tiles))
-        f.with_suffix(".json").write_text(json.dumps(meta))
+        # the .npz last and atomically: its presence means the set is complete (a killed run redoes it)
+        atomic_write_text(f.with_suffix(".json"), json.dumps(meta), overwrite=True)
+        atomic_write(f, lambda fh: np.savez(fh, tiles=np.stack(tiles)), overwrite=True)
         print(f"samples {name} {mod}: {len(tiles)} in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -336,7 +338,8 @@ def main(argv=None) -> int:
             f = a.work / f"feat_{name}_{mod}_{window or 'full'}_p{a.positions}.npz"
             if not f.exists():
                 t0 = time.time()
-                np.savez(f, F=features_of(np.load(a.work / f"{name}_{mod}.npz")["tiles"], window, a.positions))
+                feats = features_of(np.load(a.work / f"{name}_{mod}.npz")["tiles"], window, a.positions)
+                atomic_write(f, lambda fh: np.savez(fh, F=feats), overwrite=True)
                 print(f"features {name} {mod}: {time.time() - t0:.0f} s", flush=True)
     jobs = [(a.work, splits, window, a.positions, seed, list(a.hidden), a.epochs) for seed in range(a.members)]
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:

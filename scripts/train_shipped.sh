@@ -56,8 +56,8 @@ fi
 # Outputs (git-ignored): runs/gran_em_v1/ and runs/unet_baseline/, each with
 #   checkpoint.pt, model_latest.pt/.json, model_best.pt/.json, metrics.csv, train.log
 # Ship (after both runs end; re-checks the weights, re-writes the card for the new name):
-#   .venv/bin/python -c "from napari_emdeblur.model.weights import export_weights, shipped_weights_path as s; \
-#     export_weights('runs/gran_em_v1/model_best.pt', s(), name='gran_em_v1')"
+#   .venv/bin/python -c "from napari_emdeblur.deblur.weights import export_weights; from napari_emdeblur.deblur.shipped import shipped_weights_path as s; \
+#     export_weights('runs/gran_em_v1/model_best.pt', s('gran_em_v1'), name='gran_em_v1')"
 # (plain cp of model_best.pt + .json also loads: the card's sha256 is of the .pt bytes.)
 # The shipped gran_em_v1 was run with MINUTES=62 (7,829 steps GRAN, 3,964 U-Net; best GRAN
 # checkpoint at step 7,500) on a 2-core machine shared with other jobs.
@@ -93,8 +93,8 @@ echo "U-Net pid $!"
 #     --steps 100000 --max-minutes 35 --batch 8 --crop 128 --lr 2e-4 --adv-weight 0 --seed 1 \
 #     --threads 2 --checkpoint-every 500 --log-every 50 --val-crops 16 --quiet --model-type gran \
 #     --init-weights runs/gran_em_v1/model_best.pt --out runs/gran_em_v1_ft
-#   .venv/bin/python -c "from napari_emdeblur.model.weights import export_weights; \
-#     export_weights('runs/gran_em_v1_ft/model_best.pt', 'src/napari_emdeblur/model/weights/gran_em_v1.pt')"
+#   .venv/bin/python -c "from napari_emdeblur.deblur.weights import export_weights; \
+#     export_weights('runs/gran_em_v1_ft/model_best.pt', 'src/napari_emdeblur/deblur/shipped_weights/gran_em_v1.pt')"
 #
 # Stage 3 (an experiment, NOT shipped): grow the stage-2 weights to 3 residual groups (function-preserving:
 # the new group starts as the identity, model.gran.grow_gran) and train 125 min more (stopped at 117) with
@@ -106,7 +106,7 @@ echo "U-Net pid $!"
 #     --val $DATA/drosophila_vnc_sstem/stack2 $DATA/isbi2012_sstem/test \
 #     --steps 100000 --max-minutes 125 --batch 8 --crop 128 --lr 2e-4 --loss mse --adv-weight 0 --seed 11 \
 #     --val-seed 2 --threads 2 --checkpoint-every 500 --log-every 50 --val-crops 16 --quiet --model-type gran \
-#     --init-weights src/napari_emdeblur/model/weights/gran_em_v1.pt --grow '{"n_groups": 3}' \
+#     --init-weights src/napari_emdeblur/deblur/shipped_weights/gran_em_v1.pt --grow '{"n_groups": 3}' \
 #     --out runs/gran_em_v2_g3
 #   .venv/bin/python benchmarks/restoration.py --gran runs/gran_em_v2_g3/model_best.pt --out runs/restoration_v2.md
 #
