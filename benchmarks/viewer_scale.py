@@ -15,20 +15,25 @@ Each variant runs in its own process under Xvfb (so peak RSS is per variant), in
 * ``plain``: ``viewer.add_image(dask_array)`` of the same mosaic (``io.load_section(...,
   multiscale=False).data``): what napari does with a big lazy array;
 * ``multiscale``: ``viewer.open(folder, plugin="napari-emdeblur")``: the npe2 reader's multiscale
-  layer (overview from the thumbnails, pyramid cache cleared first: a cold open).
+  layer (overview from the thumbnails, pyramid cache cleared first: a cold open);
+* ``async``: the same with napari's experimental asynchronous rendering on (Preferences >
+  Experimental, ``NAPARI_ASYNC=1``; napari's default and the other variants: off), where napari
+  slices layers in a thread pool.
 
 Measured per variant: time until the layer is added; time until the overview is complete and
 painted; overview quality: Pearson correlation of the zoomed-out screenshot with the reference
 resampled to the same screen pixels, over the tissue (tiles' area, eroded), plain and of the
 *detail* (each minus its Gaussian blur of 3 screen px; aliasing shows there); QC with the Focus QC
-dock (``QCWidget.run()`` in its worker: per acquisition tile for the reader's layer, the 256 px
+dock (``QCWidget.run()`` in its worker: per acquisition tile for the reader's layers, the 256 px
 grid for the plain one): time, longest UI pause, what was flagged; correction of the flagged
 tiles with the correction dock (``CorrectionWidget.run()``, CPU, stopped after
 ``--correct-budget`` s): time, tiles done, longest UI pause; peak RSS (VmHWM, software-GL textures
 included); the load average. A UI pause is the longest gap between Qt event-loop turns (a 10 ms
-timer, ``widgets.pauses.PauseProbe`` where the package has it); a bare repaint (a camera nudge on
-a one-layer canvas) is measured in the same process as the floor under every pause: on this
-machine's software OpenGL a repaint alone takes 100-250 ms. A variant whose RSS exceeds
+timer, ``widgets.pauses.PauseProbe``); where each pause over 200 ms was spent comes from the probe's
+stack samples of the GUI thread (``PAUSE_KINDS``: napari's layer controls, first drawing of text
+glyphs, texture uploads, the layer list's paint, other canvas drawing, Qt's C++); a bare repaint (a
+camera nudge on a one-layer canvas) is measured in the same process as the floor under every pause.
+A variant whose RSS exceeds
 ``--rss-limit-mb`` is stopped and reported as such (the machine is shared).
 """
 
@@ -183,8 +188,9 @@ def pause_summary(probe) -> dict:
     return {"longest_ms": round(float(g.max()), 1), "p99_ms": round(float(np.percentile(g, 99)), 1),
             "over_200ms": int((g > 200).sum()), "ticks": len(probe.gaps),
             "long_pauses": [list(p) for p in sorted(sorted(probe.long_pauses, key=lambda p: -p[1])[:30])],  # the 30 longest
-            "pause_sites": [[t, ms, [list(x) for x in sites]]  # where the 30 longest were spent (PauseProbe stacks)
-                            for t, ms, sites in sorted(sorted(getattr(probe, "pause_sites", []), key=lambda p: -p[1])[:30])]}
+            # where the long pauses were spent (PauseProbe stacks): every pause over 200 ms, at least the 30 longest
+            "pause_sites": [[t, ms, [list(x) for x in sites]] for t, ms, sites in sorted(
+                sorted(getattr(probe, "pause_sites", []), key=lambda p: -p[1])[:max(30, int((g > 200).sum()))])]}
 
 
 # ----------------------------------------------------------------------------- one variant (child process)
@@ -467,7 +473,9 @@ def pause_kinds(summary: dict | None, over_ms: float = 200.0) -> str | None:
         return next((k for k in named if k != "Qt (C++)"), "Qt (C++)") if named else "not sampled"
 
     kinds = Counter(kind(sites) for _, ms, sites in summary["pause_sites"] if ms > over_ms)
-    return ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none"
+    text = ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none"
+    n, total = sum(kinds.values()), summary.get("over_200ms", 0) if over_ms == 200.0 else None
+    return text + (f" (the {n} longest of {total})" if total is not None and n < total else "")
 
 
 ROWS = [
@@ -512,7 +520,8 @@ ROWS = [
 
 def table(results: dict) -> str:
     names = list(results)
-    head = {"plain": "plain `viewer.add_image(dask_array)`", "multiscale": "npe2 reader (multiscale)"}
+    head = {"plain": "plain `viewer.add_image(dask_array)`", "multiscale": "npe2 reader (multiscale)",
+            "async": "npe2 reader, napari's asynchronous rendering on"}
     lines = ["| measure | " + " | ".join(head.get(n, n) for n in names) + " |", "|---|" + "---|" * len(names)]
     for label, get in ROWS:
         lines.append(f"| {label} | " + " | ".join(str(get(results[n])) for n in names) + " |")
@@ -534,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "emdeblur-viewer-scale")
     ap.add_argument("--mfovs", type=int, default=6)
-    ap.add_argument("--variants", default="plain,multiscale")
+    ap.add_argument("--variants", default="plain,multiscale,async")
     ap.add_argument("--skip-qc", action="store_true")
     ap.add_argument("--skip-correct", action="store_true")
     ap.add_argument("--correct-budget", type=float, default=180.0)
@@ -543,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-limit-mb", type=float, default=10000.0)
     ap.add_argument("--keep-cache", action="store_true", help="keep the pyramid cache (a warm open)")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="only re-write the doc's table from a run's --out JSON (e.g. after a change of presentation)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--section", default=None, help=argparse.SUPPRESS)
@@ -562,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         msem_section.build(section, args.mfovs, workers=2)
         print(f"section built in {time.perf_counter() - t:.0f} s", flush=True)
     man = json.loads((section / "manifest.json").read_text())
+    if args.render is not None:
+        return report(args, man, json.loads(args.render.read_text()), when=args.render.stat().st_mtime)
     ref_path = args.work / f"{section.name}_ref{REF_FACTOR}.npy"
     if not ref_path.is_file():
         t = time.perf_counter()
@@ -570,11 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.work / "cache"
     results: dict = {}
     for v in args.variants.split(","):
-        if v == "multiscale" and not args.keep_cache:
+        if v in ("multiscale", "async") and not args.keep_cache:
             shutil.rmtree(cache, ignore_errors=True)  # a cold open, as a new user sees it
         part = args.work / f"partial_{v}.json"
         part.unlink(missing_ok=True)
         env = dict(os.environ, QT_API=os.environ.get("QT_API", "pyqt6"), EMDEBLUR_CACHE=str(cache),
+                   NAPARI_ASYNC="1" if v == "async" else "0",  # napari's experimental asynchronous rendering
                    PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", v, "--section", str(section),
                "--ref", str(ref_path), "--work", str(args.work), "--correct-budget", str(args.correct_budget),
@@ -596,15 +610,20 @@ def main(argv: list[str] | None = None) -> int:
         results[v]["process_s"] = round(time.perf_counter() - t, 1)
         print(f"{v}: {results[v].get('aborted') or results[v].get('error') or 'done'} "
               f"in {results[v]['process_s']} s", flush=True)
+    return report(args, man, results)
+
+
+def report(args, man: dict, results: dict, when: float | None = None) -> int:
+    """Print the table of ``results`` and write it into the doc (and the --out JSON)."""
     h, w = man["mosaic_shape"]
     intro = (f"Section: {man['n_tiles']} tiles of {man['tile_shape'][0]} x {man['tile_shape'][1]} px, "
              f"{len(man['missing'])} missing, {len(man['blurred'])} blurred; mosaic {h} x {w} = {h * w / 1e9:.2f} Gpx "
              f"(bounding box), {man['n_tiles'] * man['tile_shape'][0] * man['tile_shape'][1] / 1e9:.2f} Gpx of tiles. "
-             f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/viewer_scale.py` "
+             f"Measured {time.strftime('%Y-%m-%d', time.localtime(when))} with `python benchmarks/viewer_scale.py` "
              f"(2 shared CPU cores, Xvfb + Mesa llvmpipe, nice 5).")
     text = intro + "\n\n" + table(results)
     print("\n" + text)
-    if args.out:
+    if args.out and args.render is None:
         args.out.write_text(json.dumps(results, indent=1, default=str))
     if not args.no_doc:
         write_doc(text)
