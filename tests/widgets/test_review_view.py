@@ -14,18 +14,26 @@ from napari_emdeblur.widgets.qc import QCWidget  # noqa: E402
 from napari_emdeblur.widgets.view import LEGEND_KEY, RING_ADD, review_view  # noqa: E402
 
 
-@pytest.fixture
-def corrected_flow(make_napari_viewer):
-    """Sample section scored, three soft tiles flagged and corrected with the ground truth."""
+@pytest.fixture(params=["widgets", "plugin docks"])
+def corrected_flow(make_napari_viewer, request):
+    """Sample section scored, three soft tiles flagged and corrected with the ground truth; the docks
+    made directly, or as napari makes them from the plugin menu (which hands them a proxy of the
+    viewer whose layers come back as new proxy objects on every access)."""
     from napari_emdeblur._sample_data import make_sample_data
 
     viewer = make_napari_viewer()
     for data, kwargs, kind in make_sample_data():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     section, gt = viewer.layers[0], viewer.layers[1]
-    qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
-    viewer.window.add_dock_widget(qc)
-    viewer.window.add_dock_widget(cw)
+    if request.param == "widgets":
+        qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
+        viewer.window.add_dock_widget(qc)
+        viewer.window.add_dock_widget(cw)
+    else:
+        _, qc = viewer.window.add_plugin_dock_widget("napari-emdeblur", "Focus QC")
+        _, cw = viewer.window.add_plugin_dock_widget("napari-emdeblur", "GRAN correction", tabify=True)
+        assert isinstance(qc, QCWidget) and isinstance(cw, CorrectionWidget)
+        assert qc._viewer is viewer and cw._viewer is viewer  # the docks share one review view
     qc.layer_combo.value = section.name
     qc.tile_spin.value = int(section.metadata.get("sample_tiles", {}).get("tile", 256))
     qc.run(sync=True)

@@ -49,6 +49,20 @@ def code_limits(n: int) -> tuple[float, float]:
     return (-0.5, n - 0.5)
 
 
+def plain_viewer(viewer: Any) -> Any:
+    """The viewer itself when napari hands a dock widget a proxy of it.
+
+    A dock made from the plugin menu gets the viewer wrapped in napari's public-only proxy, whose
+    attribute and item access return a *new* proxy object each time (``viewer.layers[name]``,
+    ``viewer.add_image(...)``), while iterating ``viewer.layers`` gives the layers themselves. The
+    docks compare layers by identity (set-up steps for a layer still in the viewer, layer order,
+    weakly held marks) and share one review view per viewer, so they work on the viewer itself
+    (``__wrapped__``, the proxy library's public handle on what it wraps). The package uses napari's
+    public API only, with or without the proxy.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def layer_by_name(viewer: "napari.Viewer", name: str | None):
     if not name:
         return None

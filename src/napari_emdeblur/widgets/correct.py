@@ -55,6 +55,7 @@ from .common import (
     layer_by_name,
     layer_to_run,
     notify,
+    plain_viewer,
     preselect,
     tie_to_viewer,
 )
@@ -92,7 +93,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
     refresh_interval_ms = 250.0  # the corrected layer is redrawn at most this often
 
     def __init__(self, napari_viewer: Viewer):
-        viewer = napari_viewer
+        viewer = plain_viewer(napari_viewer)
         super().__init__(labels=True)
         self._viewer = viewer
         self.reports: dict[tuple[int, int, int], TileReport] = {}

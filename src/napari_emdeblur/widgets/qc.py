@@ -86,6 +86,7 @@ from .common import (
     layer_by_name,
     layer_to_run,
     notify,
+    plain_viewer,
     preselect,
     tie_to_viewer,
     with_imports,
@@ -196,7 +197,7 @@ class QCWidget(Container):
     """Dock widget: layer, metric and tile size; Score / Cancel; thresholds; histogram; export."""
 
     def __init__(self, napari_viewer: Viewer):
-        viewer = napari_viewer
+        viewer = plain_viewer(napari_viewer)
         super().__init__(labels=True)
         self._viewer = viewer
         self.result: QCResult | None = None
