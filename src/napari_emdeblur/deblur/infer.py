@@ -38,7 +38,7 @@ from ..io.values import from_unit, parse_range_mode, to_unit, value_range
 from ..qc.messages import Notice, Progress, TileResult, drain
 from .device import resolve_device
 from .gate import BEYOND_FROM_PX, BEYOND_PX, apply_gate, weights_from_blur, window_blur
-from .service import DEFAULT_OVERLAP, PRECISION_NAMES, WHOLE_IMAGE_TILE
+from .service import DEFAULT_OVERLAP, PRECISION_NAMES
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 MIN_TILE = 64
@@ -46,7 +46,7 @@ MIN_TILE = 64
 
 @dataclass
 class InferenceParams:
-    tile: int = WHOLE_IMAGE_TILE  # largest window (px); windows shrink to cover an image with as few as this size needs
+    tile: int = 512  # largest window (px); windows shrink to cover an image with as few as this size needs
     overlap: int = DEFAULT_OVERLAP  # overlap between windows / context margin around QC tiles (px)
     batch: int = 4  # windows per forward pass
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -47,13 +47,11 @@ from .metrics import psnr_ssim
 from .reports import CorrectionReport, TileReport
 from .selection import Selection
 
-__all__ = ["DEFAULT_OVERLAP", "DEVICE_CHOICES", "PRECISION_NAMES", "WHOLE_IMAGE_TILE", "CorrectionParams", "TimeLeft", "auto_tile_batch", "correct",
+__all__ = ["DEFAULT_OVERLAP", "DEVICE_CHOICES", "PRECISION_NAMES", "CorrectionParams", "TimeLeft", "auto_tile_batch", "correct",
            "check_device_name", "iter_correct"]
 
 #: overlap of inference windows and context margin around QC tiles (px)
 DEFAULT_OVERLAP = 32
-#: largest inference window for a whole image (px; windows are balanced to cover it, deblur.infer)
-WHOLE_IMAGE_TILE = 512
 #: numeric precisions of inference (bf16/fp16 on CUDA only; elsewhere fp32 is used)
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
 #: device choices a menu offers; ``cuda:N`` (a given GPU) is accepted too (:func:`check_device_name`)
@@ -103,16 +101,14 @@ class CorrectionParams:
 
 
 def auto_tile_batch(device, precision: str = "fp32", requested_tile: int = 0, requested_batch: int = 0,
-                    qc_tile: int = DEFAULT_TILE, whole: bool = False) -> tuple[int, int]:
+                    qc_tile: int = DEFAULT_TILE) -> tuple[int, int]:
     """Inference tile and batch from the free memory of ``device`` (overridable).
 
-    The tile: for QC tiles, one tile with its context margins (``qc_tile + 64``, 128-1024 px); for
-    a whole image (``whole``), :data:`WHOLE_IMAGE_TILE` (fewer, larger windows: less overlap to
-    compute twice). Activation memory of the shipped GRAN is roughly ``BYTES_PER_PX`` bytes per
-    input pixel in fp32 (measured); at most a quarter of what is free is used.
+    Activation memory of the shipped GRAN is roughly ``BYTES_PER_PX`` bytes per input pixel in
+    fp32 (measured); at most a quarter of what is free is used.
     """
     bytes_per_px = 6_000.0 if precision == "fp32" else 3_500.0
-    tile = requested_tile or (WHOLE_IMAGE_TILE if whole else max(128, min(1024, qc_tile + 64)))
+    tile = requested_tile or max(128, min(1024, qc_tile + 64))
     if requested_batch:
         return tile, requested_batch
     free = None
@@ -187,8 +183,7 @@ def iter_correct(
     work = selection.by_section(image.shape, params.qc_tile)
     device = resolve_device(params.device)
     net, card = model if model is not None else get_model(params.weights, device)
-    tile, batch = auto_tile_batch(device, params.precision, params.tile, params.batch, params.qc_tile,
-                                  whole=selection.whole)
+    tile, batch = auto_tile_batch(device, params.precision, params.tile, params.batch, params.qc_tile)
     stack_range = fixed_range(image, params.value_range)  # one (lo, hi) for an in-memory stack
     meta = {
         "device": device_name(device), "precision": params.precision, "tile": tile, "batch": batch,
