@@ -10,6 +10,7 @@ but never the layer's own source file (``metadata['emdeblur_source']``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False
     p = Path(path)
     if suffix_of(p) not in WRITE_SUFFIXES + OME_SUFFIXES:
         raise ValueError(f"{p}: unsupported output type; use .tif, .ome.tif or .zarr")
-    if meta.get("multiscale") and isinstance(data, (list, tuple)):
+    if meta.get("multiscale") and isinstance(data, Sequence):  # the levels (a list, napari's MultiScaleData)
         data = data[0]
     if meta.get("rgb"):
         raise ValueError("RGB layers are not EM sections; convert to greyscale first")

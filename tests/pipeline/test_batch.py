@@ -137,14 +137,23 @@ def test_cli_serial_batch_and_rerun(data, tmp_path):
     args2[args2.index("--correct-threshold") + 1] = "0.5"
     r = subprocess.run(args2, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "other settings" in r.stderr and "correct_threshold" in r.stderr
-    # a folder that is not an output folder (no journal) and holds files is never written into
+    # a folder that is not an output folder (no journal) and holds what a run writes is never written into
     other = tmp_path / "analysis"
-    other.mkdir()
-    (other / "report.csv").write_text("someone else's report\n")
+    (other / "secA").mkdir(parents=True)
+    (other / "secA" / "report.csv").write_text("someone else's report\n")
     args3 = list(args)
     args3[args3.index("--out") + 1] = str(other)
     r = subprocess.run(args3, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "not an output folder" in r.stderr and "report.csv" in r.stderr, r.stderr
+    assert r.returncode == 1 and "not an output folder" in r.stderr and "secA/report.csv" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    assert sorted(p.name for p in other.iterdir()) == ["report.csv"]
-    assert (other / "report.csv").read_text() == "someone else's report\n"
+    assert sorted(p.name for p in other.rglob("*")) == ["report.csv", "secA"]
+    assert (other / "secA" / "report.csv").read_text() == "someone else's report\n"
+    # other files (a log the shell created first, hidden files) are no reason to refuse
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    (logged / "batch.log").write_text("")
+    (logged / ".DS_Store").write_bytes(b"x")
+    args4 = list(args)
+    args4[args4.index("--out") + 1] = str(logged)
+    r = subprocess.run(args4, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "6 new, 6 done" in r.stdout, r.stderr

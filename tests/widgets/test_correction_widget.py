@@ -123,6 +123,19 @@ def test_end_to_end_correct_review_export(flow, tmp_path, qtbot):
     assert cw.export_btn.text == "Export" and not (tmp_path / "second.tif").exists()
     np.testing.assert_array_equal(np.asarray(emio.load_section(out2).data), corrected.data)
     assert json.loads((tmp_path / "threaded_report.json").read_text())["tiles"]
+    # what is exported is what was shown when Export was pressed: a revert during the export changes neither
+    # the image nor the report being written
+    shown = np.array(corrected.data, copy=True)
+    out3 = tmp_path / "frozen.tif"
+    assert cw.export(out3, sync=False) is None
+    (zr, ir, jr) = sorted(cw.reports)[1]
+    cw.review(zr, ir, jr, "revert")
+    qtbot.waitUntil(lambda: cw.export_btn.enabled, timeout=60000)
+    np.testing.assert_array_equal(np.asarray(emio.load_section(out3).data), shown)
+    frozen = {(t["section"], t["row"], t["col"]): t for t in
+              json.loads((tmp_path / "frozen_report.json").read_text())["tiles"]}
+    assert frozen[(zr, ir, jr)]["accepted"] is True  # as it was when exported (accepted above)
+    assert cw.reports[(zr, ir, jr)].accepted is False
     # a failure in the worker is reported (one line naming the target) and leaves nothing behind
     from napari.utils.notifications import notification_manager
 

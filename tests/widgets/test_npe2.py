@@ -122,6 +122,18 @@ def test_writer_scale_fallback_and_refuses_own_source(tmp_path):
         write_single_image(str(tmp_path / "o.png"), a, {})
 
 
+def test_writer_saves_level_0_of_a_multiscale_layer(make_napari_viewer, tmp_path):
+    """napari's File > Save hands the writer a multiscale layer's levels (its MultiScaleData)."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(2)
+    lvl0 = rng.integers(0, 255, (256, 320), dtype=np.uint8)
+    layer = viewer.add_image([lvl0, lvl0[::2, ::2], lvl0[::4, ::4]], multiscale=True, name="pyr")
+    data, meta, _ = layer.as_layer_data_tuple()
+    assert meta["multiscale"] and not isinstance(data, (list, tuple))
+    (out,) = write_single_image(str(tmp_path / "pyr.ome.tif"), data, meta)
+    np.testing.assert_array_equal(np.asarray(load_section(out).data), lvl0)
+
+
 def test_manifest_lists_the_formats_of_io_formats():
     """napari.yaml cannot hold code, so its suffix lists are copies: they must equal the registry's."""
     npe2 = pytest.importorskip("npe2")

@@ -257,6 +257,7 @@ class ProcessCorrection:
                     expected = isinstance(item[1], (ValueError, OSError, MemoryError))
                     log.log(logging.DEBUG if expected else logging.ERROR, "correction process failed:\n%s",
                             item[2] if len(item) > 2 else item[1])
+                    item[1].emdeblur_logged = True  # with the child's traceback: not again by the dock
                     raise item[1]
         finally:
             self.stop()

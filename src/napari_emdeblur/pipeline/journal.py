@@ -167,17 +167,35 @@ def _unlink(path: str | os.PathLike) -> bool:
         return False
 
 
+#: what a run writes in its output folder (per section folder) and would replace
+_OUTPUT_NAMES = ("report.csv", "report.json", "qc.png", "corrected")
+
+
+def _output_clash(outdir: Path) -> list[str]:
+    """Files of ``outdir`` (not yet an output folder) that a run would replace: ``index.html``, and
+    section folders holding reports, QC images or corrected tiles (other files, e.g. a log the
+    shell created, or hidden files, are left alone and do not matter).
+    """
+    out = []
+    for p in sorted(outdir.iterdir()):
+        if p.name == "index.html":
+            out.append(p.name)
+        elif p.is_dir() and not p.name.startswith("."):
+            out += [f"{p.name}/{n}" for n in _OUTPUT_NAMES if (p / n).exists()]
+    return out
+
+
 class Journal:
     """The journal of one output folder. Use :func:`open_outdir` (takes the lock) to get one."""
 
     def __init__(self, outdir: str | os.PathLike, *, max_failures: int = DEFAULT_MAX_FAILURES):
         self.outdir = Path(outdir).resolve()
         self.control = self.outdir / CONTROL_DIR
-        held = sorted(p.name for p in self.outdir.iterdir()) if self.outdir.is_dir() and not self.control.is_dir() else []
-        if held:  # reports and corrected tiles would be written over whatever is there
-            more = f" and {len(held) - 3} more" if len(held) > 3 else ""
-            raise ValueError(f"{outdir}: not an output folder of emdeblur (no journal) and not empty (holds "
-                             f"{', '.join(held[:3])}{more}); choose a new or empty folder")
+        clash = _output_clash(self.outdir) if self.outdir.is_dir() and not self.control.is_dir() else []
+        if clash:  # a run would write its reports and corrected tiles over these
+            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+            raise ValueError(f"{outdir}: not an output folder of emdeblur (no journal), and it holds what a run "
+                             f"writes ({', '.join(clash[:3])}{more}); choose a new or empty folder")
         self.control.mkdir(parents=True, exist_ok=True)
         self.staging = self.control / STAGING_DIR
         self.max_failures = int(max_failures)

@@ -227,6 +227,15 @@ class CorrectedStore:
             self._tiles.clear()
             self._index = None
 
+    def snapshot(self) -> "CorrectedStore":
+        """A store over the same original with the tiles shown now: later puts and removes (review)
+        do not change it (patches are never modified, so they are shared, not copied).
+        """
+        snap = CorrectedStore(self.base)
+        with self._lock:
+            snap._tiles = dict(self._tiles)
+        return snap
+
     def keys(self) -> list[tuple[int, int, int]]:
         """The tiles shown corrected."""
         with self._lock:

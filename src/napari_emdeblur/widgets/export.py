@@ -8,6 +8,8 @@ thread from the dock's button, or in the calling thread with ``sync=True`` (scri
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generator
 
@@ -62,9 +64,12 @@ class ExportMixin:
         _, meta, _ = corrected.as_layer_data_tuple()
         meta = dict(meta, metadata=dict(meta.get("metadata") or {}))
         meta["metadata"]["reports"] = len(self.reports)
-        data = self._store.levels[0] if self._store is not None else corrected.data  # lazy: never read here
-        reports = list(self.reports.values()) if self.export_report.value else None
-        info = dict(corrected.metadata.get("emdeblur_correction", {}))
+        # what is shown now, frozen: reviewing on (accept / revert / retake) while the export is written
+        # must not change it half way (the image and its reports would disagree)
+        data = self._store.snapshot().levels[0] if self._store is not None else corrected.data  # lazy: never read here
+        reports = [replace(r) for r in self.reports.values()] if self.export_report.value else None
+        info = copy.deepcopy(dict(corrected.metadata.get("emdeblur_correction", {})))
+        meta = copy.deepcopy(meta)
         if self._export_runner is None:
             self._export_runner = WorkerRunner(self, lambda msg: None, self._export_failed, self._export_finished,
                                                self._export_busy)
@@ -86,11 +91,11 @@ class ExportMixin:
 
 def _export_job(path: Path, data: Any, meta: dict, overwrite: bool, reports: list | None,
                 info: dict) -> Generator[Progress, None, Path]:
-    """Write the layer's data (read block by block by the writer), then the reports."""
-    steps = 1 if reports is None else 2
-    yield Progress(0, steps, "export")
+    """Write the layer's data (read block by block by the writer), then the reports, with no stop
+    between them (a dock closed meanwhile must not leave an image without its reports).
+    """
+    yield Progress(0, 1, "export")
     write_layer(path, data, meta, overwrite=overwrite)
     if reports is not None:
-        yield Progress(1, steps, "export")
         write_reports(path, reports, info, overwrite=overwrite)
     return path

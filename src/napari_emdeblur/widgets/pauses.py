@@ -60,6 +60,7 @@ class PauseProbe(QObject):
         self._samples: Counter[str] = Counter()
         self._sampled_tick: float | None = None  # the tick the samples in _samples wait after
         self._sampler: threading.Thread | None = None
+        self._samples_lock = threading.Lock()  # the sampler adds while the GUI thread reads at a tick
         self._gui_ident = threading.get_ident()
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -77,9 +78,11 @@ class PauseProbe(QObject):
                 start, ms = round(now - self._t0 - g / 1000.0, 3), round(g - self.interval_ms, 1)
                 self.long_pauses.append((start, ms))
                 if self.stacks:
-                    samples = self._samples if self._sampled_tick == self._last else Counter()
-                    self.pause_sites.append((start, ms, samples.most_common(3)))
-        self._samples = Counter()
+                    with self._samples_lock:
+                        sites = self._samples.most_common(3) if self._sampled_tick == self._last else []
+                    self.pause_sites.append((start, ms, sites))
+        with self._samples_lock:
+            self._samples = Counter()
         self._last = now
 
     def _sample(self) -> None:
@@ -94,9 +97,10 @@ class PauseProbe(QObject):
             if frame is None:
                 continue
             site = stack_site(frame)
-            if self._sampled_tick != last:
-                self._samples, self._sampled_tick = Counter(), last
-            self._samples[site] += 1
+            with self._samples_lock:
+                if self._sampled_tick != last:
+                    self._samples, self._sampled_tick = Counter(), last
+                self._samples[site] += 1
 
     def start(self) -> "PauseProbe":
         """Clear the record and start measuring (a block right after this call counts too)."""

@@ -26,6 +26,8 @@ def log_error(exc: BaseException) -> None:
     """Log ``exc`` with its traceback (the dock shows one line): at ERROR for what looks like a bug,
     at DEBUG for the usage and data errors the one line explains (ValueError, OSError, MemoryError).
     """
+    if getattr(exc, "emdeblur_logged", False):  # logged where it happened (the correction process)
+        return
     expected = isinstance(exc, (ValueError, OSError, MemoryError))
     log.log(logging.DEBUG if expected else logging.ERROR, "worker failed: %s: %s", type(exc).__name__, exc,
             exc_info=(type(exc), exc, exc.__traceback__))

@@ -318,12 +318,13 @@ def _train(cfg, out, device, rng, model, model_type, pixel_loss, ranges, sampler
             torch.set_rng_state(ck["torch_rng"])
         except Exception as e:  # noqa: BLE001 - truncated, foreign or of another architecture: one line
             raise ValueError(f"{ckpt_path}: not a usable checkpoint of this run ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}); pass --overwrite to start over") from None
+                             f"{str(e).splitlines()[0] if str(e) else ''}); to start over, run without --resume and with "
+                             "--overwrite") from None
         _cut_metrics(metrics_path, step)  # rows logged after the checkpoint are logged again from it
         yield Notice(f"resumed from {ckpt_path} at step {step}")
     elif cfg.resume and any((out / n).exists() for n in _RUN_FILES[1:]):
         raise ValueError(f"{ckpt_path}: no checkpoint to resume from, but {out} holds a run's metrics; "
-                         "pass --overwrite to start over (they are replaced)")
+                         "to start over, run without --resume and with --overwrite (they are replaced)")
     elif metrics_path.exists():
         metrics_path.unlink()
     new_csv = not metrics_path.exists()
