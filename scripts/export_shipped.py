@@ -46,10 +46,13 @@ STAGES = [
     {"steps": [41500, 55500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 5,
      "note": "annealing: resumed from the committed checkpoint with --steps 56000, the cosine schedule over the "
              "new total (lr 3.7e-4 -> 8.6e-5 at the resume, decaying to lr_min 1e-5 at 56,000); stopped at 55,500"},
-    {"steps": [55500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 6,
+    {"steps": [55500, 69500], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 6,
      "note": "MSE fine-tuning (the benchmark's PSNR is an MSE): resumed from the committed checkpoint with "
              "--loss mse --lr 1e-3 --steps 72000, the cosine over the new total (a warm restart to lr 1.3e-4 at "
-             "the resume, decaying to lr_min 1e-5 at 72,000)"},
+             "the resume, decaying to lr_min 1e-5 at 72,000); stopped at 69,500"},
+    {"steps": [69500, None], "where": "CPU, 1 torch thread, shared 2-core machine", "session": 7,
+     "note": "larger crops: resumed from the committed checkpoint with --crop 192 --loss mse --lr 2e-3 --steps 78000 "
+             "(a short warm restart to lr 6.7e-5 at the resume, decaying to lr_min 1e-5 at 78,000); stopped at 77,000"},
 ]
 
 

@@ -25,6 +25,10 @@
 # MSE stage (session 6): stopped at 55,500 (lr at its floor), resumed with the PSNR's own loss and a warm restart
 # (the cosine over the new total with a higher peak: lr 1.3e-4 at 55,500, decaying to lr_min at 72,000):
 #   bash scripts/train_shipped.sh sbgran --resume --steps 72000 --lr 1e-3 --loss mse
+# Larger-crop stage (session 7): stopped at 69,500, resumed with 192 px crops (more context for the graph
+# reasoning units) and a short warm restart (lr 6.7e-5 at 69,500, decaying to lr_min at 78,000; stopped at 77,000
+# with the lr at its floor: validation 22.88-22.93 dB, not better than the shipped step 61,500, so not shipped):
+#   bash scripts/train_shipped.sh sbgran --resume --steps 78000 --lr 2e-3 --loss mse --crop 192
 # The committed pair is N = 11,500: the graph run's step-11,500 weights (shipped in session 3, copied to
 # training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
