@@ -61,6 +61,19 @@ def test_level0_reads_paste_corrected_tiles_and_never_touch_the_original(image):
     np.testing.assert_array_equal(np.asarray(lvl), image)
 
 
+def test_snapshot_keeps_the_tiles_shown_when_it_was_taken(image):
+    """What an export writes: later puts and removes (review) change the store, not its snapshot."""
+    store = CorrectedStore([image])
+    store.put(store.prepare((0, 0, 0), 0, 0, np.full((32, 32), 1, np.uint8)))
+    snap = store.snapshot()
+    store.remove((0, 0, 0))
+    store.put(store.prepare((0, 1, 1), 64, 64, np.full((32, 32), 2, np.uint8)))
+    ref = image.copy()
+    ref[:32, :32] = 1
+    np.testing.assert_array_equal(np.asarray(snap.levels[0]), ref)
+    assert snap.keys() == [(0, 0, 0)] and store.keys() == [(0, 1, 1)]
+
+
 def test_multiscale_levels_follow_the_original_pyramid(image):
     levels = _pyramid(image)
     store = CorrectedStore(levels)

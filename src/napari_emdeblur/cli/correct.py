@@ -93,7 +93,7 @@ def run(args) -> int:
     from ..deblur.selection import Selection
     from ..deblur.service import CorrectionParams, iter_correct
     from ..io.read import load_section
-    from ..io.write import input_conflict, save_image
+    from ..io.write import input_conflict, not_a_folder, save_image
     from ..qc import decisions as dec
     from ..qc.focus import DEFAULT_METRIC
     from ..qc.messages import Notice, SectionScores, TileResult
@@ -115,8 +115,7 @@ def run(args) -> int:
     if existing and not args.overwrite:
         raise CLIError(f"{existing[0]}: already exists (pass --overwrite to replace it)", 2)
     if not out.parent.is_dir():
-        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
-        raise CLIError(f"{out}: its folder {out.parent} {what}", 2)
+        raise CLIError(f"{out}: its folder {out.parent} {not_a_folder(out.parent)}", 2)
     if not args.overlap < args.infer_tile // 2:
         raise CLIError(f"argument --overlap: must be less than half of --infer-tile ({args.infer_tile}), "
                        f"got {args.overlap}", 2)

@@ -34,7 +34,7 @@ from .section import json_safe
 from .units import ok_pixel_nm
 from .values import as_lazy, is_dask_array
 
-__all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "save_image", "save_ome_zarr"]
+__all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "not_a_folder", "save_image", "save_ome_zarr"]
 
 TIFF_TILE = 512  # tile size of pyramidal OME-TIFF outputs
 
@@ -182,10 +182,10 @@ def _check_target(path: Path, overwrite: bool, protect: Iterable[str | os.PathLi
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: its folder {path.parent} {_not_a_folder(path.parent)}")
+        raise FileNotFoundError(f"{path}: its folder {path.parent} {not_a_folder(path.parent)}")
 
 
-def _not_a_folder(p: Path) -> str:
+def not_a_folder(p: Path) -> str:
     """Why ``p`` cannot hold output: 'is a file, not a folder' or 'does not exist'."""
     return "is a file, not a folder" if p.exists() else "does not exist"
 

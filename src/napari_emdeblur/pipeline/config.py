@@ -29,6 +29,7 @@ from ..qc.focus import DEFAULT_METRIC
 from ..qc.scoring import ScoreParams
 from ..qc.thresholds import absolute_thresholds
 from ..qc.tiling import DEFAULT_TILE
+from .journal import CORRECTED_DIR
 
 __all__ = [
     "PipelineConfig",
@@ -201,4 +202,4 @@ def output_settings(cfg: PipelineConfig, thresholds: tuple[float, float]) -> dic
 def corrected_rel(section: str, name: str) -> str:
     """Output path (relative to OUTDIR) of the corrected version of tile ``name`` of ``section``."""
     stem = name.rsplit(".", 1)[0] if "." in Path(name).name else name
-    return f"{section}/corrected/{stem}.tif"
+    return f"{section}/{CORRECTED_DIR}/{stem}.tif"

@@ -167,8 +167,11 @@ def _unlink(path: str | os.PathLike) -> bool:
         return False
 
 
-#: what a run writes in its output folder (per section folder) and would replace
-_OUTPUT_NAMES = ("report.csv", "report.json", "qc.png", "corrected")
+#: the output folder's layout: the overview page, and per section folder its reports, QC image and
+#: corrected tiles (written by :mod:`.report` and :mod:`.process`)
+INDEX_HTML = "index.html"
+REPORT_CSV, REPORT_JSON, QC_PNG, CORRECTED_DIR = "report.csv", "report.json", "qc.png", "corrected"
+_SECTION_OUTPUTS = (REPORT_CSV, REPORT_JSON, QC_PNG, CORRECTED_DIR)
 
 
 def _output_clash(outdir: Path) -> list[str]:
@@ -178,10 +181,10 @@ def _output_clash(outdir: Path) -> list[str]:
     """
     out = []
     for p in sorted(outdir.iterdir()):
-        if p.name == "index.html":
+        if p.name == INDEX_HTML:
             out.append(p.name)
         elif p.is_dir() and not p.name.startswith("."):
-            out += [f"{p.name}/{n}" for n in _OUTPUT_NAMES if (p / n).exists()]
+            out += [f"{p.name}/{n}" for n in _SECTION_OUTPUTS if (p / n).exists()]
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write_bytes
 from ..qc.tiling import DEFAULT_TILE
-from .journal import Journal, Row
+from .journal import INDEX_HTML, QC_PNG, REPORT_CSV, REPORT_JSON, Journal, Row
 
 CSV_COLUMNS = (
     "file",
@@ -120,7 +120,7 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
     w.writerow(CSV_COLUMNS)
     for e in entries:
         w.writerow([_fmt(e[c]) for c in CSV_COLUMNS])
-    _publish(sdir / "report.csv", buf.getvalue().encode())
+    _publish(sdir / REPORT_CSV, buf.getvalue().encode())
 
     positions = journal.positions(section)
     summary = section_summary(rows)
@@ -139,8 +139,8 @@ def write_section_report(journal: Journal, section: str, settings: dict | None =
         "summary": summary,
         "tiles": tiles,
     }
-    _publish(sdir / "report.json", _json_one_tile_per_line(doc).encode())
-    _publish(sdir / "qc.png", render_qc_png(section, rows, positions, settings))
+    _publish(sdir / REPORT_JSON, _json_one_tile_per_line(doc).encode())
+    _publish(sdir / QC_PNG, render_qc_png(section, rows, positions, settings))
     return summary
 
 
@@ -389,7 +389,7 @@ def write_index(journal: Journal, live: dict | None = None) -> None:
                "<th>seconds</th><th>throughput</th></tr>")
     out.extend(rates)
     out.append("</table></body></html>\n")
-    _publish(journal.outdir / "index.html", "\n".join(out).encode())
+    _publish(journal.outdir / INDEX_HTML, "\n".join(out).encode())
 
 
 def _prewarm() -> None:

@@ -26,6 +26,7 @@ from typing import Iterator
 from ..qc.messages import Notice, Progress
 from .config import PipelineConfig
 from .discover import Scanner, check_input_folder
+from .journal import INDEX_HTML
 from .session import Session, check_model, progress_line
 
 __all__ = ["watch"]
@@ -119,7 +120,7 @@ def watch(
                     continue
                 break
             _sleep(min(poll, 0.25) if once else poll, stop)
-        if session.reports.dirty or not (session.outdir / "index.html").exists():
+        if session.reports.dirty or not (session.outdir / INDEX_HTML).exists():
             session.flush_reports(force=True)
     finally:
         summary = session.close()

@@ -61,15 +61,14 @@ class ExportMixin:
         if existing and not overwrite:
             notify(f"Already exists, not overwritten: {existing[0].name} (in {existing[0].parent})", "error")
             return None
-        _, meta, _ = corrected.as_layer_data_tuple()
-        meta = dict(meta, metadata=dict(meta.get("metadata") or {}))
-        meta["metadata"]["reports"] = len(self.reports)
         # what is shown now, frozen: reviewing on (accept / revert / retake) while the export is written
         # must not change it half way (the image and its reports would disagree)
+        _, meta, _ = corrected.as_layer_data_tuple()
+        meta = copy.deepcopy(meta)
+        meta["metadata"] = dict(meta.get("metadata") or {}, reports=len(self.reports))
+        info = meta["metadata"].get("emdeblur_correction", {})
         data = self._store.snapshot().levels[0] if self._store is not None else corrected.data  # lazy: never read here
         reports = [replace(r) for r in self.reports.values()] if self.export_report.value else None
-        info = copy.deepcopy(dict(corrected.metadata.get("emdeblur_correction", {})))
-        meta = copy.deepcopy(meta)
         if self._export_runner is None:
             self._export_runner = WorkerRunner(self, lambda msg: None, self._export_failed, self._export_finished,
                                                self._export_busy)

@@ -57,8 +57,8 @@ class PauseProbe(QObject):
         self.pause_sites: list[tuple[float, float, list[tuple[str, int]]]] = []
         self.stacks = bool(stacks)
         self.sample_ms = float(sample_ms)
-        self._samples: Counter[str] = Counter()
-        self._sampled_tick: float | None = None  # the tick the samples in _samples wait after
+        self._samples: Counter[str] = Counter()  # stack sites sampled while the tick after _sampled_tick is overdue
+        self._sampled_tick: float | None = None
         self._sampler: threading.Thread | None = None
         self._samples_lock = threading.Lock()  # the sampler adds while the GUI thread reads at a tick
         self._gui_ident = threading.get_ident()
@@ -81,8 +81,6 @@ class PauseProbe(QObject):
                     with self._samples_lock:
                         sites = self._samples.most_common(3) if self._sampled_tick == self._last else []
                     self.pause_sites.append((start, ms, sites))
-        with self._samples_lock:
-            self._samples = Counter()
         self._last = now
 
     def _sample(self) -> None:
