@@ -418,6 +418,37 @@ def summarise(records, conds) -> dict:
     return {"table": table, "means": means, "groups": list(groups), "domains": domains, "targets": T}
 
 
+def reference_noise(windows, records, conds, target_db: float = 1.0) -> dict[str, dict]:
+    """How far ANY method can go against each domain's ground truth, which carries its own detector noise.
+
+    The reference crops are real micrographs, not noise-free signal: a method that restored the signal perfectly
+    would still differ from the reference by that noise (independent of the input, except for its blurred
+    low-frequency share, a few per cent of its variance). Per domain: the noise standard deviation ``qc.psf``
+    estimates on the reference windows (the package's own estimator), the PSNR ceiling
+    ``-10 log10(mean sigma^2)``, and what the target ``oracle Wiener + target_db`` asks of the remaining error
+    (the MSE above the reference noise): its cut in dB (``inf``: the target lies above the ceiling).
+    """
+    from napari_emdeblur.qc.psf import estimate_psf_tiles
+
+    blurred = {ci for ci, c in enumerate(conds) if c.blurred}
+    out = {}
+    for dom, wins in windows.items():
+        ref = np.stack([np.rint(w.astype(np.float64) * 255.0) / 255.0 for _, w in wins])
+        sig = np.asarray(estimate_psf_tiles(ref).noise, np.float64)
+        n2 = float(np.nanmean(sig**2))
+        mse_or = [10.0 ** (-r["psnr"] / 10.0) for r in records
+                  if r["domain"] == dom and r["method"] == "wiener" and r["cond"] in blurred and np.isfinite(r["psnr"])]
+        m_o = float(np.mean(mse_or)) if mse_or else np.nan
+        m_t = m_o / 10.0 ** (target_db / 10.0)
+        e_o, e_t = m_o - n2, m_t - n2
+        out[dom] = dict(
+            sigma=float(np.nanmedian(sig)), sigma_lo=float(np.nanmin(sig)), sigma_hi=float(np.nanmax(sig)),
+            ceiling=-10.0 * np.log10(n2), oracle_db=-10.0 * np.log10(m_o), noise_share=n2 / m_o,
+            cut_db=10.0 * np.log10(e_o / e_t) if e_t > 0 and e_o > 0 else np.inf,
+        )
+    return out
+
+
 def oracle_params(records, conds, domain: str) -> dict[int, tuple[float, float]]:
     """Median chosen Wiener balance and RL iteration count per condition of one domain."""
     out = {}
@@ -822,6 +853,26 @@ def render(ctx: dict) -> str:
     a("| (information) blind GRAN v1 − oracle Wiener per domain | "
       + ", ".join(f"{d} {T['domains'][d]['blind_vs_oracle_wiener']:+.2f}" for d in S["domains"]) + " dB | | |")
     a("")
+    rn = ctx.get("ref_noise")
+    if rn:
+        a("### How far any method can go: the noise in the ground truth")
+        a("")
+        a("The references are real micrographs with their own detector noise, which no method can predict from the "
+          "blurred input (only its blurred low-frequency share, a few per cent of its variance, survives in it). So "
+          "every method's PSNR has a ceiling, and the part of the oracle Wiener's error a better method can remove "
+          "is only the error above that noise. Noise: `qc.psf`'s estimate on the reference windows (median, range); "
+          "ceiling = −10 log10(mean noise variance); *noise share*: the reference noise's part of the oracle "
+          "Wiener's MSE over the blurred conditions; *cut needed*: how much the remaining error must shrink "
+          "(10 log10 of the ratio) for oracle Wiener + 1 dB.")
+        a("")
+        a("| domain | reference noise (grey levels of 255) | PSNR ceiling | oracle Wiener (from its mean MSE) | "
+          "noise share of its MSE | cut of the remaining error that +1 dB needs |")
+        a("|---|---|---|---|---|---|")
+        for d, r in rn.items():
+            cut = "above the ceiling" if not np.isfinite(r["cut_db"]) else f"{r['cut_db']:.1f} dB"
+            a(f"| {d} | {255 * r['sigma']:.1f} ({255 * r['sigma_lo']:.1f}-{255 * r['sigma_hi']:.1f}) | "
+              f"{r['ceiling']:.2f} dB | {r['oracle_db']:.2f} dB | {100 * r['noise_share']:.0f} % | {cut} |")
+        a("")
     a("## Real defocused SEM (DeepFocus, no ground truth)")
     a("")
     if ctx["deepfocus"]:
@@ -1054,6 +1105,7 @@ def main(argv=None) -> int:
         deepfocus=df, throughput=tp, tp_size=tp_size, tp_window=tp_window, trained_range=tr, tiling=tiling, load=load_avg, cuda=torch.cuda.is_available(),
         weights_mb=wfile.stat().st_size / 1e6, cmd=cmd, date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         machine=machine(), elapsed=time.perf_counter() - t_start,
+        ref_noise=reference_noise(windows, records, conds),
         val_logs=validation_logs(ROOT / "training" / "sbgran_v2", ROOT / "training" / "sbgran_v2_nograph"),
     )
     write_atomic(render(ctx), out)

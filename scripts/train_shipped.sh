@@ -31,12 +31,22 @@
 #   bash scripts/train_shipped.sh sbgran --resume --steps 78000 --lr 2e-3 --loss mse --crop 192
 # The committed pair is N = 11,500: the graph run's step-11,500 weights (shipped in session 3, copied to
 # training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
-if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
+# Grown run (session 8, an experiment: does a larger model lift the plateau?): the shipped weights (step 61,500)
+# grown to 3 residual groups (nets.sbgran.grow_sbgran: the new group starts as the identity, same output at
+# step 0), trained with the MSE loss, 192 px crops and a fresh cosine (peak 4e-4 over 24,000 steps) into
+# training/sbgran_v3_g3 (every later session: the same command with --resume):
+#   bash scripts/train_shipped.sh sbgran-g3 [--resume]
+if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ] || [ "${1:-}" = "sbgran-g3" ]; then
   set -euo pipefail
   cd "$(dirname "$0")/.."
   PY=${PY:-.venv/bin/python}
   DATA_ROOT=${EMDEBLUR_SHARED_DATA:-../shared/data}
-  if [ "$1" = "sbgran" ]; then run=training/sbgran_v2; arch='{"graph": true}'; else run=training/sbgran_v2_nograph; arch='{"graph": false}'; fi
+  extra=()
+  if [ "$1" = "sbgran" ]; then run=training/sbgran_v2; arch='{"graph": true}'
+  elif [ "$1" = "sbgran-g3" ]; then run=training/sbgran_v3_g3; arch='{"graph": true}'
+    extra=(--init-weights src/napari_emdeblur/deblur/shipped_weights/sbgran_em_v2.pt --grow '{"n_groups": 3}'
+           --loss mse --crop 192 --lr 4e-4 --steps 24000 --snapshot-steps)
+  else run=training/sbgran_v2_nograph; arch='{"graph": false}'; fi
   shift
   mkdir -p "$run"
   nohup nice -n 10 "$PY" -m napari_emdeblur.cli train --data-root "$DATA_ROOT" \
@@ -46,7 +56,7 @@ if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ]; then
     --model-type sbgran --arch "$arch" --ranges '{"sharp_prob": 0.15, "clean_prob": 0.1}' \
     --steps 120000 --batch 8 --crop 128 --lr 5e-4 --seed 0 --threads 1 \
     --checkpoint-every 500 --log-every 50 --val-crops 32 --snapshot-steps 3000 6000 10000 15000 \
-    --out "$run" --quiet "$@" >> "$run/train.log" 2>&1 &
+    --out "$run" --quiet ${extra[@]+"${extra[@]}"} "$@" >> "$run/train.log" 2>&1 &
   echo "training $run (pid $!): tail -f $run/train.log"
   exit 0
 fi

@@ -87,13 +87,21 @@ def test_evaluate_summarise_and_render(bench, windows, tmp_path, shared_data):
         conds=conds, summary=S, records=records, n_crops=1, seed=3, beta=bench.WIENER_BETA, models=models,
         deepfocus=[], throughput=[], tp_size=2048, load=0.0, cuda=False, weights_mb=1.4, cmd="", date="today",
         machine="test", elapsed=1.0, tiling=bench.tiling_check(models["sbgran"]["model"], 640, data=shared_data),
+        ref_noise=bench.reference_noise(wins, records, conds),
     )
+    rn = ctx["ref_noise"]
+    for d in wins:  # the oracle stays below the ceiling the reference's own noise sets, and the +1 dB asks a cut
+        r = rn[d]
+        assert 0.002 < r["sigma"] < 0.2 and r["sigma_lo"] <= r["sigma"] <= r["sigma_hi"]
+        assert r["oracle_db"] < r["ceiling"] and 0 < r["noise_share"] < 1
+        assert r["cut_db"] > 1.0
     out = tmp_path / "restoration.md"
     bench.write_atomic(bench.render(ctx), out)
     md = out.read_text()
     assert "### FIB-SEM: per condition" in md and "| Gaussian sigma 2, low noise |" in md
     assert f"{T['domains'][d]['vs_oracle_wiener']:+.2f} dB" in md
     assert "| equal budget, graph on | not available |" in md
+    assert "### How far any method can go" in md and f"| FIB-SEM | {255 * rn['FIB-SEM']['sigma']:.1f} (" in md
     assert list(tmp_path.glob(".*.tmp")) == []
     tiling = ctx["tiling"]
     assert [(r["tile"], r["overlap"]) for r in tiling] == [(512, 32), (256, 32)]
@@ -101,6 +109,25 @@ def test_evaluate_summarise_and_render(bench, windows, tmp_path, shared_data):
     # the semi-blind model estimates the PSF per window, so windows differ a little more than a blind model's
     # would; a seam would show as large errors along window borders (p999)
     assert all(r["p999"] <= 24 and r["mean"] < 2.5 for r in tiling), tiling
+
+
+def test_reference_noise_ceiling_and_the_cut_a_target_needs(bench, windows):
+    """Exact arithmetic on a hand-made oracle record: the ceiling is the reference noise's PSNR, and a target
+    above it needs an infinite cut."""
+    from napari_emdeblur.qc.psf import estimate_psf_tiles
+
+    conds = [bench.conditions()[1]]
+    wins = {"SBEM": windows["SBEM"]}
+    ref = np.rint(windows["SBEM"][0][1].astype(np.float64) * 255.0) / 255.0
+    n2 = float(estimate_psf_tiles(ref[None]).noise[0]) ** 2
+    ceiling = -10 * np.log10(n2)
+    rec = lambda p: [dict(domain="SBEM", cond=0, crop=0, method="wiener", psnr=p, ssim=0.5, param=None)]  # noqa: E731
+    r = bench.reference_noise(wins, rec(ceiling - 3.0), conds)["SBEM"]
+    assert np.isclose(r["ceiling"], ceiling) and np.isclose(r["oracle_db"], ceiling - 3.0)
+    m_o = n2 * 10**0.3
+    assert np.isclose(r["noise_share"], n2 / m_o)
+    assert np.isclose(r["cut_db"], 10 * np.log10((m_o - n2) / (m_o / 10**0.1 - n2)))
+    assert bench.reference_noise(wins, rec(ceiling - 0.5), conds)["SBEM"]["cut_db"] == np.inf
 
 
 def test_validation_logs_compare_the_runs_at_common_steps(bench, tmp_path):

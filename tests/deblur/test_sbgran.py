@@ -99,3 +99,26 @@ def test_tiled_output_is_seamless():
     # a seam would show as a step along the window borders: compare border columns with others
     col = diff.mean(axis=0)
     assert col.max() < 6.0
+
+
+def test_grow_sbgran_deeper_preserves_the_function_until_trained():
+    from napari_emdeblur.deblur.nets.sbgran import grow_sbgran
+
+    torch.manual_seed(2)
+    small = SBGRAN(SBGRANConfig(half_width=8, width=8, n_groups=1, n_grabs=1, n_half=1))
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.from_numpy(_texture(3, 64))[None, None]
+    params = torch.from_numpy(estimate_params(x.numpy()))
+    big = grow_sbgran(small, n_groups=3, n_half=2)
+    assert (big.cfg.n_groups, big.cfg.n_half, len(big.groups), len(big.half_in)) == (3, 2, 3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x, params), small(x, params), atol=1e-5, rtol=0)
+    # the new group and blocks are identities only until trained: their closing convs get a gradient
+    torch.nn.functional.mse_loss(big(x, params), torch.zeros_like(x)).backward()
+    assert big.groups[2].tail.weight.grad.abs().sum() > 0
+    assert big.half_out[1].c2.weight.grad.abs().sum() > 0
+    assert grow_sbgran(small) is small
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_sbgran(big, n_groups=2)

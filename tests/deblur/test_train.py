@@ -138,6 +138,8 @@ def test_adversarial_and_unet_and_fine_tune(data_dirs, tmp_path):
     gcard = load_model(g["best"])[1]
     assert gcard["architecture"]["n_groups"] == card["architecture"]["n_groups"] + 1
     assert gcard["training"]["loss"] == "MSE"
+    with pytest.raises(ValueError, match="takes width and n_groups, not"):
+        train(_cfg(data_dirs, tmp_path / "g4", steps=1, init_weights=str(res["best"]), grow={"n_half": 2}))
     with pytest.raises(ValueError, match="grow needs init_weights"):
         train(_cfg(data_dirs, tmp_path / "g2", steps=1, grow={"n_groups": 3}))
     with pytest.raises(ValueError, match="pixel_loss"):

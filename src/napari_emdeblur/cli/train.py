@@ -41,8 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the files of a previous run in OUT")
     p.add_argument("--init-weights", default=None, metavar="PATH", help="fine-tune from these weights")
     p.add_argument("--grow", type=json_object, default=None, metavar="JSON",
-                   help='with --init-weights: grow that GRAN first, e.g. \'{"n_groups": 3}\' or '
-                        '\'{"width": 40}\' (same output at step 0)')
+                   help='with --init-weights: grow that model first (same output at step 0): a GRAN\'s '
+                        '"width" / "n_groups", a semi-blind GRAN\'s "n_groups" / "n_half", e.g. \'{"n_groups": 3}\'')
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--threads", type=int_range(1), default=None, help="torch CPU threads")

@@ -146,4 +146,37 @@ class SBGRAN(nn.Module):
         return y[..., :h, :w]
 
 
-__all__ = ["SBGRAN", "SBGRANConfig", "estimate_params", "GRAB"]
+def grow_sbgran(model: SBGRAN, n_groups: int | None = None, n_half: int | None = None, seed: int = 0) -> SBGRAN:
+    """A deeper semi-blind GRAN that computes exactly what ``model`` computes.
+
+    ``n_groups``: residual groups of GRABs appended to the quarter-resolution body; ``n_half``:
+    residual blocks appended to both half-resolution stages. Every new group or block is closed
+    by a zero-initialised conv, so it starts as the identity (as :func:`.gran.grow_gran` does for
+    the blind GRAN) and only training moves it.
+    """
+    old = model.cfg
+    for name, new_n, old_n in (("groups", n_groups, old.n_groups), ("half-resolution blocks", n_half, old.n_half)):
+        if new_n is not None and new_n < old_n:
+            raise ValueError(f"cannot shrink a semi-blind GRAN from {old_n} to {new_n} {name}")
+    n_groups = old.n_groups if n_groups is None else int(n_groups)
+    n_half = old.n_half if n_half is None else int(n_half)
+    if (n_groups, n_half) == (old.n_groups, old.n_half):
+        return model
+    torch.manual_seed(seed + 1)
+    cfg = SBGRANConfig(**{**old.to_dict(), "n_groups": n_groups, "n_half": n_half})
+    new = SBGRAN(cfg).to(next(model.parameters()).device)
+    state = new.state_dict()
+    state.update(model.state_dict())  # same names for everything the old model has
+    new.load_state_dict(state)
+    with torch.no_grad():
+        for g in list(new.groups)[old.n_groups :]:
+            g.tail.weight.zero_()
+            g.tail.bias.zero_()
+        for stage in (new.half_in, new.half_out):
+            for b in list(stage)[old.n_half :]:
+                b.c2.weight.zero_()
+                b.c2.bias.zero_()
+    return new
+
+
+__all__ = ["SBGRAN", "SBGRANConfig", "estimate_params", "grow_sbgran", "GRAB"]

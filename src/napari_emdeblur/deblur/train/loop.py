@@ -75,7 +75,7 @@ class TrainConfig:
     val_crops: int = 16
     val_crop: int = 256
     init_weights: str | None = None  # start from these weights (fine-tuning)
-    grow: dict = field(default_factory=dict)  # {"width", "n_groups"}: grow the init GRAN first (gran.grow_gran)
+    grow: dict = field(default_factory=dict)  # grow the init model first (GROWABLE: gran / sbgran)
     ranges: dict = field(default_factory=dict)  # DegradationRanges overrides
     augment: bool = True
     data_root: str | None = None  # data/val entries are relative to this folder (cards name them so)
@@ -179,6 +179,26 @@ def _set_rng_state(rng: np.random.Generator, s: str) -> None:
     rng.bit_generator.state = json.loads(s)
 
 
+#: what ``--grow`` can change, per model type (each grows function-preservingly)
+GROWABLE = {"gran": ("width", "n_groups"), "sbgran": ("n_groups", "n_half")}
+
+
+def _grow(model, model_type: str, grow: dict, seed: int):
+    """``model`` grown by ``grow`` (``nets.gran.grow_gran`` / ``nets.sbgran.grow_sbgran``)."""
+    if model_type not in GROWABLE:
+        raise ValueError(f"grow applies to {' and '.join(GROWABLE)} weights, not {model_type}")
+    unknown = set(grow) - set(GROWABLE[model_type])
+    if unknown:
+        raise ValueError(f"grow of a {model_type} takes {' and '.join(GROWABLE[model_type])}, not {sorted(unknown)}")
+    if model_type == "gran":
+        from ..nets.gran import grow_gran
+
+        return grow_gran(model, seed=seed, **grow)
+    from ..nets.sbgran import grow_sbgran
+
+    return grow_sbgran(model, seed=seed, **grow)
+
+
 def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
     """Train; yields ``Progress(done=step, total=cfg.steps, stage='train', message=...)``.
 
@@ -235,14 +255,7 @@ def iter_train(cfg: TrainConfig) -> Iterator[Progress | Notice]:
             yield Notice(f"init weights are a {init_card['model_type']} model; training that type", "warning")
         model_type, _arch = init_card["model_type"], init_card["architecture"]
         if cfg.grow:
-            from ..nets.gran import grow_gran
-
-            if model_type != "gran":
-                raise ValueError("grow applies to GRAN weights only")
-            unknown = set(cfg.grow) - {"width", "n_groups"}
-            if unknown:
-                raise ValueError(f"grow takes width and n_groups, not {sorted(unknown)}")
-            model = grow_gran(model, seed=cfg.seed, **cfg.grow)
+            model = _grow(model, model_type, cfg.grow, cfg.seed)
             model.cfg.to_dict()
             yield Notice(f"grew the init weights to {cfg.grow} (same output before training)")
     elif cfg.grow:
