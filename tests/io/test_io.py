@@ -369,6 +369,26 @@ def test_save_image_roundtrip(tmp_path, name, dtype):
     assert oct(p.stat().st_mode & 0o777) != oct(0o600)  # not the private mode of mkstemp
 
 
+@pytest.mark.parametrize("name", ["o.tif", "o.ome.tif"])
+@pytest.mark.parametrize("dtype", [np.uint8, ">u2", np.int16])
+def test_save_image_streams_lazy_data_in_strips(tmp_path, name, dtype, monkeypatch):
+    """Lazy data (a stack, rows not a multiple of the strip, a big-endian dtype) is written strip by
+    strip with the same pixels and metadata as from memory."""
+    import dask.array as da
+
+    from napari_emdeblur.io import write
+
+    monkeypatch.setattr(write, "STRIP_BYTES", 48 * 7)  # 7 rows of 48 px: many strips, a short last one
+    a = (np.random.default_rng(4).random((2, 40, 48)) * 100).astype(dtype)
+    p = save_image(tmp_path / name, da.from_array(a, chunks=(1, 16, 16)), (4.6, 4.6), {"note": "x"}, z_spacing=50.0)
+    with tifffile.TiffFile(p) as tif:
+        raw = tif.series[0].asarray()
+        assert tif.pages[0].rowsperstrip == 7 // np.dtype(dtype).itemsize  # the strip size cap, in rows
+    np.testing.assert_array_equal(raw, a)
+    s = load_section(p)
+    assert s.pixel_size == pytest.approx((4.6, 4.6)) and s.metadata["emdeblur"] == {"note": "x"}
+
+
 def test_save_image_refuses_overwrite_and_input(tmp_path):
     a = _img()
     p = save_image(tmp_path / "a.tif", a)

@@ -165,7 +165,7 @@ class _CountingArray:
         return out
 
 
-@pytest.mark.parametrize("name", ["corrected.ome.tif", "corrected.zarr"])
+@pytest.mark.parametrize("name", ["corrected.ome.tif", "corrected.zarr", "corrected.tif"])
 def test_export_of_the_corrected_layer_streams_block_by_block(tmp_path, name):
     """The writer reads a corrected lazy section in blocks (never the whole level at once), and
     what it writes is the corrected image."""
@@ -183,4 +183,9 @@ def test_export_of_the_corrected_layer_streams_block_by_block(tmp_path, name):
     assert base.reads and max(base.reads) <= base.a.size // 2, max(base.reads)
     back = emio.load_section(out)
     np.testing.assert_array_equal(np.asarray(back.data), expect)
-    assert back.multiscale
+    assert back.multiscale  # from the file's levels, or (plain TIFF: none) built by the reader
+    if name == "corrected.tif":  # ImageJ TIFF without tiles: written strip by strip
+        import tifffile
+
+        with tifffile.TiffFile(out) as tif:
+            assert tif.is_imagej and len(tif.pages[0].dataoffsets) > 1

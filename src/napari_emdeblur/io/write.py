@@ -37,6 +37,7 @@ from .values import as_lazy, is_dask_array
 __all__ = ["export_levels", "input_conflict", "iter_pyramid_blocks", "not_a_folder", "save_image", "save_ome_zarr"]
 
 TIFF_TILE = 512  # tile size of pyramidal OME-TIFF outputs
+STRIP_BYTES = 1 << 26  # largest strip of a TIFF streamed from lazy data (64 MB)
 
 
 def export_levels(shape: Sequence[int], levels: int | None = None) -> int:
@@ -90,6 +91,25 @@ def _tiles_of(arr: Any, tile: int) -> Iterator[np.ndarray]:
                 if t.shape != (tile, tile):
                     t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1])))
                 yield t
+
+
+def _strip_rows(data: Any) -> int:
+    """Rows per strip when lazy ``data`` is streamed into a TIFF without tiles: the data's own
+    row blocks (a lazy mosaic reads each tile file once per band), at most :data:`STRIP_BYTES`."""
+    row_bytes = max(1, int(data.shape[-1]) * np.dtype(data.dtype).itemsize)
+    cap = max(1, STRIP_BYTES // row_bytes)
+    chunks = getattr(data, "chunks", None)
+    rows = int(max(chunks[-2])) if chunks else cap
+    return max(1, min(rows, cap, int(data.shape[-2])))
+
+
+def _strips(data: Any, rows: int, dt: np.dtype) -> Iterator[bytes]:
+    """The strips of a 2-D or (z, y, x) array as bytes, plane by plane (what tifffile takes for an
+    image without tiles); only one band of ``rows`` rows is in memory at a time."""
+    planes = [data] if data.ndim == 2 else (data[z] for z in range(data.shape[0]))
+    for plane in planes:
+        for y in range(0, int(plane.shape[0]), rows):
+            yield np.ascontiguousarray(np.asarray(plane[y : y + rows]), dtype=dt).tobytes()
 
 
 def _write_tiff_pyramid(tmp: Any, data: Any, n_levels: int, md: dict, big: bool, scratch: Path) -> None:
@@ -238,20 +258,22 @@ def save_image(
         raise ValueError(f"can only save 2-D or (z, y, x) images, got shape {tuple(data.shape)}")
     ps = _norm_pixel(pixel_size)
     _check_target(path, overwrite, protect)
-    dt = np.dtype(data.dtype)
+    dt = np.dtype(data.dtype).newbyteorder("=")
     meta_json = json.dumps(json_safe(metadata or {}))
     lazy = is_dask_array(data)
     shape = tuple(int(s) for s in data.shape)
     n_levels = export_levels(shape, levels) if suf.startswith(".ome") else 1
     payload: Any = None
+    kw: dict = {}
     if n_levels > 1:
         pass  # streamed block by block by _write_tiff_pyramid
-    elif lazy and data.ndim == 3:
-        payload = (np.asarray(data[i]) for i in range(shape[0]))
+    elif lazy:  # strip by strip: never the whole image in memory
+        rows = _strip_rows(data)
+        payload = _strips(data, rows, dt)
+        kw = {"shape": shape, "dtype": dt, "rowsperstrip": rows}
     else:
         payload = np.asarray(data)
     big = int(np.prod(shape)) * dt.itemsize * (4 if n_levels > 1 else 3) // 3 > 2**31 - 2**25
-    kw: dict = {"shape": shape, "dtype": dt} if not isinstance(payload, np.ndarray) else {}
 
     def write(tmp) -> None:  # tmp: the open temporary file
         if suf.startswith(".ome"):
