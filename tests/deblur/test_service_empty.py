@@ -33,3 +33,9 @@ def test_empty_tiles_are_never_corrected(shared_data, tmp_path):
     done = {(m.row, m.col) for m in msgs if isinstance(m, TileResult)}
     assert done == {(1, 0)}
     assert any(isinstance(m, Notice) and "without tissue signal" in m.message for m in msgs)
+    # the first notice names the device, and how many GPUs there are to choose from (the dock offers cuda:N)
+    import torch
+
+    first = next(m for m in msgs if isinstance(m, Notice) and m.info and "device" in m.info)
+    assert first.info["device"] == "cpu"
+    assert first.info["gpus"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)

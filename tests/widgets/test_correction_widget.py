@@ -457,6 +457,24 @@ def test_long_device_names_do_not_widen_the_dock(make_napari_viewer):
     assert cw.native.minimumSizeHint().width() <= max(narrow, 420)
 
 
+def test_several_gpus_are_offered_one_by_one(make_napari_viewer):
+    """The correction process reports how many GPUs it sees (its first notice; the service test
+    checks it): with several, each is a menu entry (cuda:N) that reaches the run's parameters; with
+    one or none the menu stays as it was."""
+    cw = CorrectionWidget(make_napari_viewer())
+    before = tuple(cw.device_combo.choices)
+    cw._offer_gpus(1)
+    assert tuple(cw.device_combo.choices) == before
+    cw.device_combo.value = "cpu"
+    cw._offer_gpus(3)
+    assert {"cuda:0", "cuda:1", "cuda:2"} <= set(cw.device_combo.choices)
+    assert cw.device_combo.value == "cpu"  # the choice is kept
+    cw.device_combo.value = "cuda:1"
+    assert cw.params().device == "cuda:1"
+    cw._offer_gpus(3)  # again: no duplicates
+    assert list(cw.device_combo.choices).count("cuda:1") == 1
+
+
 def test_error_messages_lead_with_the_key_words(flow, tmp_path):
     from napari.utils.notifications import notification_manager
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["cuda_device_for_worker", "device_name", "is_gpu", "release_memory", "resolve_device"]
+__all__ = ["cuda_device_for_worker", "device_name", "gpu_count", "is_gpu", "release_memory", "resolve_device"]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -70,6 +70,14 @@ def device_name(device: torch.device) -> str:
     except Exception:  # pragma: no cover - best effort
         pass
     return str(device)
+
+
+def gpu_count() -> int:
+    """How many CUDA devices this process sees (0 without CUDA): ``cuda:0`` .. ``cuda:N-1``."""
+    try:
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - a broken driver reads as no GPU
+        return 0
 
 
 def release_memory(device: torch.device) -> None:

@@ -171,7 +171,7 @@ def iter_correct(
         Also yielded as the last message.
     """
     from .cache import get_model
-    from .device import device_name, release_memory, resolve_device
+    from .device import device_name, gpu_count, release_memory, resolve_device
     from .infer import InferenceParams, NonFiniteOutputError
 
     params.validate()
@@ -196,7 +196,7 @@ def iter_correct(
     }
     total = sum(len(ij) for ij in work.values())
     yield Notice(f"Correcting {total} tiles on {meta['device']} ({params.precision}, tile {tile}, batch {batch})",
-                 info={k: meta[k] for k in ("device", "precision", "tile", "batch")})
+                 info={**{k: meta[k] for k in ("device", "precision", "tile", "batch")}, "gpus": gpu_count()})
     reports: list[TileReport] = []
     skipped: list[list[int]] = []
     meta["skipped_empty"] = skipped

@@ -95,7 +95,8 @@ def _tiles_of(arr: Any, tile: int) -> Iterator[np.ndarray]:
 
 def _strip_rows(data: Any) -> int:
     """Rows per strip when lazy ``data`` is streamed into a TIFF without tiles: the data's own
-    row blocks (a lazy mosaic reads each tile file once per band), at most :data:`STRIP_BYTES`."""
+    row blocks (a lazy mosaic reads each tile file once per band), at most :data:`STRIP_BYTES`.
+    """
     row_bytes = max(1, int(data.shape[-1]) * np.dtype(data.dtype).itemsize)
     cap = max(1, STRIP_BYTES // row_bytes)
     chunks = getattr(data, "chunks", None)
@@ -105,7 +106,8 @@ def _strip_rows(data: Any) -> int:
 
 def _strips(data: Any, rows: int, dt: np.dtype) -> Iterator[bytes]:
     """The strips of a 2-D or (z, y, x) array as bytes, plane by plane (what tifffile takes for an
-    image without tiles); only one band of ``rows`` rows is in memory at a time."""
+    image without tiles); only one band of ``rows`` rows is in memory at a time.
+    """
     planes = [data] if data.ndim == 2 else (data[z] for z in range(data.shape[0]))
     for plane in planes:
         for y in range(0, int(plane.shape[0]), rows):

@@ -217,6 +217,17 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         except Exception as e:  # e.g. cuda asked but absent
             return f"unavailable: {e}"
 
+    def _offer_gpus(self, n: int) -> None:
+        """With several GPUs (as the correction process found them), offer each one (``cuda:N``)."""
+        if n < 2:
+            return
+        extra = tuple(f"cuda:{i}" for i in range(n))
+        choices = tuple(self.device_combo.choices)
+        if not set(extra) <= set(choices):
+            current = self.device_combo.value
+            self.device_combo.choices = DEVICE_CHOICES + extra
+            self.device_combo.value = current
+
     @property
     def corrected_layer(self):
         return layer_by_name(self._viewer, f"{self.source_name} corrected") if self.source_name else None
@@ -464,6 +475,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         if isinstance(msg, Notice) and msg.info and "device" in msg.info:
             self.device_label.value = f"-> {msg.info['device']}"
             self._meta["device"] = msg.info["device"]
+            self._offer_gpus(int(msg.info.get("gpus") or 0))
         if not self._layers_ready:
             self._create_layers()
         if isinstance(msg, PreparedTile):
