@@ -184,13 +184,12 @@ def _probe_tools():
 
 
 def pause_summary(probe) -> dict:
-    g = np.asarray(probe.gaps) - probe.interval_ms if probe.gaps else np.zeros(1)
-    return {"longest_ms": round(float(g.max()), 1), "p99_ms": round(float(np.percentile(g, 99)), 1),
-            "over_200ms": int((g > 200).sum()), "ticks": len(probe.gaps),
-            "long_pauses": [list(p) for p in sorted(sorted(probe.long_pauses, key=lambda p: -p[1])[:30])],  # the 30 longest
-            # where the long pauses were spent (PauseProbe stacks): every pause over 200 ms, at least the 30 longest
-            "pause_sites": [[t, ms, [list(x) for x in sites]] for t, ms, sites in sorted(
-                sorted(getattr(probe, "pause_sites", []), key=lambda p: -p[1])[:max(30, int((g > 200).sum()))])]}
+    """The probe's summary (``PauseProbe.summary``) under this benchmark's names: the 30 longest pauses, and
+    where every pause over 200 ms (at least the 30 longest) was spent."""
+    s = probe.summary(keep=30, all_over_ms=200.0)
+    return {"longest_ms": s["longest_pause_ms"], "p99_ms": s["p99_pause_ms"], "over_200ms": s["pauses_over_200ms"],
+            "ticks": s["ticks"], "long_pauses": [list(p) for p in s["long_pauses"]],
+            "pause_sites": [[t, ms, [list(x) for x in sites]] for t, ms, sites in s.get("pause_sites", [])]}
 
 
 # ----------------------------------------------------------------------------- one variant (child process)

@@ -42,3 +42,19 @@ def test_stack_site_names_the_innermost_frames_and_this_package():
 
     site = stack_site(sys._current_frames()[__import__("threading").get_ident()], depth=2)
     assert site.split(" < ")[0].startswith(f"{__name__}:test_stack_site_names_the_innermost_frames_and_this_package:")
+
+
+def test_summary_keeps_the_longest_pauses_in_time_order(qtbot):
+    """The kept long pauses are the longest ones (not the first ones), listed in time order; pause
+    sites additionally keep every pause over ``all_over_ms``."""
+    probe = PauseProbe(10, log_over_ms=100, stacks=True)
+    pauses = [(0.1, 150.0), (0.5, 400.0), (0.9, 120.0), (1.3, 300.0), (1.7, 250.0)]
+    probe.gaps = [10.0 + ms for _, ms in pauses] + [10.0] * 20
+    probe.long_pauses = list(pauses)
+    probe.pause_sites = [(t, ms, [("f", 1)]) for t, ms in pauses]
+    s = probe.summary(keep=2)
+    assert s["long_pauses"] == [(0.5, 400.0), (1.3, 300.0)]
+    assert [p[:2] for p in s["pause_sites"]] == [(0.5, 400.0), (1.3, 300.0)]
+    assert s["pauses_over_200ms"] == 3 and s["longest_pause_ms"] == 400.0
+    s = probe.summary(keep=2, all_over_ms=200)
+    assert [p[1] for p in s["pause_sites"]] == [400.0, 300.0, 250.0]

@@ -138,16 +138,22 @@ class PauseProbe(QObject):
         """How many pauses were longer than ``ms``."""
         return int(sum(g - self.interval_ms > ms for g in self.gaps))
 
-    def summary(self) -> dict[str, Any]:
-        """Longest and 99th-percentile pause, counts over 100 / 200 ms, ticks and the long pauses
-        (with ``stacks``: also ``pause_sites``, the 40 longest pauses with where they were spent).
+    def summary(self, keep: int = 40, all_over_ms: float | None = None) -> dict[str, Any]:
+        """Longest and 99th-percentile pause, counts over 100 / 200 ms, ticks, and the ``keep``
+        longest long pauses in time order (with ``stacks``: also ``pause_sites``, the same for where
+        they were spent, plus every pause over ``all_over_ms`` when given).
         """
         p = np.asarray(self.gaps, float) - self.interval_ms if self.gaps else np.zeros(1)
+
+        def longest(items: list, n: int) -> list:
+            return sorted(sorted(items, key=lambda e: -e[1])[:n])
+
         out = {"longest_pause_ms": round(float(p.max()), 1), "p99_pause_ms": round(float(np.percentile(p, 99)), 1),
                "pauses_over_100ms": int((p > 100).sum()), "pauses_over_200ms": int((p > 200).sum()),
-               "ticks": len(self.gaps), "long_pauses": list(self.long_pauses[:40])}
+               "ticks": len(self.gaps), "long_pauses": longest(self.long_pauses, keep)}
         if self.stacks:
-            out["pause_sites"] = sorted(sorted(self.pause_sites, key=lambda p: -p[1])[:40])
+            n_over = int((p > all_over_ms).sum()) if all_over_ms is not None else 0
+            out["pause_sites"] = longest(self.pause_sites, max(keep, n_over))
         return out
 
     def __enter__(self) -> "PauseProbe":
