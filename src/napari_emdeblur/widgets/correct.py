@@ -401,8 +401,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                     blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False,
                 )
                 view.show_later(review, self._sync, self.native)
-            else:
+            else:  # a run on another grid: new data, and the placement that goes with it
                 review.data = disp
+                review.scale, review.translate = scale, translate
                 review.metadata[REVIEW_KEY] = review_meta
             read_only(review)
 

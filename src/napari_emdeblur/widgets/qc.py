@@ -296,6 +296,7 @@ class QCWidget(Container):
             notify(str(e), "error")
             return
         tiles = layer_tiles(layer)
+        review_view(self._viewer).run_pending(self.native)  # the last run's layers, complete, before its state goes
         self._sync = sync
         self._start(layer, data, params, tiles)
         if tiles:
@@ -505,6 +506,10 @@ class QCWidget(Container):
             return
         finite = r.scores[np.isfinite(r.scores)]
         self._refresh_layers_throttled(force=True, final=True)
+        stopped = self._stopped_text(r)
+        if finite.size == 0 and stopped:  # cancelled before anything was scored: say so, not "empty"
+            notify(stopped, "warning")
+            return
         if finite.size == 0:
             n_empty = 0 if r.empty is None else int(r.empty.sum())
             if n_empty:  # nothing to judge, but the empty tiles are shown and counted
@@ -549,14 +554,8 @@ class QCWidget(Container):
                   self.auto_btn, self.export_btn):
             w.enabled = True
         elapsed = time.perf_counter() - self._t0
-        if r.by_file:
-            if r.acquisition is None:
-                n_done = int(self.progress.value)
-                notify(f"Scoring stopped: {n_done} of {len(r.scores)} acquisition tiles scored", "warning")
-        else:
-            done = len(self._sections_done)  # (empty and too-small tiles stay NaN in a finished section)
-            if done < r.scores.shape[0]:
-                notify(f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored", "warning")
+        if stopped:
+            notify(stopped, "warning")
         self._draw_histogram()
         if r.px_mode:  # px thresholds transfer between datasets: start from the defaults
             self.set_thresholds_px(*DEFAULT_BLUR_PX)
@@ -564,6 +563,17 @@ class QCWidget(Container):
             self.suggest_thresholds()
         unit = "acquisition tiles" if r.by_file else "tiles"
         self.hover_label.value = f"{r.scores[np.isfinite(r.scores)].size} {unit} scored in {elapsed:.1f} s"
+
+    def _stopped_text(self, r: QCResult) -> str | None:
+        """"Scoring stopped: ..." when the run ended before scoring everything, else None."""
+        if r.by_file:
+            if r.acquisition is None:
+                return f"Scoring stopped: {int(self.progress.value)} of {len(r.scores)} acquisition tiles scored"
+            return None
+        done = len(self._sections_done)  # (empty and too-small tiles stay NaN in a finished section)
+        if done < r.scores.shape[0]:
+            return f"Scoring stopped: {done} of {r.scores.shape[0]} sections scored"
+        return None
 
     def show(self, what: str) -> None:
         """Show the blur map in px (``"blur (px)"``) or the focus score (``"focus score"``) as the heatmap."""
@@ -629,7 +639,7 @@ class QCWidget(Container):
             data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile), length=1.0,
             edge_color="#7cff4f", vector_style="line", scale=scale, translate=translate, ndim=nd, features=feats,
             metadata=meta, visible=False)  # added hidden: its first paint a set-up step of its own
-        review_view(self._viewer).show_later(layer, getattr(self, "_sync", True), self.native)
+        review_view(self._viewer).show_later(layer, getattr(self, "_sync", True), self.native, in_grid=False)
 
     # ------------------------------------------------------------------ thresholds
     def suggest_thresholds(self) -> None:

@@ -64,6 +64,7 @@ class ReviewMixin:
             view.colorbar_later(layer, self._sync, self.native)
         else:
             layer.data = disp
+            layer.scale, layer.translate = scale, translate
 
     def _arrange(self) -> None:
         """Overlay order after adding a layer (the grid keeps its own until toggled back)."""
@@ -78,14 +79,18 @@ class ReviewMixin:
         """
         if not self.reports:
             return
+        # the QC heatmap of this image on this run's grid (a QC on another tile size is another grid)
         qc_heat = next((l for l in self._viewer.layers if l.metadata.get(HEATMAP_KEY, {}).get("source")
-                        == self.source_name and "metric" in l.metadata[HEATMAP_KEY]), None)
+                        == self.source_name and "metric" in l.metadata[HEATMAP_KEY]
+                        and l.metadata[HEATMAP_KEY].get("tile") == self.grid.tile), None)
         metric = self._qc_metric or (qc_heat.metadata[HEATMAP_KEY]["metric"] if qc_heat is not None
                                      else DEFAULT_METRIC)
         after = np.full(self._review.shape, np.nan, np.float32)
         if qc_heat is not None and qc_heat.metadata[HEATMAP_KEY].get("metric") == metric:
             base = np.asarray(qc_heat.metadata[HEATMAP_KEY]["scores"], np.float32)  # the QC grid's scores
-            after[:] = base if base.ndim == 3 else base[None]
+            base = base if base.ndim == 3 else base[None]
+            if base.shape == after.shape:
+                after[:] = base
         for z, before in self._before.items():  # scores before (NaN where a lazy run scored none)
             after[z] = np.where(np.isfinite(before), before, after[z])
         before_after = {}
@@ -109,8 +114,9 @@ class ReviewMixin:
                                            visible=False, metadata={HEATMAP_KEY: meta})
             self._arrange()
             review_view(self._viewer).colorbar_later(layer, self._sync, self.native)  # a step of its own
-        else:
+        else:  # a run on another grid: new data, and the placement that goes with it
             layer.data = disp
+            layer.scale, layer.translate = scale, translate
             layer.metadata[HEATMAP_KEY] = meta
         if qc_heat is not None:
             layer.contrast_limits = qc_heat.contrast_limits  # same colour scale: before vs after

@@ -124,6 +124,8 @@ class ReviewView:
         self._zoomed_out: bool | None = None
         self._saved_visibility: dict[str, bool] | None = None
         self._grid_panels: list[str] = []
+        self._grid_args: tuple[str, str | None] | None = None  # (source, ground truth) of the grid shown
+        self._after_grid: list[Any] = []  # weak refs of layers to show when the overlay comes back
         self._steps: list[Any] = []
         self._step_scheduled = False
         self._watched: set[int] = set()
@@ -157,6 +159,17 @@ class ReviewView:
                 _CloseWatch(self, win)
         self._steps.append((owner, win, fn, display))
         self._schedule_step()
+
+    def run_pending(self, owner: Any) -> None:
+        """Run now the set-up steps ``owner`` queued, in order (e.g. a dock's last run's, before its
+        next run replaces the state they read).
+        """
+        mine = [st for st in self._steps if st[0] is owner]
+        if not mine:
+            return
+        self._steps = [st for st in self._steps if st[0] is not owner]
+        for _, _, fn, _ in mine:
+            fn()
 
     @property
     def idle(self) -> bool:
@@ -258,8 +271,10 @@ class ReviewView:
         if flags is not None:
             read_only(flags)
             source = (flags.metadata.get(DECISIONS_KEY) or {}).get("source")
-            if source:
+            if source and not self.viewer.canvas.grid.enabled:
                 self.overlay_order(source)
+            elif source and self._grid_args is not None and self._grid_args[0] == source:
+                self.show_grid(*self._grid_args, reset_view=False)  # the panels again, with the new flags
         ratio = self._image_px_per_screen_px()
         self._zoomed_out = None if ratio is None else ratio > ZOOMED_OUT
         for layer in (flags, heat, blur):
@@ -278,13 +293,18 @@ class ReviewView:
         """
         self.later(lambda: self.colorbar(layer) if self._alive(layer) else None, sync, owner, display=True)
 
-    def show_later(self, layer: Any, sync: bool = False, owner: Any = None) -> None:
+    def show_later(self, layer: Any, sync: bool = False, owner: Any = None, in_grid: bool = True) -> None:
         """Show ``layer`` (added hidden) in a set-up step of its own (:meth:`later`): its first paint
-        is then a pause of its own.
+        is then a pause of its own. ``in_grid=False``: a layer that is no panel of the grid view
+        (e.g. astigmatism lines) waits, while the grid is shown, for the overlay view.
         """
         def show() -> None:
-            if self._alive(layer) and not layer.visible:
-                layer.visible = True
+            if not self._alive(layer) or layer.visible:
+                return
+            if not in_grid and self.viewer.canvas.grid.enabled:
+                self._after_grid.append(weakref.ref(layer))
+                return
+            layer.visible = True
 
         self.later(show, sync, owner, display=True)
 
@@ -379,8 +399,8 @@ class ReviewView:
     def _names(self, source: str, gt: str | None) -> dict[str, list[str]]:
         return {
             "images": [source, f"{source} corrected"] + ([gt] if gt else []),
-            "tints": [f"{source} focus", f"{source} corrected focus", f"{source} PSNR gain"],
-            "marks": [f"{source} flagged", f"{source} review"],
+            "tints": [f"{source} focus", f"{source} blur (px)", f"{source} corrected focus", f"{source} PSNR gain"],
+            "marks": [f"{source} flagged", f"{source} astigmatism", f"{source} review"],
         }
 
     def _reorder(self, wanted: list[Any]) -> None:
@@ -410,10 +430,11 @@ class ReviewView:
             self._reorder(present)
         return [x.name for x in present]
 
-    def show_grid(self, source: str, gt: str | None = None) -> list[str]:
+    def show_grid(self, source: str, gt: str | None = None, reset_view: bool = True) -> list[str]:
         """Side by side: labelled panels original | corrected | ground truth, left to right, each
         with its marks (flag outlines on the original, review marks on the corrected, PSNR gain on
-        the ground truth). Returns the panel names.
+        the ground truth). Returns the panel names. ``reset_view``: fit the panels in the canvas
+        (not when the panels are only regrouped, e.g. after a new QC of the image shown).
         """
         v = self.viewer
         names = self._names(source, gt)
@@ -460,8 +481,10 @@ class ReviewView:
         grid.shape = (1, len(panels))
         grid.spacing = GRID_SPACING
         grid.enabled = True
-        v.reset_view()
+        if reset_view:
+            v.reset_view()
         self._grid_panels = [img.name for img, _ in panels]
+        self._grid_args = (source, gt)
         return list(self._grid_panels)
 
     def show_overlay(self, source: str, gt: str | None = None) -> list[str]:
@@ -481,8 +504,14 @@ class ReviewView:
         corrected = layer_by_name(v, f"{source} corrected")
         if corrected is not None:
             corrected.visible = True
+        waiting, self._after_grid = self._after_grid, []
+        for ref in waiting:  # added while the grid was shown, for the overlay
+            layer = ref()
+            if layer is not None and self._alive(layer):
+                layer.visible = True
         self._saved_visibility = None
         self._grid_panels = []
+        self._grid_args = None
         order = self.overlay_order(source, gt)
         self.apply_zoom(force=self._zoomed_out is not None)
         return order

@@ -1,0 +1,172 @@
+"""Less-travelled sequences a proofreader runs into: scoring and correcting on different grids, a new
+QC while the grid view is shown, two images scored back to back, a cancel before anything was scored,
+layers of the user's that share the plugin's names, the corrected layer renamed or removed mid-run
+(real viewer, shipped weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import synthetic_section  # noqa: E402
+
+from napari_emdeblur.widgets.correct import CorrectionWidget  # noqa: E402
+from napari_emdeblur.widgets.qc import QCWidget  # noqa: E402
+from napari_emdeblur.widgets.view import review_view  # noqa: E402
+
+
+def _image(shape=(256, 256), seed=0) -> np.ndarray:
+    return synthetic_section(shape, seed=seed, soft=[(0, 0)], retake=[(1, 1)], tile=128)
+
+
+@pytest.fixture
+def docks(make_napari_viewer):
+    viewer = make_napari_viewer()
+    qc, cw = QCWidget(viewer), CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(qc)
+    viewer.window.add_dock_widget(cw)
+    cw.device_combo.value = "cpu"
+    return viewer, qc, cw
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def rec(n):
+        seen.append((str(n.severity), str(n.message)))
+
+    notification_manager.notification_ready.connect(rec)
+    yield seen
+    notification_manager.notification_ready.disconnect(rec)
+
+
+def _score(qc, name: str, tile: int, flag_all: bool = True) -> None:
+    qc.layer_combo.value = name
+    qc.tile_spin.value = tile
+    qc.run(sync=True)
+    if flag_all:
+        qc.set_thresholds_px(0.1, 50)  # every tile "correct"
+
+
+def _names(viewer) -> list[str]:
+    return [x.name for x in viewer.layers]
+
+
+def test_corrected_focus_on_another_grid_than_the_qc(docks):
+    """QC at 128 px, a rectangle corrected at a 64 px QC tile: the corrected-focus map is made on the
+    correction's grid (it broadcast the QC's 2 x 2 scores into 4 x 4 and raised at the end of the run);
+    re-scoring at another tile size later does not break Revert / Accept either."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    viewer.add_shapes([np.array([[0, 0], [100, 100]])], shape_type="rectangle", name="rect")
+    cw.layer_combo.value = "sec"
+    cw.tiles_combo.value = "rectangle (Shapes)"
+    cw.shapes_combo.value = "rect"
+    cw.qc_tile_spin.value = 64
+    cw.run(sync=True)
+    focus = viewer.layers["sec corrected focus"]
+    assert focus.data.shape == (4, 4) and focus.scale[-1] == pytest.approx(64)
+    assert np.isfinite(cw.after_scores).sum() >= len(cw.reports) > 0
+    _score(qc, "sec", 256)  # another grid again
+    key = sorted(cw.reports)[0]
+    cw.review(*key, "revert")
+    cw.review(*key, "accept")
+    assert cw.reports[key].accepted is True
+
+
+def test_a_second_run_on_another_grid_places_the_review_layers_anew(docks):
+    """The marks, corrected-focus and PSNR-gain layers of a second run at another QC tile get that grid's
+    scale and offset (they kept the first run's and covered twice the image)."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    viewer.add_image(_image(), name="gt")
+    cw.layer_combo.value = "sec"
+    cw.gt_combo.value = "gt"
+    for tile in (128, 64):
+        _score(qc, "sec", tile)
+        cw.run(sync=True)
+        for name in ("sec review", "sec corrected focus", "sec PSNR gain"):
+            layer = viewer.layers[name]
+            assert layer.data.shape == (256 // tile, 256 // tile), name
+            assert layer.scale[-1] == pytest.approx(tile), name
+            edge = layer.extent.world[1][-1] + layer.scale[-1] / 2  # far edge of the last pixel
+            assert edge == pytest.approx(viewer.layers["sec"].extent.world[1][-1] + 0.5), name
+
+
+def test_rescoring_while_the_grid_is_shown_keeps_the_panels(docks):
+    """A new QC of the image shown in the grid view regroups the panels (the new flags on the
+    original's panel, the corrected image beside it: it slid over the original), and the astigmatism
+    lines wait for the overlay view."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+    cw.toggle_view()
+    view = review_view(viewer)
+    names = ["sec", "sec corrected", "sec flagged", "sec review"]
+    before = view.grid_positions(names)
+    assert before["sec"] != before["sec corrected"]
+    _score(qc, "sec", 128, flag_all=False)
+    assert view.grid_positions(names) == before
+    assert viewer.canvas.grid.enabled
+    astig = viewer.layers["sec astigmatism"]
+    assert not astig.visible
+    cw.toggle_view()
+    assert astig.visible and not viewer.canvas.grid.enabled
+
+
+def test_scoring_b_right_after_a_keeps_all_of_a(docks, qtbot):
+    """A's layers are all set up even when B's run starts before A's set-up steps ran (they were
+    dropped: A kept only a hidden heatmap, and correcting A said it had no QC result)."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(seed=1), name="A")
+    viewer.add_image(_image(seed=2), name="B", translate=(0, 300))
+    qc.tile_spin.value = 128
+    qc.layer_combo.value = "A"
+    qc.run()
+    qtbot.waitUntil(lambda: qc.worker is None, timeout=60_000)
+    qc.layer_combo.value = "B"
+    qc.run()
+    qtbot.waitUntil(lambda: qc.idle, timeout=60_000)
+    for s in ("A", "B"):
+        for suffix in ("focus", "flagged", "blur (px)"):
+            assert f"{s} {suffix}" in viewer.layers, (s, suffix, _names(viewer))
+        assert viewer.layers[f"{s} flagged"].visible
+    cw.layer_combo.value = "A"
+    cw.run(sync=True)  # A's QC result is there to correct from
+    assert cw.status.value.endswith("to check by eye")
+
+
+def test_qc_tints_sit_under_the_flags_and_marks(docks):
+    """The blur (px) tint (the default one) is stacked with the tints, under the flags and the review
+    marks; the astigmatism lines with the marks."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    order = _names(viewer)
+    assert order.index("sec blur (px)") < order.index("sec flagged") < order.index("sec astigmatism")
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+    order = _names(viewer)
+    assert order.index("sec blur (px)") < order.index("sec flagged") < order.index("sec review")
+    assert order.index("sec corrected") < order.index("sec blur (px)")
+
+
+def test_a_cancel_before_anything_was_scored_says_so(docks, qtbot, notes):
+    viewer, qc, _ = docks
+    viewer.add_image(np.stack([_image((512, 512), seed=s) for s in range(4)]), name="sec")
+    qc.layer_combo.value = "sec"
+    qc.tile_spin.value = 128
+    qc.run()
+    qc.cancel()
+    qtbot.waitUntil(lambda: qc.idle, timeout=60_000)
+    said = [m for _, m in notes]
+    assert any(m.startswith("Scoring stopped:") and m.endswith("of 4 sections scored") for m in said), said
+    assert not any("No tile could be scored" in m for m in said), said
