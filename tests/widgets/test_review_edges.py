@@ -170,3 +170,60 @@ def test_a_cancel_before_anything_was_scored_says_so(docks, qtbot, notes):
     said = [m for _, m in notes]
     assert any(m.startswith("Scoring stopped:") and m.endswith("of 4 sections scored") for m in said), said
     assert not any("No tile could be scored" in m for m in said), said
+
+
+def test_layers_of_the_user_named_like_ours_are_left_alone(docks, notes):
+    """A user's layer under a name the plugin uses is neither removed nor overwritten: the run is
+    refused with one line saying which layer is in the way (QC removed a user's Points layer called
+    '<image> focus', and a correction wrote into a user's image called '<image> corrected')."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    points = viewer.add_points(np.array([[10.0, 10.0]]), name="sec focus")
+    qc.layer_combo.value = "sec"
+    qc.run(sync=True)
+    assert any(p is points for p in viewer.layers) and "sec flagged" not in viewer.layers
+    assert "'sec focus' is in the way" in notes[-1][1] and notes[-1][0] == "error"
+    viewer.layers.remove(points)
+    mine = viewer.add_image(np.zeros((256, 256), np.uint8), name="sec corrected")
+    cw.layer_combo.value = "sec"
+    cw.tiles_combo.value = "all"
+    cw.run(sync=True)
+    assert "'sec corrected' is in the way" in notes[-1][1]
+    assert not cw.reports and not mine.data.any()
+    mine.name = "an earlier export"
+    cw.run(sync=True)
+    assert cw.corrected_layer is not mine and cw.reports and not mine.data.any()
+
+
+def _threaded_run(qc, cw, qtbot) -> int:
+    _score(qc, "sec", 64)
+    cw.use_process = False  # a thread: starts fast (the process path is tested elsewhere)
+    cw.layer_combo.value = "sec"
+    cw.batch_spin.value = 1
+    n = int((qc.result.decisions > 0).sum())
+    cw.run()
+    qtbot.waitUntil(lambda: len(cw.reports) >= 1, timeout=120_000)
+    return n
+
+
+def test_the_corrected_layer_renamed_mid_run_keeps_filling(docks, qtbot):
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    n = _threaded_run(qc, cw, qtbot)
+    layer = viewer.layers["sec corrected"]
+    layer.name = "my corrected"
+    qtbot.waitUntil(lambda: cw.idle, timeout=120_000)
+    assert len(cw.reports) == n > 1  # every tile kept (tiles after the rename were dropped)
+    assert cw.corrected_layer is layer
+    assert len(layer.metadata["emdeblur_correction"]["corrected_tiles"]) == n
+
+
+def test_the_corrected_layer_removed_mid_run_stops_it_saying_so(docks, qtbot, notes):
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    n = _threaded_run(qc, cw, qtbot)
+    viewer.layers.remove("sec corrected")
+    qtbot.waitUntil(lambda: cw.idle, timeout=120_000)
+    said = [m for _, m in notes if "was removed" in m]
+    assert len(said) == 1 and said[0].startswith("The corrected layer of 'sec' was removed: correction stopped")
+    assert len(cw.reports) < n

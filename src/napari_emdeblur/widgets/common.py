@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,6 +71,35 @@ def layer_by_name(viewer: "napari.Viewer", name: str | None):
         return viewer.layers[name]
     except (KeyError, ValueError):
         return None
+
+
+_MADE: "weakref.WeakSet[Any]" = weakref.WeakSet()  # the layers the docks made (in this process)
+
+
+def made_here(layer: Any) -> Any:
+    """Mark ``layer`` as one the plugin's docks made (and may replace or remove); returns it."""
+    _MADE.add(layer)
+    return layer
+
+
+def plugin_layer(viewer: "napari.Viewer", name: str | None):
+    """The layer called ``name`` if the plugin's docks made it, else None: a layer of the user's
+    that happens to have the name is never taken for ours (nor replaced, nor removed).
+    """
+    layer = layer_by_name(viewer, name)
+    return layer if layer is not None and layer in _MADE else None
+
+
+def name_in_the_way(viewer: "napari.Viewer", names: list[str]) -> str | None:
+    """An error line when one of ``names`` (the layers a run is about to make) is taken by a layer
+    the plugin did not make, else None.
+    """
+    for name in names:
+        layer = layer_by_name(viewer, name)
+        if layer is not None and layer not in _MADE:
+            return (f"a layer named '{name}' is in the way: the plugin puts its own layer under that name; "
+                    "rename or remove that layer and run again")
+    return None
 
 
 def grayscale_data(layer) -> Any:

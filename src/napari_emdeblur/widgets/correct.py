@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,11 @@ from .common import (
     image_layers,
     layer_by_name,
     layer_to_run,
+    made_here,
+    name_in_the_way,
     notify,
     plain_viewer,
+    plugin_layer,
     preselect,
     tie_to_viewer,
 )
@@ -84,6 +88,10 @@ def with_patches(gen: Any, store: CorrectedStore) -> Any:
             yield msg
     finally:
         gen.close()
+
+
+#: the layers a correction run makes: "<image> <suffix>"
+CORRECTION_LAYER_SUFFIXES = ("corrected", "review", "PSNR gain", "corrected focus")
 
 
 class CorrectionWidget(ReviewMixin, ExportMixin, Container):
@@ -124,6 +132,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         self._progress_msg: Progress | None = None
         self._before: dict[int, np.ndarray] = {}
         self._qc_metric: str | None = None
+        self._corrected_ref: Any = None  # weak ref of the run's corrected layer
+        self._removed_notice = False
         self._meta: dict = {}
 
         self.layer_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -230,11 +240,14 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
 
     @property
     def corrected_layer(self):
-        return layer_by_name(self._viewer, f"{self.source_name} corrected") if self.source_name else None
+        ref = self._corrected_ref() if self._corrected_ref is not None else None
+        if ref is not None and any(x is ref for x in self._viewer.layers):  # also when the user renamed it
+            return ref
+        return plugin_layer(self._viewer, f"{self.source_name} corrected") if self.source_name else None
 
     @property
     def review_layer(self):
-        return layer_by_name(self._viewer, f"{self.source_name} review") if self.source_name else None
+        return plugin_layer(self._viewer, f"{self.source_name} review") if self.source_name else None
 
     # ------------------------------------------------------------------ run
     def params(self) -> CorrectionParams:
@@ -274,6 +287,9 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             choice = choose_tiles(self._viewer, layer, data, str(self.tiles_combo.value),
                                   int(self.qc_tile_spin.value), self.shapes_combo.value)
             self.qc_tile_spin.value, self._qc_metric = choice.qc_tile, choice.metric
+            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in CORRECTION_LAYER_SUFFIXES])
+            if clash:
+                raise ValueError(clash)
             gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
             gt = None
             if gt_layer is not None:
@@ -314,6 +330,8 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
 
     def _prepare(self, layer, data, params: CorrectionParams, n_tiles: int, with_gt: bool) -> None:
         self._run_id += 1
+        self._corrected_ref = None
+        self._removed_notice = False
         self.source_name = layer.name
         self.grid = TileGrid(tuple(data.shape[-2:]), params.qc_tile)
         self.reports = {}
@@ -357,14 +375,15 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             self._viewer.layers.remove(corrected)
             corrected = None
         if corrected is None:
-            corrected = self._viewer.add_image(
+            corrected = made_here(self._viewer.add_image(
                 shown, name=f"{layer.name} corrected", scale=layer.scale, translate=layer.translate,
                 colormap=layer.colormap, contrast_limits=layer.contrast_limits, multiscale=layer.multiscale,
                 visible=False,  # shown in a set-up step of its own (below): its first paint a pause of its own
-            )
+            ))
             review_view(self._viewer).show_later(corrected, self._sync, self.native)
         else:
             corrected.data = shown
+        self._corrected_ref = weakref.ref(corrected)  # the run's layer, whatever it gets called
         corrected.metadata["emdeblur_correction"] = dict(self._meta, corrected_tiles=[])
         # the writer refuses to write over the layer's emdeblur_source: the original's file
         for key in ("emdeblur_source", "pixel_size", "z_spacing"):
@@ -394,12 +413,12 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             disp = self._review if self._is_stack else self._review[0]
             review = self.review_layer
             if review is None:
-                review = self._viewer.add_image(
+                review = made_here(self._viewer.add_image(
                     disp, name=f"{source} review", scale=scale, translate=translate,
                     colormap=code_colormap(REVIEW_COLORS, "emdeblur review"),
                     contrast_limits=code_limits(len(REVIEW_COLORS)), interpolation2d="nearest",
                     blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False,
-                )
+                ))
                 view.show_later(review, self._sync, self.native)
             else:  # a run on another grid: new data, and the placement that goes with it
                 review.data = disp
@@ -482,6 +501,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         if isinstance(msg, PreparedTile):
             corrected = self.corrected_layer
             if corrected is None or self._store is None:
+                self._stop_without_layer()
                 return
             patch, msg = msg.patch, msg.result
             self._store.put(patch)  # a dict insert: the pixels were prepared in the worker
@@ -513,6 +533,16 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             if corrected is not None:
                 run = {k: v for k, v in msg.meta.items() if k not in self._meta}
                 corrected.metadata["emdeblur_correction"].update(run)
+
+    def _stop_without_layer(self) -> None:
+        """The corrected layer was removed during the run: stop it, saying so once (the tiles
+        corrected so far stay in the reports; correcting again shows them).
+        """
+        if self._runner.running and not self._removed_notice:
+            self._removed_notice = True
+            notify(f"The corrected layer of '{self.source_name}' was removed: correction stopped after "
+                   f"{len(self.reports)} tiles", "warning")
+            self.cancel()
 
     def _on_error(self, exc: BaseException) -> None:
         self._flush_ui()

@@ -85,8 +85,11 @@ from .common import (
     image_layers,
     layer_by_name,
     layer_to_run,
+    made_here,
+    name_in_the_way,
     notify,
     plain_viewer,
+    plugin_layer,
     preselect,
     tie_to_viewer,
     with_imports,
@@ -193,6 +196,10 @@ def _px_shown(score: float) -> float:
     return float(px_from_score(score)) if score > 0 else float("inf")
 
 
+#: the layers a QC run makes: "<image> <suffix>"
+QC_LAYER_SUFFIXES = ("focus", "flagged", "blur (px)", "astigmatism")
+
+
 class QCWidget(Container):
     """Dock widget: layer, metric and tile size; Score / Cancel; thresholds; histogram; export."""
 
@@ -263,20 +270,20 @@ class QCWidget(Container):
 
     @property
     def heatmap_layer(self):
-        return layer_by_name(self._viewer, f"{self.result.layer_name} focus") if self.result else None
+        return plugin_layer(self._viewer, f"{self.result.layer_name} focus") if self.result else None
 
     @property
     def decisions_layer(self):
-        return layer_by_name(self._viewer, f"{self.result.layer_name} flagged") if self.result else None
+        return plugin_layer(self._viewer, f"{self.result.layer_name} flagged") if self.result else None
 
     @property
     def blur_layer(self):
         """The excess-blur map in px (blur metric), or None."""
-        return layer_by_name(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
+        return plugin_layer(self._viewer, f"{self.result.layer_name} blur (px)") if self.result else None
 
     @property
     def astigmatism_layer(self):
-        return layer_by_name(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
+        return plugin_layer(self._viewer, f"{self.result.layer_name} astigmatism") if self.result else None
 
     # ------------------------------------------------------------------ scoring
     def run(self, sync: bool = False) -> None:
@@ -292,6 +299,9 @@ class QCWidget(Container):
             TileGrid(tuple(data.shape[-2:]), params.tile)
             if min(data.shape[-2:]) < 16:
                 raise ValueError(f"layer '{layer.name}' is {data.shape[-2:]} px, too small to score")
+            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in QC_LAYER_SUFFIXES])
+            if clash:
+                raise ValueError(clash)
         except ValueError as e:
             notify(str(e), "error")
             return
@@ -376,9 +386,8 @@ class QCWidget(Container):
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
                 "unit": r.unit}
         hmeta = dict(meta, scores=self._cell_scores)
-        for name in (f"{r.layer_name} focus", f"{r.layer_name} flagged", f"{r.layer_name} blur (px)",
-                     f"{r.layer_name} astigmatism"):
-            old = layer_by_name(self._viewer, name)
+        for name in (f"{r.layer_name} {s}" for s in QC_LAYER_SUFFIXES):
+            old = plugin_layer(self._viewer, name)  # ours only (a run with a user's layer in the way is refused)
             if old is not None:
                 self._viewer.layers.remove(old)
         view = review_view(self._viewer)
@@ -388,12 +397,12 @@ class QCWidget(Container):
         def add_heat() -> None:  # each layer its own set-up step: short pauses, one at a time
             if self.result is not r:  # a newer run replaced this one
                 return
-            heat = self._viewer.add_image(
+            heat = made_here(self._viewer.add_image(
                 heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
                 interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
                 contrast_limits=self._heat_limits or (0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
                 visible=False,  # shown by the review view's set-up steps, one first paint at a time
-            )
+            ))
             if self._heat_limits is None:
                 self._refresh_layers_throttled(force=True)
             else:
@@ -405,12 +414,12 @@ class QCWidget(Container):
             if self.result is not r:
                 return
             dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
-            self._viewer.add_image(
+            made_here(self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
                 contrast_limits=code_limits(1 + 2 * RING_ADD), interpolation2d="nearest", blending="translucent",
                 scale=scale, translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
                 visible=False,
-            )
+            ))
 
         def arrange() -> None:  # colour bar, read-only, legend, the tint or the outlines for the zoom, order
             if self.result is r:
@@ -427,11 +436,11 @@ class QCWidget(Container):
                 if self.result is not r:
                     return
                 hi = (self._blur_limits or (0.0, float(DEFAULT_BLUR_PX[1]) + 1.0))[1]
-                blur = self._viewer.add_image(
+                blur = made_here(self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
                     opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
                     contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False, visible=False,
-                )
+                ))
                 if self._blur_limits is not None:
                     blur.metadata[HEATMAP_KEY]["contrast_limits"] = self._blur_limits
                 self._set_shown(self.show_combo.value)
@@ -635,10 +644,10 @@ class QCWidget(Container):
         old = self.astigmatism_layer
         if old is not None:
             self._viewer.layers.remove(old)
-        layer = self._viewer.add_vectors(
+        layer = made_here(self._viewer.add_vectors(
             data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile), length=1.0,
             edge_color="#7cff4f", vector_style="line", scale=scale, translate=translate, ndim=nd, features=feats,
-            metadata=meta, visible=False)  # added hidden: its first paint a set-up step of its own
+            metadata=meta, visible=False))  # added hidden: its first paint a set-up step of its own
         review_view(self._viewer).show_later(layer, getattr(self, "_sync", True), self.native, in_grid=False)
 
     # ------------------------------------------------------------------ thresholds

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..qc.focus import DEFAULT_METRIC
-from .common import HEATMAP_KEY, layer_by_name, notify
+from .common import HEATMAP_KEY, layer_by_name, made_here, notify, plugin_layer
 from .view import read_only, review_view
 
 REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
@@ -51,13 +51,13 @@ class ReviewMixin:
     def _show_psnr(self) -> None:
         name = f"{self.source_name} PSNR gain"
         disp = self._psnr if self._is_stack else self._psnr[0]
-        layer = layer_by_name(self._viewer, name)
+        layer = plugin_layer(self._viewer, name)
         scale, translate = self._heat_xform
         if layer is None:
-            layer = self._viewer.add_image(disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
-                                           interpolation2d="nearest", scale=scale, translate=translate,
-                                           metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}},
-                                           visible=False)
+            layer = made_here(self._viewer.add_image(
+                disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5, interpolation2d="nearest",
+                scale=scale, translate=translate, visible=False,
+                metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}}))
             self._arrange()
             view = review_view(self._viewer)  # its first paint, then its colour bar's: steps of their own
             view.show_later(layer, self._sync, self.native)
@@ -106,12 +106,12 @@ class ReviewMixin:
         meta = {"source": f"{self.source_name} corrected", "tile": self.grid.tile, "metric": metric,
                 "before_after": before_after}
         name = f"{self.source_name} corrected focus"
-        layer = layer_by_name(self._viewer, name)
+        layer = plugin_layer(self._viewer, name)
         scale, translate = self._heat_xform
         if layer is None:
-            layer = self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
-                                           interpolation2d="nearest", scale=scale, translate=translate,
-                                           visible=False, metadata={HEATMAP_KEY: meta})
+            layer = made_here(self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
+                                                     interpolation2d="nearest", scale=scale, translate=translate,
+                                                     visible=False, metadata={HEATMAP_KEY: meta}))
             self._arrange()
             review_view(self._viewer).colorbar_later(layer, self._sync, self.native)  # a step of its own
         else:  # a run on another grid: new data, and the placement that goes with it
