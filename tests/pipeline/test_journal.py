@@ -56,8 +56,14 @@ def test_state_machine_and_retry_rules(tmp_path):
         assert _register(j, "/r/bad.tif", size=20) == "changed"
         j.claim(bad.id)
         j.fail(bad.id, "EMReadError: still truncated", "permanent")
-        assert _register(j, "/r/bad.tif", size=30) == "same"  # gave up after 2 failures
+        assert _register(j, "/r/bad.tif", size=20, mtime_ns=5) == "same"  # rewritten, not grown: gave up after 2
         assert j.get(bad.id).state == "failed"
+        # ... but a file that grew since it failed was still being written: retried however often
+        for k in range(3):
+            assert _register(j, "/r/bad.tif", size=30 + k) == "changed"
+            j.claim(bad.id)
+            assert j.fail(bad.id, "EMReadError: truncated", "permanent").failures == 3 + k
+        assert _register(j, "/r/bad.tif", size=32) == "same"  # failed at this size: not again
 
         # transient failure: retried after the back-off without any change of the file
         assert _register(j, "/r/perm.tif") == "new"

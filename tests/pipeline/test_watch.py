@@ -351,3 +351,87 @@ def test_thread_count_does_not_change_the_outputs(tiles, tmp_path):
 
     im = Image.open(io.BytesIO(got[3]["flat/qc.png"]))
     assert im.format == "PNG" and im.size[0] > 300 and len(set(im.convert("RGB").getdata())) > 20
+
+
+def test_other_px_thresholds_into_an_outdir_are_refused(tiles, tmp_path):
+    """Thresholds in px are part of an OUTDIR's settings like thresholds given as scores (they were
+    silently replaced by the stored ones)."""
+    src, kinds, _, _ = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for n in sorted(kinds)[:2]:
+        shutil.copy(src / n, acq / n)
+    out = tmp_path / "out"
+    cfg = PipelineConfig(correct=False, stable_seconds=0)
+    assert list(watch(acq, out, cfg, once=True, poll=0.1))[-1].done == 2
+    assert list(watch(acq, out, cfg, once=True, poll=0.1))[-1].done == 0  # the same settings: nothing to do
+    with pytest.raises(ValueError, match="other settings .*correct_threshold"):
+        list(watch(acq, out, PipelineConfig(correct=False, stable_seconds=0, correct_px=2.5), once=True, poll=0.1))
+
+
+def test_reports_are_rebuilt_when_a_watch_is_interrupted(tiles, tmp_path):
+    """Ctrl-C (the generator closed mid-run) still rebuilds the reports from the journal (they are
+    throttled to every few seconds while tiles arrive, and were left out)."""
+    src, kinds, _, _ = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for n in sorted(kinds)[:6]:
+        shutil.copy(src / n, acq / n)
+    out = tmp_path / "out"
+    gen = watch(acq, out, PipelineConfig(correct=False, stable_seconds=0, threads=1), poll=0.1)
+    for msg in gen:
+        if isinstance(msg, Progress):
+            break
+    gen.close()  # what KeyboardInterrupt in the CLI's loop does
+    rows = (out / "acq" / "report.csv").read_text().splitlines()
+    j = Journal(out)
+    try:
+        done = [r.name for r in j.rows(state="done")]
+        assert not j.rows(state="processing")  # the interrupted tiles are back in the queue
+    finally:
+        j.con.close()
+    assert done and all(any(line.startswith(f"{n},") for line in rows) for n in done)
+    assert (out / "index.html").is_file()
+
+
+def test_a_failed_recovery_is_tried_again_at_the_next_turn(tiles, tmp_path, monkeypatch):
+    """When the output folder fails (a full disk) and putting the claimed tile back fails too, the
+    watch tries that again at its next turn (the tile stayed 'processing' until a restart)."""
+    import sqlite3
+    import threading
+
+    from napari_emdeblur.pipeline.session import Session
+
+    src, kinds, _, _ = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    calls = {"positions": 0, "recover": 0}
+    real_positions, real_recover = Session.update_positions, Journal.recover
+
+    def positions(self, *a, **k):
+        calls["positions"] += 1
+        if calls["positions"] == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_positions(self, *a, **k)
+
+    def recover(self, *a, **k):
+        if calls["positions"] == 1:  # in the turn that failed: the recovery fails too
+            calls["recover"] += 1
+            if calls["recover"] == 1:
+                raise sqlite3.OperationalError("database or disk is full")
+        elif calls["positions"] >= 1:
+            calls["recover"] += 1
+        return real_recover(self, *a, **k)
+
+    monkeypatch.setattr(Session, "update_positions", positions)
+    monkeypatch.setattr(Journal, "recover", recover)
+    stop = threading.Event()
+    msgs = []
+    for msg in watch(acq, tmp_path / "out", PipelineConfig(correct=False, stable_seconds=0), poll=0.05, stop=stop):
+        msgs.append(msg)
+        if isinstance(msg, Progress):
+            stop.set()
+    said = [getattr(m, "message", "") for m in msgs]
+    assert calls["recover"] >= 2 and sum("output folder problem" in m for m in said) == 1
+    assert any("works again" in m for m in said) and msgs[-1].done == 1

@@ -41,7 +41,7 @@ from ..qc.messages import Notice, Progress
 from .config import PipelineConfig, TileRecord
 from .discover import candidates_for_inputs
 from .errors import ModelLoadError
-from .journal import INDEX_HTML, Row
+from .journal import Row
 from .process import analyse_tile, correct_recorded, needs_correction
 from .session import RunSummary, Session, check_model, progress_line
 
@@ -186,9 +186,7 @@ def batch(
                 yield from _run_serial(session, pending)
             else:
                 yield from _run_dask(session, pending, scheduler, workers, gpu_workers, client, max_inflight)
-        if session.reports.dirty or not (session.outdir / INDEX_HTML).exists():
-            session.flush_reports(force=True)
-    finally:
+    finally:  # (closing rebuilds the reports, also when interrupted)
         summary = session.close()
     yield summary
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import shutil
@@ -22,9 +23,11 @@ from ..io.errors import os_reason, user_message
 from .config import PipelineConfig, TileRecord, model_identity, output_settings, resolve_thresholds
 from .discover import Candidate
 from .errors import classify_error
-from .journal import Journal, JournalLockedError, Row, is_transient_os_error, open_outdir
+from .journal import INDEX_HTML, Journal, JournalLockedError, Row, is_transient_os_error, open_outdir
 from .process import analyse_tile, calibrate_thresholds
 from .report import ReportWriter, prewarm_in_background
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunSummary", "Session", "check_model", "progress_line", "tile_workers"]
 
@@ -149,7 +152,8 @@ class Session:
             return True
         cfg = self.cfg
         stored = self.journal.get_meta("settings")
-        explicit = cfg.correct_threshold is not None or cfg.retake_threshold is not None
+        explicit = any(v is not None for v in (cfg.correct_threshold, cfg.retake_threshold, cfg.correct_px,
+                                               cfg.retake_px))
         if stored is not None:
             if cfg.calibrate or not explicit:
                 th = (stored["correct_threshold"], stored["retake_threshold"])
@@ -384,6 +388,11 @@ class Session:
             # an interrupted tile (Ctrl-C) is put back as at a restart
             if self.journal.rows(state="processing"):
                 self.journal.recover()
+            try:  # the reports as the journal now is, also after Ctrl-C (they are "always rebuilt at the end")
+                if self.reports.dirty or not (self.outdir / INDEX_HTML).exists():
+                    self.flush_reports(force=True)
+            except Exception as e:  # noqa: BLE001 - never in the way of closing the journal
+                log.warning("%s: reports not rebuilt (%s); the next run rebuilds them", self.outdir, e)
             self.summary.pending = len(self.journal.pending())
             s = self.summary
             self.journal.end_run(self.run_id, s.done, s.failed, s.pixels)

@@ -26,7 +26,6 @@ from typing import Iterator
 from ..qc.messages import Notice, Progress
 from .config import PipelineConfig
 from .discover import Scanner, check_input_folder
-from .journal import INDEX_HTML
 from .session import Session, check_model, progress_line
 
 __all__ = ["watch"]
@@ -59,6 +58,8 @@ def watch(
     t_start = time.monotonic()
     scanner = Scanner(root, cfg.stable_seconds, exclude=[out])
     retried_transient = False
+    needs_recover = False
+    problem: str | None = None  # the output folder problem last reported
     done_in_run = 0
     calib_seen = -1
     try:
@@ -72,6 +73,9 @@ def watch(
                 yield Notice(f"warning: {msg}", "warning")
             ready = False
             try:
+                if needs_recover:  # a tile claimed when the output failed: back to the queue first
+                    session.journal.recover()
+                    needs_recover = False
                 session.update_positions(res.positions)
                 calib_final = once and not res.waiting
                 ready = session.settle_thresholds([c.path for c in res.complete], final=calib_final)
@@ -98,12 +102,17 @@ def watch(
                 try:
                     session.journal.recover()
                 except (sqlite3.OperationalError, OSError):
-                    pass
+                    needs_recover = True  # tried again at the next turn
                 if once:
                     raise OSError(f"output folder {out}: {e}") from e
-                yield Notice(f"output folder problem, retrying in {poll:g} s: {e}", "warning")
+                if str(e) != problem:  # once per problem, not every poll
+                    problem = str(e)
+                    yield Notice(f"output folder problem, retrying every {poll:g} s: {e}", "warning")
                 _sleep(poll, stop)
                 continue
+            if problem is not None:
+                problem = None
+                yield Notice(f"output folder {out} works again")
             session.summary.waiting = len(res.waiting)
             if stop is not None and stop.is_set():
                 break
@@ -120,9 +129,7 @@ def watch(
                     continue
                 break
             _sleep(min(poll, 0.25) if once else poll, stop)
-        if session.reports.dirty or not (session.outdir / INDEX_HTML).exists():
-            session.flush_reports(force=True)
-    finally:
+    finally:  # (closing rebuilds the reports, also when interrupted)
         summary = session.close()
     yield summary
 
