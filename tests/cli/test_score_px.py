@@ -76,6 +76,8 @@ def test_score_px_thresholds_csv_and_errors(shared_data, tmp_path, capsys):
     assert rc == 2 and "argument --correct-threshold" in e and "finite" in e
     rc, e = err(["score", str(path), "--window", "big"])  # argparse: not a size, one line, exit 2
     assert rc == 2 and "argument --window" in e and len(e.splitlines()) == 1
+    rc, e = err(["score", str(path), "--window", "100"])  # a size the blur map has no weights for
+    assert rc == 2 and "must be 128, 160 or full" in e and len(e.splitlines()) == 1
 
 
 def test_watch_px_thresholds_and_empty_tiles(shared_data, tmp_path, capsys):

@@ -316,6 +316,10 @@ def test_px_threshold_policy_and_bad_values():
         ScoreParams(correct_threshold=float("nan")).validate()
     with pytest.raises(ValueError, match="window"):
         ScoreParams(window=16).validate()
+    with pytest.raises(ValueError, match="window must be 128, 160 px or None"):  # no weights for 100 px windows
+        ScoreParams(window=100).validate()
+    for w in (128, 160, None):
+        ScoreParams(window=w).validate()
     # NaN scores without an empty mask stay OK ("unscored"); with the mask they are EMPTY
     s = np.array([0.6, 0.4, 0.1, np.nan, np.nan], np.float32)
     e = np.array([False, False, False, True, False])

@@ -94,7 +94,15 @@ def json_object(text: str) -> dict:
 
 
 def window_arg(v: str) -> int | None:
-    """``--window`` (blur metric): a size in px (at least 1) or ``full`` (None)."""
+    """``--window`` (blur metric): one of the window sizes the blur map has weights for
+    (:data:`~napari_emdeblur.qc.blurmap.WINDOWS`, px) or ``full`` (None).
+    """
+    from ..qc.blurmap import WINDOWS
+
     if str(v).strip().lower() in ("full", "none", "whole"):
         return None
-    return int_range(1, unit="px")(v)
+    n = int_range(1, unit="px")(v)
+    if n not in WINDOWS:
+        sizes = ", ".join(str(w) for w in WINDOWS if w is not None)
+        raise argparse.ArgumentTypeError(f"must be {sizes} or full (the sizes the blur map was trained on), got {n}")
+    return n

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..io.values import parse_range_mode
 from . import decisions as dec
-from .blurmap import DEFAULT_WINDOW, BlurMap, qc_grid
+from .blurmap import DEFAULT_WINDOW, WINDOWS, BlurMap, qc_grid
 from .content import MIN_SIDE
 from .focus import DEFAULT_METRIC, METRICS, MIN_IMAGE_SIDE, anisotropy_tiles, score_tiles
 from .messages import Progress, SectionScores
@@ -91,6 +91,10 @@ class ScoreParams:
             raise ValueError(f"the {self.metric} metric needs tiles of at least {MIN_SIDE} px, got {self.tile}")
         if self.window is not None and int(self.window) < MIN_SIDE:
             raise ValueError(f"QC window must be at least {MIN_SIDE} px (or None for whole tiles), got {self.window}")
+        if self.has_blurmap and self.window not in WINDOWS:  # other sizes read blur the weights were not made for
+            sizes = ", ".join(str(w) for w in WINDOWS if w is not None)
+            raise ValueError(f"QC window must be {sizes} px or None (whole tiles): the sizes the blur map was "
+                             f"trained on, got {self.window}")
         parse_range_mode(self.value_range)
 
     def score_thresholds(self) -> tuple[float | None, float | None]:
