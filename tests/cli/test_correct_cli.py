@@ -171,3 +171,26 @@ def test_device_and_precision_names(tmp_path, weights, capsys):
         with pytest.raises(ValueError):
             CorrectionParams(**bad).validate()
     CorrectionParams(device="CUDA:0", precision="bf16").validate()
+
+
+def test_what_can_fail_is_checked_before_the_work(tmp_path, weights, capsys):
+    """The output type, the weights and the device are checked before any tile is scored or
+    corrected (they were found out after the whole correction)."""
+    img = (_with_soft_tiles(_section(5)) * 255).round().astype(np.uint8)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, img)
+    base = ["correct", str(src), "--tile-size", str(TILE), "--device", "cpu"]
+    cases = [(["-o", str(tmp_path / "o.png"), "--weights", str(weights)], "unsupported output type .png"),
+             (["-o", str(tmp_path / "o.tif"), "--weights", str(tmp_path / "nope.pt")], "nope.pt")]
+    if not torch.cuda.is_available():
+        cases.append((["-o", str(tmp_path / "o.tif"), "--weights", str(weights), "--device", "cuda"],
+                      "CUDA is not available"))
+    for extra, said in cases:
+        capsys.readouterr()
+        assert main(base + extra) != 0
+        err = capsys.readouterr().err
+        assert said in err and "section 1:" not in err and "Correcting" not in err, err
+    assert not list(tmp_path.glob("o.*"))
+    # the thresholds of the blur metric are told in px, as they are given
+    assert main(base + ["-o", str(tmp_path / "o.tif"), "--weights", str(weights), "--correct-px", "1.5"]) == 0
+    assert "tiles to correct (excess blur > 1.5 px)" in capsys.readouterr().err

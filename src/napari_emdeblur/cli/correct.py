@@ -18,6 +18,7 @@ atomically, never over the input, and existing outputs are only replaced with ``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,15 +90,19 @@ def run(args) -> int:
     """Correct ``args.input`` into ``args.output`` (see the module docstring)."""
     import numpy as np
 
+    from ..deblur.cache import get_model
     from ..deblur.reports import CorrectionReport, report_paths, write_reports
     from ..deblur.selection import Selection
     from ..deblur.service import CorrectionParams, iter_correct
+    from ..io.errors import user_message
+    from ..io.formats import WRITE_SUFFIXES, suffix_of
     from ..io.read import load_section
     from ..io.write import input_conflict, not_a_folder, save_image
     from ..qc import decisions as dec
     from ..qc.focus import DEFAULT_METRIC
     from ..qc.messages import Notice, SectionScores, TileResult
     from ..qc.scoring import ScoreParams, iter_score_stack
+    from ..qc.thresholds import px_from_score
     from ..qc.tiling import TileGrid
     from . import CLIError, report_warnings
 
@@ -136,6 +141,16 @@ def run(args) -> int:
         keep_sharp=not args.no_gate,
     )
     params.validate()  # a bad --value-range: ValueError -> one-line message
+    # everything that can be known before the (long) work: where it goes, and the model on its device
+    if suffix_of(out) not in WRITE_SUFFIXES:
+        raise CLIError(f"{out}: unsupported output type {suffix_of(out) or '(none)'}; use "
+                       f"{', '.join(WRITE_SUFFIXES)}", 2)
+    if not os.access(out.parent, os.W_OK):
+        raise CLIError(f"{out}: cannot write into {out.parent} (permission denied or a read-only file system)", 1)
+    try:
+        get_model(params.weights, params.device)  # the service takes it from the cache
+    except (ValueError, OSError) as e:
+        raise CLIError(user_message(e), 1) from None
 
     sec_in = load_section(str(src))
     report_warnings(sec_in)
@@ -158,8 +173,13 @@ def run(args) -> int:
                 nr = int(np.count_nonzero(msg.extras["decisions"] == dec.RETAKE))
                 n_retake += nr
                 nc = int(np.count_nonzero(msg.extras["decisions"] == dec.CORRECT))
-                say(f"section {msg.z + 1}: {nc}/{msg.scores.size} tiles to correct ({metric} < {thresholds[-1]:.4g}), "
-                    f"{nr} too blurred to correct, to retake ({metric} < {retake_thresholds[-1]:.4g})")
+                if score_params.has_blurmap:  # thresholds as the user gives them: px of excess blur
+                    crit = (f"excess blur > {float(px_from_score(thresholds[-1])):.3g} px",
+                            f"> {float(px_from_score(retake_thresholds[-1])):.3g} px")
+                else:
+                    crit = (f"{metric} < {thresholds[-1]:.4g}", f"{metric} < {retake_thresholds[-1]:.4g}")
+                say(f"section {msg.z + 1}: {nc}/{msg.scores.size} tiles to correct ({crit[0]}), "
+                    f"{nr} too blurred to correct, to retake ({crit[1]})")
         selection = Selection.flagged(np.stack(decisions))
     result = np.array(data, copy=True)
     report = CorrectionReport()
