@@ -435,3 +435,21 @@ def test_a_failed_recovery_is_tried_again_at_the_next_turn(tiles, tmp_path, monk
     said = [getattr(m, "message", "") for m in msgs]
     assert calls["recover"] >= 2 and sum("output folder problem" in m for m in said) == 1
     assert any("works again" in m for m in said) and msgs[-1].done == 1
+
+
+def test_process_tile_writes_only_what_a_tile_needs(tiles, tmp_path):
+    """One tile without a journal: a tile that needs nothing leaves no corrected/ folder (a later
+    watch into that folder refused it as someone else's output), a soft one its corrected tile; no
+    staging folder is left behind."""
+    from napari_emdeblur.pipeline.process import process_tile
+
+    src, kinds, th, weights = tiles
+    ok = next(n for n in sorted(kinds) if kinds[n] == "ok")
+    soft = next(n for n in sorted(kinds) if kinds[n] == "correct")
+    cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], weights=str(weights), device="cpu")
+    out = tmp_path / "one"
+    assert process_tile(src / ok, cfg, outdir=out).decision == "ok"
+    assert list(out.iterdir()) == []
+    rec = process_tile(src / soft, cfg, outdir=out)
+    assert rec.decision == "correct" and rec.corrected and (out / rec.corrected).is_file()
+    assert [p.name for p in out.iterdir()] == [src.name]  # the section folder only (no staging left)

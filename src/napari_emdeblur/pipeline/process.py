@@ -309,13 +309,16 @@ def process_tile(
     thresholds = thresholds or resolve_thresholds(cfg)
     out_rel = corrected_rel(section, p.name)
     final = outdir / out_rel
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".emdeblur-stage-", dir=final.parent) as stage:
+    outdir.mkdir(parents=True, exist_ok=True)
+    # staged in a hidden folder of OUTDIR (the same file system): the corrected/ folder is made only
+    # for a tile that is corrected, so an OUTDIR of tiles that needed nothing holds nothing a run writes
+    with tempfile.TemporaryDirectory(prefix=".emdeblur-stage-", dir=outdir) as stage:
         rec = analyse_tile(
             p, cfg, thresholds=thresholds, file=p.name, section=section, name=p.name,
             out_rel=out_rel, stage_dir=stage,
         )
         if rec.staged:
+            final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(rec.staged, final)
             rec.staged = None
     return rec
