@@ -453,3 +453,20 @@ def test_process_tile_writes_only_what_a_tile_needs(tiles, tmp_path):
     rec = process_tile(src / soft, cfg, outdir=out)
     assert rec.decision == "correct" and rec.corrected and (out / rec.corrected).is_file()
     assert [p.name for p in out.iterdir()] == [src.name]  # the section folder only (no staging left)
+
+
+def test_batch_refuses_two_inputs_that_are_the_same_section(tiles, tmp_path):
+    """Two input folders of the same name would be one section whose rows cannot be told apart: refused
+    with one line naming both, before any output exists; the same folder given twice is one input."""
+    from napari_emdeblur.pipeline.discover import candidates_for_inputs
+
+    src, kinds, _, _ = tiles
+    for k, name in enumerate(sorted(kinds)[:2]):
+        (tmp_path / f"w{k}" / "sec").mkdir(parents=True)
+        shutil.copy(src / name, tmp_path / f"w{k}" / "sec" / "tile_000.tif")
+    a, b = tmp_path / "w0" / "sec", tmp_path / "w1" / "sec"
+    with pytest.raises(ValueError, match=r"inputs .*w0/sec and .*w1/sec are both section 'sec'"):
+        candidates_for_inputs([a, b])
+    with pytest.raises(ValueError, match="both section 'sec'"):
+        candidates_for_inputs([a / "tile_000.tif", b / "tile_000.tif"])
+    assert len(candidates_for_inputs([a, a / "tile_000.tif"]).complete) == 1

@@ -331,10 +331,17 @@ def candidates_for_inputs(inputs: list[str | os.PathLike], exclude: list | None 
             )
     seen: set[str] = set()
     uniq = []
+    folders: dict[str, set[Path]] = {}  # section -> the folders its tiles come from
     for c in total.complete:
         if c.path not in seen:
             seen.add(c.path)
             uniq.append(c)
+            folders.setdefault(c.section, set()).add(Path(c.path).parents[len(Path(c.name).parts) - 1])
+    for section, dirs in sorted(folders.items()):
+        if len(dirs) > 1:  # one section's reports and outputs would mix tiles that cannot be told apart
+            a, b = sorted(dirs)[:2]
+            raise ValueError(f"inputs {a} and {b} are both section '{section}' (a section is named by its "
+                             "folder); process them in separate runs or into separate --out folders")
     total.complete = sorted(uniq, key=lambda c: (c.section, c.name))
     return total
 
