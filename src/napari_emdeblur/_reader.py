@@ -261,6 +261,17 @@ def watch_pyramids(viewer: Any = None) -> _PyramidRefresher | None:
     return ref
 
 
+def _tell_warnings(sections: list[Section]) -> None:
+    """What the reader converted or found suspicious, as napari notifications (one line each, the
+    file named): accepted input is never changed silently (the CLI prints the same lines).
+    """
+    from napari.utils.notifications import show_warning
+
+    for s in sections:
+        for w in s.metadata.get("warnings", []):
+            show_warning(w)
+
+
 def read_sections(path: PathLike | Sequence[PathLike]) -> list[tuple[Any, dict, str]]:
     """Read one path, or a list of paths, into napari layer data tuples.
 
@@ -272,6 +283,7 @@ def read_sections(path: PathLike | Sequence[PathLike]) -> list[tuple[Any, dict, 
         sections = [load_section(path)]
     else:
         sections = [load_section(p) for p in path]
+    _tell_warnings(sections)
     if any(s.pyramid is not None for s in sections):
         watch_pyramids()
     if len(sections) == 1:

@@ -270,3 +270,25 @@ def test_reader_returns_a_multiscale_layer_for_big_sections(tmp_path, monkeypatc
     monkeypatch.setenv("EMDEBLUR_MULTISCALE_SIDE", "4096")
     (data, kw, _), = read_sections(str(q))
     assert "multiscale" not in kw and data.shape == (1100, 1500)
+
+
+def test_reader_warnings_are_told_once(tmp_path, capfd):
+    """What the reader converts (a grey image stored as RGB) is told once: a napari notification in
+    the viewer, one ``warning:`` line in the CLI (it was printed twice there, once by the logging
+    module's last-resort handler)."""
+    import imageio.v3 as iio
+    from napari.utils.notifications import notification_manager
+
+    from napari_emdeblur.cli import main
+
+    grey = _img((96, 96), np.uint8)
+    path = tmp_path / "rgb.png"
+    iio.imwrite(path, np.stack([grey] * 3, axis=-1))
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    read_sections(str(path))
+    assert [m for m in seen if "grey image stored as RGB" in m] == [f"{path}: grey image stored as RGB, first channel used"]
+    capfd.readouterr()
+    main(["score", str(path), "--tile", "64", "--metric", "autocorr"])
+    err = capfd.readouterr().err
+    assert err.count("grey image stored as RGB") == 1 and "warning: " in err, err

@@ -288,6 +288,6 @@ def load_section(
         sec.metadata["z_spacing"] = float(f"{pz:.10g}")
     else:
         sec.metadata.pop("z_spacing", None)
-    for n in notes:
-        log.warning(n)
+    for n in notes:  # told by each caller (CLI lines, notifications, pipeline reports): logged, not printed twice
+        log.info(n)
     return sec
