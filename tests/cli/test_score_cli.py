@@ -77,6 +77,11 @@ def test_cli_score_bad_input_exit_codes(tmp_path, capsys):
 
     rc, e = err(["score", str(path), "--csv", str(out)])
     assert rc != 0 and "already exists" in e and len(e.splitlines()) == 1
+    rc, e = err(["score", str(path), "--csv", str(tmp_path)])  # a folder: said so (not "use --overwrite")
+    assert rc != 0 and "is a folder" in e and "overwrite" not in e
+    rc, e = err(["score", str(path), str(tmp_path / "missing.tif"), "--csv", str(tmp_path / "new.csv")])
+    assert rc != 0 and "missing.tif: no such file" in e and len(e.splitlines()) == 1  # before scoring sec.tif
+    assert not (tmp_path / "new.csv").exists()
     assert out.read_text() == "keep me\n"
     rc = main(["score", str(path), "--csv", str(out), "--overwrite", "--tile", "128"])
     assert rc == 0 and out.read_text().startswith("file,section,row,col")

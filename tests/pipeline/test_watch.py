@@ -283,8 +283,11 @@ def test_calibrated_thresholds_are_fixed_for_the_outdir(tiles, tmp_path):
         shutil.copy(src / n, acq / n)
     out = tmp_path / "out"
     cfg = PipelineConfig(calibrate=4, correct=False, stable_seconds=0)
-    s1 = list(watch(acq, out, cfg, once=True, poll=0.1))[-1]
+    msgs = list(watch(acq, out, cfg, once=True, poll=0.1))
+    s1 = msgs[-1]
     assert s1.done == 6
+    told = [m.message for m in msgs if "thresholds calibrated" in getattr(m, "message", "")]
+    assert len(told) == 1 and told[0].startswith("thresholds calibrated on 4 tile(s): correct above ")
     j = Journal(out)
     try:
         settings = j.get_meta("settings")
@@ -470,3 +473,31 @@ def test_batch_refuses_two_inputs_that_are_the_same_section(tiles, tmp_path):
     with pytest.raises(ValueError, match="both section 'sec'"):
         candidates_for_inputs([a / "tile_000.tif", b / "tile_000.tif"])
     assert len(candidates_for_inputs([a, a / "tile_000.tif"]).complete) == 1
+
+
+def test_batch_says_when_gpu_workers_have_no_gpu(tiles, tmp_path):
+    import torch
+
+    from napari_emdeblur.pipeline.batch import batch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    src, kinds, th, weights = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], weights=str(weights), device="cpu")
+    msgs = list(batch([acq], tmp_path / "out", cfg, workers=0, gpu_workers=True))
+    assert any("--gpu-workers, but this machine has no GPU" in getattr(m, "message", "") for m in msgs)
+    assert msgs[-1].done == 1
+
+
+def test_a_vanished_watched_folder_is_named_by_its_path(tmp_path):
+    from napari_emdeblur.pipeline.discover import Scanner
+
+    root = tmp_path / "acq"
+    root.mkdir()
+    sc = Scanner(root, 0.0)
+    root.rmdir()
+    msgs = list(sc.scan().bad.values())
+    assert msgs and msgs[0].startswith(f"{root}: cannot read the folder"), msgs  # it said ".: cannot read ..."

@@ -156,6 +156,9 @@ def run(args) -> int:
         window=args.window,
     )
     params.validate()  # ValueError -> one-line message, exit 1
+    missing = [p for p in args.inputs if not Path(p).expanduser().exists()]
+    if missing:  # before scoring the others (and writing no CSV after all)
+        raise CLIError(f"{missing[0]}: no such file or folder")
     out = Path(args.csv) if args.csv else None
     if out is not None:
         from ..io.write import input_conflict
@@ -163,10 +166,10 @@ def run(args) -> int:
         clash = input_conflict(out, args.inputs)  # never over an input, nor into an input folder
         if clash:
             raise CLIError(f"--csv {clash}")
-        if out.exists() and not args.overwrite:
-            raise CLIError(f"{out} already exists (use --overwrite to replace it)")
         if out.is_dir():
             raise CLIError(f"--csv {out} is a folder, not a file name")
+        if out.exists() and not args.overwrite:
+            raise CLIError(f"{out} already exists (use --overwrite to replace it)")
         if not (out.parent if str(out.parent) else Path(".")).is_dir():
             raise CLIError(f"folder {out.parent} does not exist")
 

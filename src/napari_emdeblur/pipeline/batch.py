@@ -170,6 +170,12 @@ def batch(
             raise ValueError(f"--out {outdir} must not be one of the inputs")
     found = candidates_for_inputs(list(inputs), exclude=[out])
     check_model(cfg)  # device and model, before the output folder exists
+    if gpu_workers and cfg.correct and scheduler is None and client is None:
+        from ..deblur.device import gpu_count
+
+        if not gpu_count():
+            yield Notice("warning: --gpu-workers, but this machine has no GPU: the workers correct on the CPU",
+                         "warning")
     session = Session(out, cfg, "batch")
     try:
         for msg in session.report_problems(found.bad):
@@ -177,6 +183,9 @@ def batch(
         session.update_positions(found.positions)
         if not session.settle_thresholds([c.path for c in found.complete], final=True):
             raise ValueError("no tiles to calibrate the thresholds from")
+        if session.calibrated_now:
+            yield Notice(f"thresholds calibrated on {session.calibrated_from} tile(s): "
+                         f"{session.thresholds_text()}")
         n_new = session.register(found.complete)
         session.requeue_transient(force=True)
         pending = session.journal.pending()

@@ -103,10 +103,12 @@ class Scanner:
         return self.root.name if rel in ("", ".") else rel
 
     def _rel(self, p: Path) -> str:
+        """``p`` relative to the watched folder (the watched folder itself by its path, not ".")."""
         try:
-            return _posix_rel(p, self.root)
+            rel = _posix_rel(p, self.root)
         except ValueError:
             return str(p)
+        return str(self.root) if rel in ("", ".") else rel
 
     def scan(self, now: float | None = None) -> ScanResult:
         now = time.time() if now is None else now

@@ -423,7 +423,7 @@ class Journal:
             return "same"
         # a file that grew since it failed was still being written (a writer that pauses, a share whose
         # clock lags, so that it looked settled): retried however often; other changes max_failures times
-        if changed and (row.failures < self.max_failures or size > row.size):
+        if changed and (row.failures < self.max_failures or size > (row.size or 0)):
             self._requeue(row, size, mtime_ns, fp, now, reset_failures=False)
             return "changed"
         if changed:  # keep the fingerprint current, but give up

@@ -143,6 +143,7 @@ class Session:
         # so that the process never asks for more threads than cores (no oversubscription)
         self.tile_cfg = replace(cfg, threads=1)
         self._pool: ThreadPoolExecutor | None = None
+        self.calibrated_now = False  # the thresholds were calibrated by this run (settle_thresholds)
         self._gpu_lock: _GPULock | None = None
 
     # -------------------------------------------------------------- settings
@@ -174,6 +175,7 @@ class Session:
             if len(paths) < cfg.calibrate and not (final and paths):
                 return False
             th = calibrate_thresholds(sorted(paths)[: cfg.calibrate], cfg)
+            self.calibrated_now = True
             resolve_thresholds(PipelineConfig(tile=cfg.tile, metric=cfg.metric, correct_threshold=th[0],
                                               retake_threshold=th[1]))
         else:
@@ -183,6 +185,20 @@ class Session:
         self.journal.set_meta("settings", self.settings)
         self.thresholds = th
         return True
+
+    @property
+    def calibrated_from(self) -> int:
+        """How many tiles the thresholds were calibrated on (0: given or defaults)."""
+        return int((self.settings or {}).get("calibrated_from") or 0)
+
+    def thresholds_text(self) -> str:
+        """The OUTDIR's thresholds as the user gives them: px of excess blur for the blur metric."""
+        c, r = self.thresholds or (float("nan"), float("nan"))
+        if self.cfg.score_params().has_blurmap:
+            from ..qc.thresholds import px_from_score
+
+            return f"correct above {float(px_from_score(c)):.3g} px, retake above {float(px_from_score(r)):.3g} px"
+        return f"correct below {c:.4g}, retake below {r:.4g} ({self.cfg.metric_name})"
 
     # -------------------------------------------------------------- registration
     def update_positions(self, positions: dict[str, dict[str, tuple[float, float]]]) -> None:

@@ -80,6 +80,10 @@ def watch(
                 calib_final = once and not res.waiting
                 ready = session.settle_thresholds([c.path for c in res.complete], final=calib_final)
                 if ready:
+                    if session.calibrated_now:
+                        session.calibrated_now = False
+                        yield Notice(f"thresholds calibrated on {session.calibrated_from} tile(s): "
+                                     f"{session.thresholds_text()}")
                     n_new = session.register(res.complete)
                     session.requeue_transient()
                     if n_new:
