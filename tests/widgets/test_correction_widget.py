@@ -72,10 +72,14 @@ def test_end_to_end_correct_review_export(flow, tmp_path, qtbot):
     assert meta["model_card_sha256"]
     # after correction the corrected layer is re-scored: before/after per tile
     after = viewer.layers[f"{section.name} corrected focus"]
-    np.testing.assert_allclose(after.data, score_tiles(corrected.data, qc.result.tile, metric), rtol=1e-5)
+    np.testing.assert_allclose(cw.after_scores[0], score_tiles(corrected.data, qc.result.tile, metric), rtol=1e-5)
     assert after.contrast_limits == viewer.layers[f"{section.name} focus"].contrast_limits
+    level0 = after.data[0]  # drawn on the tiles' footprints, at the image's own size and place
+    assert tuple(level0.shape) == tuple(section.data.shape) and tuple(after.scale) == tuple(section.scale)
     for (_, i, j) in cw.reports:
-        assert after.data[i, j] > qc.result.scores[0, i, j]
+        assert cw.after_scores[0, i, j] > qc.result.scores[0, i, j]
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in grid.slices(i, j))
+        assert float(level0[(y0 + y1) // 2, (x0 + x1) // 2]) == pytest.approx(float(cw.after_scores[0, i, j]))
     # fidelity check ran on every corrected tile (ratio ~1 means explained by the original)
     assert all(np.isfinite(r.fidelity_ratio) and r.fidelity_ratio > 0 for r in cw.reports.values())
     # contrast limits are linked between original and corrected

@@ -71,7 +71,7 @@ def test_corrected_focus_on_another_grid_than_the_qc(docks):
     cw.qc_tile_spin.value = 64
     cw.run(sync=True)
     focus = viewer.layers["sec corrected focus"]
-    assert focus.data.shape == (4, 4) and focus.scale[-1] == pytest.approx(64)
+    assert cw.after_scores.shape == (1, 4, 4) and tuple(focus.data[0].shape) == (256, 256)
     assert np.isfinite(cw.after_scores).sum() >= len(cw.reports) > 0
     _score(qc, "sec", 256)  # another grid again
     key = sorted(cw.reports)[0]
@@ -81,22 +81,29 @@ def test_corrected_focus_on_another_grid_than_the_qc(docks):
 
 
 def test_a_second_run_on_another_grid_places_the_review_layers_anew(docks):
-    """The marks, corrected-focus and PSNR-gain layers of a second run at another QC tile get that grid's
-    scale and offset (they kept the first run's and covered twice the image)."""
+    """The marks, corrected-focus and PSNR-gain layers of a second run at another QC tile are drawn on that
+    grid (they kept the first run's scale and covered twice the image), and partial edge tiles end at the
+    image's edge (a 200 x 300 image: they overhung it by up to a tile)."""
     viewer, qc, cw = docks
-    viewer.add_image(_image(), name="sec")
-    viewer.add_image(_image(), name="gt")
+    img = _image((200, 300))
+    viewer.add_image(img, name="sec", scale=(2.0, 2.0), translate=(10.0, 20.0))
+    viewer.add_image(img, name="gt", scale=(2.0, 2.0), translate=(10.0, 20.0))
     cw.layer_combo.value = "sec"
     cw.gt_combo.value = "gt"
+    sec = viewer.layers["sec"]
     for tile in (128, 64):
         _score(qc, "sec", tile)
         cw.run(sync=True)
         for name in ("sec review", "sec corrected focus", "sec PSNR gain"):
             layer = viewer.layers[name]
-            assert layer.data.shape == (256 // tile, 256 // tile), name
-            assert layer.scale[-1] == pytest.approx(tile), name
-            edge = layer.extent.world[1][-1] + layer.scale[-1] / 2  # far edge of the last pixel
-            assert edge == pytest.approx(viewer.layers["sec"].extent.world[1][-1] + 0.5), name
+            assert tuple(layer.data[0].shape) == (200, 300), name
+            np.testing.assert_allclose(layer.extent.world, sec.extent.world, err_msg=name)
+        key = max(cw.reports)  # the last corrected tile (of the bottom row: a partial one)
+        cw.review(*key, "retake")
+        marks = np.asarray(viewer.layers["sec review"].data[0])
+        y1, x1 = min((key[1] + 1) * tile, 200), min((key[2] + 1) * tile, 300)
+        assert (marks[key[1] * tile : y1, key[2] * tile : x1] == 2).all(), tile  # the tile, to the image's edge
+        assert (marks == 2).sum() == (y1 - key[1] * tile) * (x1 - key[2] * tile)  # and nothing else
 
 
 def test_rescoring_while_the_grid_is_shown_keeps_the_panels(docks):

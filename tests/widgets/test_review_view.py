@@ -124,4 +124,5 @@ def test_colour_bars_legend_and_read_only_marks(corrected_flow):
     cw.review(z, i, j, "retake")  # replaces the review layer's data: napari would re-enable painting
     qc.run(sync=True)  # re-scoring replaces the flags' data
     assert not any(x.editable for x in marks)
-    assert viewer.layers[f"{s} review"].data[i, j] == 2
+    tile = cw.grid.tile
+    assert viewer.layers[f"{s} review"].data[0][int((i + 0.5) * tile), int((j + 0.5) * tile)] == 2

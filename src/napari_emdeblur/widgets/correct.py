@@ -37,6 +37,7 @@ from magicgui.widgets import (
 )
 from napari.viewer import Viewer
 
+from .._reader import redraw
 from ..deblur.remote import ProcessCorrection
 from ..deblur.reports import CorrectionReport, TileReport
 from ..deblur.service import DEVICE_CHOICES, PRECISION_NAMES, CorrectionParams, iter_correct
@@ -44,7 +45,8 @@ from ..deblur.shipped import shipped_weights_path
 from ..io.atomic import sha256_file
 from ..io.formats import WRITE_SUFFIXES
 from ..qc.messages import Notice, Progress, SectionScores, TileResult
-from ..qc.tiling import DEFAULT_TILE, TileGrid, heatmap_transform
+from ..qc.tilemap import TileFootprints, TileRaster, raster_level_shapes
+from ..qc.tiling import DEFAULT_TILE, TileGrid
 from .common import (
     DECISIONS_KEY,
     REVIEW_KEY,
@@ -396,13 +398,18 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
         if gt_layer is not None:
             self._link_contrast(layer, gt_layer)
-        scale, translate = heatmap_transform(params.qc_tile, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]))
-        if self._is_stack:
-            scale, translate = (layer.scale[0], *scale), (layer.translate[0], *translate)
+        # the per-tile layers (review marks, PSNR gain, corrected focus) are drawn on the tiles' true
+        # footprints at every level of the image, placed as the image (partial edge tiles end at its edge)
+        scale, translate = tuple(layer.scale), tuple(layer.translate)
         shape = (data.shape[0] if self._is_stack else 1, *self.grid.grid_shape)
         self._review = np.zeros(shape, np.uint8)
         self._psnr = np.full(shape, np.nan, np.float32) if with_gt else None
         self._heat_xform = (scale, translate)
+        self._tile_footprints = TileFootprints.from_grid(tuple(int(s) for s in data.shape), params.qc_tile)
+        self._tile_shapes = raster_level_shapes(
+            tuple(int(s) for s in data.shape),
+            [tuple(int(v) for v in s) for s in layer.level_shapes] if layer.multiscale else None)
+        review_levels = self._tile_levels(self._review, 0)
         source, gt_name, review_meta = layer.name, self.gt_combo.value, {"tile": params.qc_tile}
         view = review_view(self._viewer)
 
@@ -410,18 +417,17 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             if self.source_name != source:  # a newer run on another image
                 return
             self._write_marks()
-            disp = self._review if self._is_stack else self._review[0]
             review = self.review_layer
             if review is None:
                 review = made_here(self._viewer.add_image(
-                    disp, name=f"{source} review", scale=scale, translate=translate,
+                    review_levels, multiscale=True, name=f"{source} review", scale=scale, translate=translate,
                     colormap=code_colormap(REVIEW_COLORS, "emdeblur review"),
                     contrast_limits=code_limits(len(REVIEW_COLORS)), interpolation2d="nearest",
-                    blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False,
+                    blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False, cache=False,
                 ))
                 view.show_later(review, self._sync, self.native)
-            else:  # a run on another grid: new data, and the placement that goes with it
-                review.data = disp
+            else:  # a new run (maybe on another grid or image size): new data, placed as the image
+                review.data = review_levels
                 review.scale, review.translate = scale, translate
                 review.metadata[REVIEW_KEY] = review_meta
             read_only(review)
@@ -464,9 +470,15 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
         return bool(marks)
 
     def _apply_marks(self, review: Any, full: bool) -> None:
-        """Pending review marks into the review layer (one value per tile: a tiny texture)."""
+        """Pending review marks into the review layer (its tile raster reads them)."""
         if self._write_marks() or full:
-            review.refresh()
+            redraw(review, thumbnail=full, final=full)
+
+    def _tile_levels(self, values: np.ndarray, fill: Any) -> list:
+        """One value per tile of this run (``values``: (Z, rows, cols), kept by reference) as the
+        lazy levels of a multiscale layer over the image (``qc.tilemap.TileRaster``).
+        """
+        return TileRaster(self._tile_footprints, values, self._tile_shapes, fill=fill, dtype=values.dtype).levels
 
     def _after_refresh(self) -> None:
         """Right after the corrected layer's refresh: the marks and the status line join its repaint."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._reader import redraw
 from ..qc.focus import DEFAULT_METRIC
 from .common import HEATMAP_KEY, layer_by_name, made_here, notify, plugin_layer
 from .view import read_only, review_view
@@ -44,19 +45,19 @@ class ReviewMixin:
 
     def _refresh_review(self) -> None:
         review = self.review_layer
-        if review is not None:
-            review.data = self._review if self._is_stack else self._review[0]
+        if review is not None:  # its tile raster reads the marks
+            redraw(review, final=True)
             read_only(review)
 
     def _show_psnr(self) -> None:
         name = f"{self.source_name} PSNR gain"
-        disp = self._psnr if self._is_stack else self._psnr[0]
+        disp = self._tile_levels(self._psnr, np.nan)
         layer = plugin_layer(self._viewer, name)
         scale, translate = self._heat_xform
         if layer is None:
             layer = made_here(self._viewer.add_image(
-                disp, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5, interpolation2d="nearest",
-                scale=scale, translate=translate, visible=False,
+                disp, multiscale=True, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
+                interpolation2d="nearest", scale=scale, translate=translate, visible=False, cache=False,
                 metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}}))
             self._arrange()
             view = review_view(self._viewer)  # its first paint, then its colour bar's: steps of their own
@@ -101,17 +102,17 @@ class ReviewMixin:
                                            else r.score_before)
         self.after_scores = after
         finite = after[np.isfinite(after)]
-        disp = np.where(np.isfinite(after), after, finite.min() if finite.size else 0).astype(np.float32)
-        disp = disp if self._is_stack else disp[0]
+        disp = self._tile_levels(
+            np.where(np.isfinite(after), after, finite.min() if finite.size else 0).astype(np.float32), np.nan)
         meta = {"source": f"{self.source_name} corrected", "tile": self.grid.tile, "metric": metric,
                 "before_after": before_after}
         name = f"{self.source_name} corrected focus"
         layer = plugin_layer(self._viewer, name)
         scale, translate = self._heat_xform
         if layer is None:
-            layer = made_here(self._viewer.add_image(disp, name=name, colormap="magma", opacity=0.35,
+            layer = made_here(self._viewer.add_image(disp, multiscale=True, name=name, colormap="magma", opacity=0.35,
                                                      interpolation2d="nearest", scale=scale, translate=translate,
-                                                     visible=False, metadata={HEATMAP_KEY: meta}))
+                                                     visible=False, metadata={HEATMAP_KEY: meta}, cache=False))
             self._arrange()
             review_view(self._viewer).colorbar_later(layer, self._sync, self.native)  # a step of its own
         else:  # a run on another grid: new data, and the placement that goes with it
