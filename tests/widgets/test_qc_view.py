@@ -95,12 +95,13 @@ def test_flags_read_only_colour_bar_legend_and_tint_by_zoom(make_napari_viewer, 
     fill = np.asarray(flags.data[0])  # filled again: the tile's inside too, in the translucent codes
     for i, j in flagged:
         assert fill[i * 128 + 64, j * 128 + 64] == dec.CORRECT
-    flags.visible = False  # a proofreader's own toggle holds until the next crossing
+    flags.visible = False  # a proofreader's own toggle holds, also across the zoom limit
     cam.zoom = cam.zoom * 0.9
     assert not flags.visible
     w.set_thresholds(correct=float(np.sort(w.result.scores.ravel())[0]) + 1e-6)  # one tile left
     cam.zoom = 1.0
-    assert not heat.visible and flags.visible and _outlined(flags)
+    assert not heat.visible and not flags.visible and _outlined(flags)  # outlined, for when it is shown
+    flags.visible = True
     ring = np.asarray(flags.data[0])  # follows the thresholds (drawn from the decisions when sliced)
     left = [tuple(x) for x in np.argwhere(w.result.decisions[0] == dec.CORRECT)]
     assert len(left) == 1 and left[0] in flagged

@@ -234,3 +234,27 @@ def test_the_corrected_layer_removed_mid_run_stops_it_saying_so(docks, qtbot, no
     said = [m for _, m in notes if "was removed" in m]
     assert len(said) == 1 and said[0].startswith("The corrected layer of 'sec' was removed: correction stopped")
     assert len(cw.reports) < n
+
+
+def test_flags_the_user_hid_stay_hidden(docks):
+    """The zoom policy fills or outlines the QC flags but leaves their visibility to the user: hidden
+    flags came back after a grid / overlay round trip and across the zoom limit."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+    flags = viewer.layers["sec flagged"]
+    assert flags.visible
+    flags.visible = False
+    cw.toggle_view()
+    cw.toggle_view()
+    assert not flags.visible and not viewer.canvas.grid.enabled
+    view = review_view(viewer)
+    for zoom in (0.05, 20.0, 0.05):  # across the limit both ways
+        viewer.camera.zoom = zoom
+        view.apply_zoom()
+    assert not flags.visible
+    flags.visible = True
+    view.apply_zoom(force=True)
+    assert flags.visible

@@ -126,6 +126,7 @@ class ReviewView:
         self._grid_panels: list[str] = []
         self._grid_args: tuple[str, str | None] | None = None  # (source, ground truth) of the grid shown
         self._after_grid: list[Any] = []  # weak refs of layers to show when the overlay comes back
+        self._revealed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # layers shown once by their set-up
         self._steps: list[Any] = []
         self._step_scheduled = False
         self._watched: set[int] = set()
@@ -204,8 +205,15 @@ class ReviewView:
             return
 
     def _settle(self) -> None:
-        """Each plugin layer as the zoom wants it (after a dock's set-up was cut short)."""
+        """Each plugin layer as the zoom wants it (after a dock's set-up was cut short): also the QC
+        flags whose first showing was cut.
+        """
         self.apply_zoom(force=True)
+        v = self.viewer
+        if v is not None:
+            for layer in list(v.layers):
+                if DECISIONS_KEY in layer.metadata and layer not in self._revealed:
+                    self._reveal(layer)
 
     # ------------------------------------------------------------------ legend, colour bars
     def legend(self, part: str, text: str | None) -> Any:
@@ -316,7 +324,8 @@ class ReviewView:
         """Show ``layer`` if the current zoom wants it (one first paint per set-up step)."""
         if self._zoomed_out is None or self.viewer.canvas.grid.enabled or not self._alive(layer):
             return
-        if self._wanted(layer, self._zoomed_out):
+        self._revealed.add(layer)
+        if self._wanted(layer, self._zoomed_out, first=True):
             _outline(layer, not self._zoomed_out)
             layer.visible = True
 
@@ -378,8 +387,11 @@ class ReviewView:
         return True
 
     @staticmethod
-    def _wanted(layer: Any, out: bool) -> bool | None:
-        """The zoom policy for ``layer``: shown or not (None: a layer it leaves alone)."""
+    def _wanted(layer: Any, out: bool, first: bool = False) -> bool | None:
+        """The zoom policy for ``layer``: shown or not (None: a layer it leaves alone). The QC flags
+        are shown when they are set up (``first``) and afterwards only filled or outlined by the zoom:
+        whether they show is the user's (a flags layer the user hid stays hidden).
+        """
         heat = layer.metadata.get(HEATMAP_KEY)
         qc_tint = heat is not None and (heat.get("kind") == "blur_px" or (
             heat.get("kind") is None and "metric" in heat)) and \
@@ -387,7 +399,7 @@ class ReviewView:
         if qc_tint:  # the focus score or blur (px) heatmap: the one the QC dock shows, zoomed out
             return out and bool(heat.get("shown", True))
         if DECISIONS_KEY in layer.metadata:
-            return True  # filled or outlined, by the zoom
+            return True if first else None  # filled or outlined, by the zoom
         return None
 
     @property
