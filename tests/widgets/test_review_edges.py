@@ -234,6 +234,8 @@ def test_the_corrected_layer_removed_mid_run_stops_it_saying_so(docks, qtbot, no
     said = [m for _, m in notes if "was removed" in m]
     assert len(said) == 1 and said[0].startswith("The corrected layer of 'sec' was removed: correction stopped")
     assert len(cw.reports) < n
+    cw.review(*sorted(cw.reports)[0], "accept")  # the review says why it cannot (not "was not corrected")
+    assert notes[-1][1] == "the corrected layer of 'sec' is gone: correct again to review its tiles"
 
 
 def test_flags_the_user_hid_stay_hidden(docks):
@@ -258,3 +260,19 @@ def test_flags_the_user_hid_stay_hidden(docks):
     flags.visible = True
     view.apply_zoom(force=True)
     assert flags.visible
+
+
+def test_layers_line_up_with_a_rotated_image(docks):
+    """The QC and review layers take the image's whole transform (rotation and shear too, not only
+    scale and offset): a pixel of the image and of each layer are at the same place in the world."""
+    viewer, qc, cw = docks
+    sec = viewer.add_image(_image(), name="sec", scale=(2.0, 2.0), translate=(5.0, 7.0), rotate=30, shear=[0.1])
+    _score(qc, "sec", 128)
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+    names = ["sec focus", "sec flagged", "sec blur (px)", "sec astigmatism", "sec corrected", "sec review",
+             "sec corrected focus"]
+    for name in names:
+        layer = viewer.layers[name]
+        for px in ((200.0, 30.0), (0.0, 0.0), (255.0, 255.0)):
+            np.testing.assert_allclose(layer.data_to_world(px), sec.data_to_world(px), atol=1e-6, err_msg=name)

@@ -102,6 +102,21 @@ def name_in_the_way(viewer: "napari.Viewer", names: list[str]) -> str | None:
     return None
 
 
+def placement(layer: Any) -> dict[str, Any]:
+    """``layer``'s data-to-world transform as ``add_*`` keyword arguments (scale, translate, rotate,
+    shear, affine): layers drawn over an image line up with it also when it is rotated or sheared.
+    """
+    return {"scale": tuple(float(v) for v in layer.scale), "translate": tuple(float(v) for v in layer.translate),
+            "rotate": np.array(layer.rotate, float), "shear": np.array(layer.shear, float),
+            "affine": np.array(layer.affine.affine_matrix, float)}
+
+
+def place_like(layer: Any, place: dict[str, Any]) -> None:
+    """Give ``layer`` the transform :func:`placement` took from another."""
+    for key, value in place.items():
+        setattr(layer, key, value)
+
+
 def grayscale_data(layer) -> Any:
     """The layer's data as a 2-D or 3-D grayscale array, or raise ValueError with a clear message."""
     if getattr(layer, "rgb", False):

@@ -60,6 +60,8 @@ from .common import (
     made_here,
     name_in_the_way,
     notify,
+    place_like,
+    placement,
     plain_viewer,
     plugin_layer,
     preselect,
@@ -378,7 +380,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             corrected = None
         if corrected is None:
             corrected = made_here(self._viewer.add_image(
-                shown, name=f"{layer.name} corrected", scale=layer.scale, translate=layer.translate,
+                shown, name=f"{layer.name} corrected", **placement(layer),
                 colormap=layer.colormap, contrast_limits=layer.contrast_limits, multiscale=layer.multiscale,
                 visible=False,  # shown in a set-up step of its own (below): its first paint a pause of its own
             ))
@@ -400,11 +402,11 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             self._link_contrast(layer, gt_layer)
         # the per-tile layers (review marks, PSNR gain, corrected focus) are drawn on the tiles' true
         # footprints at every level of the image, placed as the image (partial edge tiles end at its edge)
-        scale, translate = tuple(layer.scale), tuple(layer.translate)
+        place = placement(layer)
         shape = (data.shape[0] if self._is_stack else 1, *self.grid.grid_shape)
         self._review = np.zeros(shape, np.uint8)
         self._psnr = np.full(shape, np.nan, np.float32) if with_gt else None
-        self._heat_xform = (scale, translate)
+        self._placement = place
         self._tile_footprints = TileFootprints.from_grid(tuple(int(s) for s in data.shape), params.qc_tile)
         self._tile_shapes = raster_level_shapes(
             tuple(int(s) for s in data.shape),
@@ -420,7 +422,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             review = self.review_layer
             if review is None:
                 review = made_here(self._viewer.add_image(
-                    review_levels, multiscale=True, name=f"{source} review", scale=scale, translate=translate,
+                    review_levels, multiscale=True, name=f"{source} review", **place,
                     colormap=code_colormap(REVIEW_COLORS, "emdeblur review"),
                     contrast_limits=code_limits(len(REVIEW_COLORS)), interpolation2d="nearest",
                     blending="translucent", metadata={REVIEW_KEY: review_meta}, visible=False, cache=False,
@@ -428,7 +430,7 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
                 view.show_later(review, self._sync, self.native)
             else:  # a new run (maybe on another grid or image size): new data, placed as the image
                 review.data = review_levels
-                review.scale, review.translate = scale, translate
+                place_like(review, place)
                 review.metadata[REVIEW_KEY] = review_meta
             read_only(review)
 

@@ -88,6 +88,7 @@ from .common import (
     made_here,
     name_in_the_way,
     notify,
+    placement,
     plain_viewer,
     plugin_layer,
     preselect,
@@ -375,14 +376,13 @@ class QCWidget(Container):
         r = self.result
         levels = [tuple(int(v) for v in s) for s in layer.level_shapes] if layer.multiscale else None
         shapes = raster_level_shapes(r.image_shape, levels)
-        scale = tuple(float(s) for s in layer.scale)
-        translate = tuple(float(t) for t in layer.translate)
+        place = placement(layer)  # the image's transform: the QC layers line up at every level
         heat_raster = TileRaster(r.footprints, self._heat_values, shapes, fill=np.nan, dtype=np.float32)
         flag_raster = TileRaster(r.footprints, r.decisions, shapes, fill=0, dtype=np.uint8)
         flag_raster.ring_add = RING_ADD  # up close the review view rings flagged tiles (opaque) instead of filling them
         blur_raster = TileRaster(r.footprints, self._blur_values, shapes, fill=np.nan, dtype=np.float32)
         self._rasters = (heat_raster, flag_raster, blur_raster)
-        self._image_xform = (tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
+        self._image_place = place
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
                 "unit": r.unit}
         hmeta = dict(meta, scores=self._cell_scores)
@@ -399,7 +399,7 @@ class QCWidget(Container):
                 return
             heat = made_here(self._viewer.add_image(
                 heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
-                interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+                interpolation2d="nearest", blending="translucent", **place,
                 contrast_limits=self._heat_limits or (0.0, 1.0), metadata={HEATMAP_KEY: hmeta}, cache=False,
                 visible=False,  # shown by the review view's set-up steps, one first paint at a time
             ))
@@ -417,7 +417,7 @@ class QCWidget(Container):
             made_here(self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
                 contrast_limits=code_limits(1 + 2 * RING_ADD), interpolation2d="nearest", blending="translucent",
-                scale=scale, translate=translate, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
+                **place, opacity=1.0, metadata={DECISIONS_KEY: dmeta}, cache=False,
                 visible=False,
             ))
 
@@ -438,7 +438,7 @@ class QCWidget(Container):
                 hi = (self._blur_limits or (0.0, float(DEFAULT_BLUR_PX[1]) + 1.0))[1]
                 blur = made_here(self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
-                    opacity=0.45, interpolation2d="nearest", blending="translucent", scale=scale, translate=translate,
+                    opacity=0.45, interpolation2d="nearest", blending="translucent", **place,
                     contrast_limits=(0.0, hi), metadata={HEATMAP_KEY: bmeta}, cache=False, visible=False,
                 ))
                 if self._blur_limits is not None:
@@ -637,7 +637,7 @@ class QCWidget(Container):
             vec = np.concatenate([np.zeros((len(z), 1)), vec], axis=1)
         nd = 3 if r.is_stack else 2
         data = np.stack([pos, vec], axis=1) if len(z) else np.zeros((0, 2, nd))
-        scale, translate = self._image_xform
+        place = self._image_place
         meta = {HEATMAP_KEY: {"source": r.layer_name, "tile": r.tile, "kind": "astigmatism",
                               "ratio_below": ASTIGMATISM_RATIO}}
         feats = {"ratio": ratio[sel].astype(np.float32), "angle": b.excess_angle[sel].astype(np.float32)}
@@ -646,7 +646,7 @@ class QCWidget(Container):
             self._viewer.layers.remove(old)
         layer = made_here(self._viewer.add_vectors(
             data, name=f"{r.layer_name} astigmatism", edge_width=max(2.0, 0.02 * r.tile), length=1.0,
-            edge_color="#7cff4f", vector_style="line", scale=scale, translate=translate, ndim=nd, features=feats,
+            edge_color="#7cff4f", vector_style="line", **place, ndim=nd, features=feats,
             metadata=meta, visible=False))  # added hidden: its first paint a set-up step of its own
         review_view(self._viewer).show_later(layer, getattr(self, "_sync", True), self.native, in_grid=False)
 

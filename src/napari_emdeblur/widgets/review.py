@@ -15,7 +15,7 @@ import numpy as np
 
 from .._reader import redraw
 from ..qc.focus import DEFAULT_METRIC
-from .common import HEATMAP_KEY, layer_by_name, made_here, notify, plugin_layer
+from .common import HEATMAP_KEY, layer_by_name, made_here, notify, place_like, plugin_layer
 from .view import read_only, review_view
 
 REVIEW_ACCEPTED, REVIEW_RETAKE, REVIEW_CHECK = 1, 2, 3
@@ -53,11 +53,11 @@ class ReviewMixin:
         name = f"{self.source_name} PSNR gain"
         disp = self._tile_levels(self._psnr, np.nan)
         layer = plugin_layer(self._viewer, name)
-        scale, translate = self._heat_xform
+        place = self._placement
         if layer is None:
             layer = made_here(self._viewer.add_image(
                 disp, multiscale=True, name=name, colormap="PiYG", contrast_limits=(-6, 6), opacity=0.5,
-                interpolation2d="nearest", scale=scale, translate=translate, visible=False, cache=False,
+                interpolation2d="nearest", **place, visible=False, cache=False,
                 metadata={HEATMAP_KEY: {"source": self.source_name, "kind": "psnr_gain"}}))
             self._arrange()
             view = review_view(self._viewer)  # its first paint, then its colour bar's: steps of their own
@@ -65,7 +65,7 @@ class ReviewMixin:
             view.colorbar_later(layer, self._sync, self.native)
         else:
             layer.data = disp
-            layer.scale, layer.translate = scale, translate
+            place_like(layer, place)
 
     def _arrange(self) -> None:
         """Overlay order after adding a layer (the grid keeps its own until toggled back)."""
@@ -108,16 +108,16 @@ class ReviewMixin:
                 "before_after": before_after}
         name = f"{self.source_name} corrected focus"
         layer = plugin_layer(self._viewer, name)
-        scale, translate = self._heat_xform
+        place = self._placement
         if layer is None:
             layer = made_here(self._viewer.add_image(disp, multiscale=True, name=name, colormap="magma", opacity=0.35,
-                                                     interpolation2d="nearest", scale=scale, translate=translate,
+                                                     interpolation2d="nearest", **place,
                                                      visible=False, metadata={HEATMAP_KEY: meta}, cache=False))
             self._arrange()
             review_view(self._viewer).colorbar_later(layer, self._sync, self.native)  # a step of its own
         else:  # a run on another grid: new data, and the placement that goes with it
             layer.data = disp
-            layer.scale, layer.translate = scale, translate
+            place_like(layer, place)
             layer.metadata[HEATMAP_KEY] = meta
         if qc_heat is not None:
             layer.contrast_limits = qc_heat.contrast_limits  # same colour scale: before vs after
@@ -164,6 +164,9 @@ class ReviewMixin:
         key = (int(z), int(i), int(j))
         rep = self.reports.get(key)
         corrected = self.corrected_layer
+        if corrected is None and self.source_name:
+            notify(f"the corrected layer of '{self.source_name}' is gone: correct again to review its tiles", "warning")
+            return
         if rep is None or corrected is None:
             notify(f"tile {key} was not corrected", "warning")
             return
