@@ -501,3 +501,23 @@ def test_a_vanished_watched_folder_is_named_by_its_path(tmp_path):
     root.rmdir()
     msgs = list(sc.scan().bad.values())
     assert msgs and msgs[0].startswith(f"{root}: cannot read the folder"), msgs  # it said ".: cannot read ..."
+
+
+def test_files_skipped_by_a_run_are_in_its_index(tiles, tmp_path):
+    """A file a run cannot take as a tile (here an empty one) counts as failed on the console and is
+    listed in index.html too (it was in no report); the next run lists only its own."""
+    src, kinds, _, _ = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    (acq / "tile_zero.tif").write_bytes(b"")
+    out = tmp_path / "out"
+    cfg = PipelineConfig(correct=False, stable_seconds=0)
+    s = list(watch(acq, out, cfg, once=True, poll=0.1))[-1]
+    assert s.failed == 1 and s.done == 1
+    index = (out / "index.html").read_text()
+    assert "1 skipped in the last run" in index and "tile_zero.tif: empty file (0 bytes), skipped" in index
+    assert "correct above 1 px, retake above 3 px" in index  # thresholds as they are given
+    (acq / "tile_zero.tif").unlink()
+    assert list(watch(acq, out, cfg, once=True, poll=0.1))[-1].failed == 0
+    assert "skipped in the last run" not in (out / "index.html").read_text().lower()

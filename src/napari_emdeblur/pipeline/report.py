@@ -31,6 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
+from ..qc.thresholds import PX_METRICS, px_from_score
 from ..qc.tiling import DEFAULT_TILE
 from .journal import INDEX_HTML, QC_PNG, REPORT_CSV, REPORT_JSON, Journal, Row
 
@@ -327,6 +328,16 @@ def render_qc_png(section: str, rows: list[Row], positions: dict, settings: dict
 
 
 # --------------------------------------------------------------------------- index.html
+def thresholds_text(settings: dict) -> str:
+    """An OUTDIR's thresholds as the user gives them (px of excess blur for the blur metric)."""
+    c, r = settings.get("correct_threshold"), settings.get("retake_threshold")
+    if c is None or r is None:
+        return "thresholds not set"
+    if settings.get("metric") in PX_METRICS:
+        return f"correct above {float(px_from_score(c)):.3g} px, retake above {float(px_from_score(r)):.3g} px"
+    return f"correct below {_fmt(c)}, retake below {_fmt(r)}"
+
+
 def write_index(journal: Journal, live: dict | None = None) -> None:
     """(Re)write ``OUTDIR/index.html`` from the journal; ``live`` = the current run's counters."""
     settings = journal.get_meta("settings", {})
@@ -346,16 +357,18 @@ def write_index(journal: Journal, live: dict | None = None) -> None:
         ".bad{color:#b00}</style></head><body>",
         f"<h1>emdeblur pipeline: {e(str(journal.outdir))}</h1>",
         f"<p>Updated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Metric <b>{e(str(settings.get('metric')))}</b>, "
-        f"QC tile {e(str(settings.get('tile')))} px, correct below {e(_fmt(settings.get('correct_threshold')))}, "
-        f"retake below {e(_fmt(settings.get('retake_threshold')))}, correction "
+        f"QC tile {e(str(settings.get('tile')))} px, {e(thresholds_text(settings))}, correction "
         f"{'on' if settings.get('correct') else 'off'}.</p>",
     ]
+    skipped = journal.get_meta("problems", {}) or {}
     done = tot["done"]
     pf = 100.0 * (tot["correct"] + tot["retake"]) / done if done else 0.0
     pr = 100.0 * tot["retake"] / done if done else 0.0
     out.append(
         f"<p><b>{tot['files']}</b> files: {done} done, {tot['failed']} failed, {tot['pending']} pending; "
-        f"{pf:.1f}% flagged, {pr:.1f}% to retake, {tot['corrected']} tiles corrected.</p>"
+        f"{pf:.1f}% flagged, {pr:.1f}% to retake, {tot['corrected']} tiles corrected"
+        + (f"; <span class='bad'>{len(skipped)} skipped in the last run (below)</span>" if skipped else "")
+        + ".</p>"
     )
     rates = []
     for r in runs[-5:]:
@@ -385,6 +398,10 @@ def write_index(journal: Journal, live: dict | None = None) -> None:
     out.append("</table>")
     for s, _ in secs:
         out.append(f"<h3>{e(s)}</h3><img src='{e(s)}/qc.png' width='560'>")
+    if skipped:  # files the last run could not take as tiles (not in any section's report)
+        out.append("<h2>Skipped in the last run</h2><ul>")
+        out.extend(f"<li class='bad'>{e(msg)}</li>" for _, msg in sorted(skipped.items()))
+        out.append("</ul>")
     out.append("<h2>Runs</h2><table><tr><th>run</th><th>started</th><th>tiles</th><th>failed</th>"
                "<th>seconds</th><th>throughput</th></tr>")
     out.extend(rates)
@@ -421,6 +438,7 @@ class ReportWriter:
         self.journal = journal
         self.interval = float(interval)
         self.dirty: set[str] = set()
+        self.index_dirty = False  # only the index changed (e.g. the files skipped in this run)
         self._last = time.monotonic()  # first regeneration one interval in (or at the end)
         self._flag = journal.get_meta("reports_clean", True) is False
         if self._flag:
@@ -432,14 +450,20 @@ class ReportWriter:
             self._flag = True
         self.dirty.add(section)
 
+    @property
+    def stale(self) -> bool:
+        """Something the reports show changed since they were written."""
+        return bool(self.dirty) or self.index_dirty
+
     def flush(self, force: bool = False, live: dict | None = None) -> bool:
-        if not force and (not self.dirty or time.monotonic() - self._last < self.interval):
+        if not force and (not self.stale or time.monotonic() - self._last < self.interval):
             return False
         settings = self.journal.get_meta("settings", {})
         for s in sorted(self.dirty):
             write_section_report(self.journal, s, settings)
             self.dirty.discard(s)
         write_index(self.journal, live)
+        self.index_dirty = False
         self._last = time.monotonic()
         if self._flag:
             self.journal.set_meta("reports_clean", True)

@@ -25,7 +25,7 @@ from .discover import Candidate
 from .errors import classify_error
 from .journal import INDEX_HTML, Journal, JournalLockedError, Row, is_transient_os_error, open_outdir
 from .process import analyse_tile, calibrate_thresholds
-from .report import ReportWriter, prewarm_in_background
+from .report import ReportWriter, prewarm_in_background, thresholds_text
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ class Session:
         self.thresholds: tuple[float, float] | None = None
         self.settings: dict | None = None
         self._problems: dict[str, str] = {}  # path -> message: files reported and skipped in this run
+        if self.journal.get_meta("problems"):  # the last run's: this run reports its own
+            self._keep_problems()
         self._t0 = time.monotonic()
         self._settled: dict[str, str | None] = {}
         for r in self.journal.rows():
@@ -192,13 +194,8 @@ class Session:
         return int((self.settings or {}).get("calibrated_from") or 0)
 
     def thresholds_text(self) -> str:
-        """The OUTDIR's thresholds as the user gives them: px of excess blur for the blur metric."""
-        c, r = self.thresholds or (float("nan"), float("nan"))
-        if self.cfg.score_params().has_blurmap:
-            from ..qc.thresholds import px_from_score
-
-            return f"correct above {float(px_from_score(c)):.3g} px, retake above {float(px_from_score(r)):.3g} px"
-        return f"correct below {c:.4g}, retake below {r:.4g} ({self.cfg.metric_name})"
+        """The OUTDIR's thresholds as the user gives them (px of excess blur for the blur metric)."""
+        return thresholds_text(self.settings or {})
 
     # -------------------------------------------------------------- registration
     def update_positions(self, positions: dict[str, dict[str, tuple[float, float]]]) -> None:
@@ -320,7 +317,17 @@ class Session:
         new = [msg for key, msg in problems.items() if key not in self._problems]
         self._problems.update(problems)
         self.summary.failed = len(self._failed) + len(self._problems)
+        if new:
+            self._keep_problems()
         return new
+
+    def _keep_problems(self) -> None:
+        """The files skipped in this run, for the index (their own line each)."""
+        try:
+            self.journal.set_meta("problems", dict(sorted(self._problems.items())))
+            self.reports.index_dirty = True
+        except (sqlite3.Error, OSError) as e:  # the reports miss them; the run goes on
+            log.warning("%s: skipped files not recorded for the reports (%s)", self.outdir, e)
 
     def process_serial(self, row: Row) -> tuple[Row, TileRecord] | None:
         claimed = self.claim(row)
@@ -405,7 +412,7 @@ class Session:
             if self.journal.rows(state="processing"):
                 self.journal.recover()
             try:  # the reports as the journal now is, also after Ctrl-C (they are "always rebuilt at the end")
-                if self.reports.dirty or not (self.outdir / INDEX_HTML).exists():
+                if self.reports.stale or not (self.outdir / INDEX_HTML).exists():
                     self.flush_reports(force=True)
             except Exception as e:  # noqa: BLE001 - never in the way of closing the journal
                 log.warning("%s: reports not rebuilt (%s); the next run rebuilds them", self.outdir, e)
