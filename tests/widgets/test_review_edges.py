@@ -276,3 +276,15 @@ def test_layers_line_up_with_a_rotated_image(docks):
         layer = viewer.layers[name]
         for px in ((200.0, 30.0), (0.0, 0.0), (255.0, 255.0)):
             np.testing.assert_allclose(layer.data_to_world(px), sec.data_to_world(px), atol=1e-6, err_msg=name)
+
+
+def test_an_image_removed_while_it_is_scored_gets_no_orphan_layers(docks, qtbot, notes):
+    viewer, qc, _ = docks
+    sec = viewer.add_image(np.stack([_image((512, 512), seed=s) for s in range(3)]), name="sec")
+    qc.layer_combo.value = "sec"
+    qc.tile_spin.value = 128
+    qc.run()
+    viewer.layers.remove(sec)
+    qtbot.waitUntil(lambda: qc.idle, timeout=60_000)
+    assert not [x.name for x in viewer.layers if x.name.startswith("sec ")]
+    assert any("'sec' was removed while it was scored" in m for _, m in notes)

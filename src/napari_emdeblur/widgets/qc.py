@@ -43,6 +43,7 @@ at most every ``PROGRESS_S``: with software OpenGL every repaint of the window c
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,7 @@ class QCWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.result: QCResult | None = None
+        self._source_ref: Any = None  # weak ref of the image the last run scored
         self.last_update_ms: float = 0.0
         self._updating = False
 
@@ -370,6 +372,7 @@ class QCWidget(Container):
         self._last_refresh = self._last_progress = 0.0
         self.progress.max = len(tiles) if tiles else nz
         self.progress.value = 0
+        self._source_ref = weakref.ref(layer)
         self._place_layers(layer)
 
     def _place_layers(self, layer) -> None:
@@ -395,7 +398,7 @@ class QCWidget(Container):
         self._heat_limits = self._blur_limits = None  # set when the run ends
 
         def add_heat() -> None:  # each layer its own set-up step: short pauses, one at a time
-            if self.result is not r:  # a newer run replaced this one
+            if self.result is not r or not self._source_alive():  # a newer run replaced this one
                 return
             heat = made_here(self._viewer.add_image(
                 heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
@@ -411,7 +414,7 @@ class QCWidget(Container):
         dmeta = dict(meta, decisions=r.cell_decisions)
 
         def add_flags() -> None:
-            if self.result is not r:
+            if self.result is not r or not self._source_alive():
                 return
             dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
             made_here(self._viewer.add_image(
@@ -422,7 +425,7 @@ class QCWidget(Container):
             ))
 
         def arrange() -> None:  # colour bar, read-only, legend, the tint or the outlines for the zoom, order
-            if self.result is r:
+            if self.result is r and self._source_alive():
                 view.qc_layers(self.heatmap_layer, self.decisions_layer, self.blur_layer, sync, self.native)
 
         view.later(add_heat, sync, self.native)
@@ -433,7 +436,7 @@ class QCWidget(Container):
             bmeta.update(kind="blur_px", unit="px")
 
             def add_blur() -> None:
-                if self.result is not r:
+                if self.result is not r or not self._source_alive():
                     return
                 hi = (self._blur_limits or (0.0, float(DEFAULT_BLUR_PX[1]) + 1.0))[1]
                 blur = made_here(self._viewer.add_image(
@@ -509,9 +512,21 @@ class QCWidget(Container):
     def _on_error(self, exc: BaseException) -> None:
         notify(f"Focus scoring failed: {exc}", "error")
 
+    def _source_alive(self) -> bool:
+        """The image this run scores is still in the viewer (else its QC layers are not added)."""
+        src = self._source_ref() if self._source_ref is not None else None
+        return src is not None and any(x is src for x in self._viewer.layers)
+
     def _on_finished(self) -> None:
         r = self.result
         if r is None:
+            return
+        if not self._source_alive():  # removed while it was scored: nothing to show it on
+            for name in (f"{r.layer_name} {s}" for s in QC_LAYER_SUFFIXES):
+                old = plugin_layer(self._viewer, name)
+                if old is not None:
+                    self._viewer.layers.remove(old)
+            notify(f"'{r.layer_name}' was removed while it was scored: its QC result is not shown", "warning")
             return
         finite = r.scores[np.isfinite(r.scores)]
         self._refresh_layers_throttled(force=True, final=True)
