@@ -59,6 +59,15 @@ def _drain(gen, sink: list) -> None:
         sink.append(msg)
 
 
+def _acq(tmp_path: Path, src: Path, names) -> Path:
+    """A watched folder ``tmp_path/acq`` holding copies of the tiles ``names`` of ``src``."""
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for n in names:
+        shutil.copy(src / n, acq / n)
+    return acq
+
+
 @pytest.mark.slow
 def test_tiles_arriving_during_watch_are_processed_exactly_once(tiles, tmp_path, monkeypatch):
     scans: list[float] = []
@@ -360,10 +369,7 @@ def test_other_px_thresholds_into_an_outdir_are_refused(tiles, tmp_path):
     """Thresholds in px are part of an OUTDIR's settings like thresholds given as scores (they were
     silently replaced by the stored ones)."""
     src, kinds, _, _ = tiles
-    acq = tmp_path / "acq"
-    acq.mkdir()
-    for n in sorted(kinds)[:2]:
-        shutil.copy(src / n, acq / n)
+    acq = _acq(tmp_path, src, sorted(kinds)[:2])
     out = tmp_path / "out"
     cfg = PipelineConfig(correct=False, stable_seconds=0)
     assert list(watch(acq, out, cfg, once=True, poll=0.1))[-1].done == 2
@@ -376,10 +382,7 @@ def test_reports_are_rebuilt_when_a_watch_is_interrupted(tiles, tmp_path):
     """Ctrl-C (the generator closed mid-run) still rebuilds the reports from the journal (they are
     throttled to every few seconds while tiles arrive, and were left out)."""
     src, kinds, _, _ = tiles
-    acq = tmp_path / "acq"
-    acq.mkdir()
-    for n in sorted(kinds)[:6]:
-        shutil.copy(src / n, acq / n)
+    acq = _acq(tmp_path, src, sorted(kinds)[:6])
     out = tmp_path / "out"
     gen = watch(acq, out, PipelineConfig(correct=False, stable_seconds=0, threads=1), poll=0.1)
     for msg in gen:
@@ -406,9 +409,7 @@ def test_a_failed_recovery_is_tried_again_at_the_next_turn(tiles, tmp_path, monk
     from napari_emdeblur.pipeline.session import Session
 
     src, kinds, _, _ = tiles
-    acq = tmp_path / "acq"
-    acq.mkdir()
-    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    acq = _acq(tmp_path, src, sorted(kinds)[:1])
     calls = {"positions": 0, "recover": 0}
     real_positions, real_recover = Session.update_positions, Journal.recover
 
@@ -483,9 +484,7 @@ def test_batch_says_when_gpu_workers_have_no_gpu(tiles, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     src, kinds, th, weights = tiles
-    acq = tmp_path / "acq"
-    acq.mkdir()
-    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    acq = _acq(tmp_path, src, sorted(kinds)[:1])
     cfg = PipelineConfig(correct_threshold=th[0], retake_threshold=th[1], weights=str(weights), device="cpu")
     msgs = list(batch([acq], tmp_path / "out", cfg, workers=0, gpu_workers=True))
     assert any("--gpu-workers, but this machine has no GPU" in getattr(m, "message", "") for m in msgs)
@@ -507,9 +506,7 @@ def test_files_skipped_by_a_run_are_in_its_index(tiles, tmp_path):
     """A file a run cannot take as a tile (here an empty one) counts as failed on the console and is
     listed in index.html too (it was in no report); the next run lists only its own."""
     src, kinds, _, _ = tiles
-    acq = tmp_path / "acq"
-    acq.mkdir()
-    shutil.copy(src / sorted(kinds)[0], acq / sorted(kinds)[0])
+    acq = _acq(tmp_path, src, sorted(kinds)[:1])
     (acq / "tile_zero.tif").write_bytes(b"")
     out = tmp_path / "out"
     cfg = PipelineConfig(correct=False, stable_seconds=0)
