@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .io.formats import OME_SUFFIXES, WRITE_SUFFIXES, suffix_of
+from .io.formats import is_writable_name
 from .io.write import save_image
 
 _SKIP_META = {"tiles", "sample_tiles", "license"}
@@ -49,7 +49,7 @@ def write_layer(path: str | Path, data: Any, meta: dict, overwrite: bool = False
     """
     meta = meta or {}
     p = Path(path)
-    if suffix_of(p) not in WRITE_SUFFIXES + OME_SUFFIXES:
+    if not is_writable_name(p):
         raise ValueError(f"{p}: unsupported output type; use .tif, .ome.tif or .zarr")
     if meta.get("multiscale") and isinstance(data, Sequence):  # the levels (a list, napari's MultiScaleData)
         data = data[0]

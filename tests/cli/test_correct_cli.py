@@ -191,6 +191,9 @@ def test_what_can_fail_is_checked_before_the_work(tmp_path, weights, capsys):
         err = capsys.readouterr().err
         assert said in err and "section 1:" not in err and "Correcting" not in err, err
     assert not list(tmp_path.glob("o.*"))
+    # an OME-Zarr output (".ome.zarr": one suffix) is a known output type
+    assert main(base + ["-o", str(tmp_path / "z.ome.zarr"), "--weights", str(weights), "--quiet"]) == 0
+    assert (tmp_path / "z.ome.zarr").is_dir()
     # the thresholds of the blur metric are told in px, as they are given
     assert main(base + ["-o", str(tmp_path / "o.tif"), "--weights", str(weights), "--correct-px", "1.5"]) == 0
     assert "tiles to correct (excess blur > 1.5 px)" in capsys.readouterr().err

@@ -370,6 +370,16 @@ def test_save_image_roundtrip(tmp_path, name, dtype):
 
 
 @pytest.mark.parametrize("name", ["o.tif", "o.ome.tif"])
+def test_save_image_lazy_bool(tmp_path, name):
+    """A lazy mask (bool: TIFF packs it to bits) round-trips (not streamed as raw bytes)."""
+    import dask.array as da
+
+    a = np.random.default_rng(2).random((2, 40, 48)) > 0.5
+    p = save_image(tmp_path / name, da.from_array(a, chunks=(1, 16, 16)))
+    np.testing.assert_array_equal(tifffile.imread(p).astype(bool), a)
+
+
+@pytest.mark.parametrize("name", ["o.tif", "o.ome.tif"])
 @pytest.mark.parametrize("dtype", [np.uint8, ">u2", np.int16])
 def test_save_image_streams_lazy_data_in_strips(tmp_path, name, dtype, monkeypatch):
     """Lazy data (a stack, rows not a multiple of the strip, a big-endian dtype) is written strip by

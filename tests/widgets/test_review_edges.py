@@ -288,3 +288,55 @@ def test_an_image_removed_while_it_is_scored_gets_no_orphan_layers(docks, qtbot,
     qtbot.waitUntil(lambda: qc.idle, timeout=60_000)
     assert not [x.name for x in viewer.layers if x.name.startswith("sec ")]
     assert any("'sec' was removed while it was scored" in m for _, m in notes)
+
+
+def test_only_the_names_a_run_makes_are_in_its_way(docks, notes):
+    """A user's layer called '<image> astigmatism' is in no way of a focus-score QC (only the blur metric
+    makes that layer), nor '<image> PSNR gain' of a correction without ground truth."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    viewer.add_points(np.array([[5.0, 5.0]]), name="sec astigmatism")
+    viewer.add_points(np.array([[5.0, 5.0]]), name="sec PSNR gain")
+    qc.metric_combo.value = "autocorr"
+    _score(qc, "sec", 128, flag_all=False)
+    assert "sec flagged" in viewer.layers
+    cw.layer_combo.value = "sec"
+    cw.tiles_combo.value = "all"
+    cw.run(sync=True)
+    assert cw.reports and not any(sev == "error" for sev, _ in notes)
+
+
+def test_napari_grid_button_goes_back_to_the_overlay_like_the_dock(docks):
+    """Leaving the grid with napari's own button restores what the dock's toggle restores (the overlay
+    order, and layers that waited for the overlay); the next QC does not regroup stale panels."""
+    viewer, qc, cw = docks
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+    cw.toggle_view()
+    _score(qc, "sec", 128, flag_all=False)  # its astigmatism lines wait for the overlay
+    astig = viewer.layers["sec astigmatism"]
+    assert not astig.visible
+    viewer.canvas.grid.enabled = False  # napari's grid button
+    assert astig.visible and viewer.layers["sec corrected"].visible
+    order = [x.name for x in viewer.layers]
+    assert order.index("sec corrected") < order.index("sec flagged") < order.index("sec review")
+    viewer.canvas.grid.enabled = True  # napari's own grid, not the dock's
+    _score(qc, "sec", 128, flag_all=False)
+    assert review_view(viewer)._grid_args is None
+
+
+def test_placing_a_layer_again_changes_nothing_that_is_the_same(make_napari_viewer):
+    from napari_emdeblur.widgets.common import place_like, placement
+
+    viewer = make_napari_viewer()
+    a = viewer.add_image(np.zeros((64, 64), np.uint8), scale=(2, 2), rotate=10)
+    b = viewer.add_image(np.zeros((8, 8), np.uint8))
+    place_like(b, placement(a))
+    np.testing.assert_allclose(b.data_to_world((3, 4)), a.data_to_world((3, 4)))
+    fired = []
+    for name in ("scale", "translate", "rotate", "shear", "affine"):
+        getattr(b.events, name).connect(lambda e, n=name: fired.append(n))
+    place_like(b, placement(a))  # each change re-slices the layer: none here
+    assert fired == []

@@ -95,7 +95,7 @@ def run(args) -> int:
     from ..deblur.selection import Selection
     from ..deblur.service import CorrectionParams, iter_correct
     from ..io.errors import user_message
-    from ..io.formats import WRITE_SUFFIXES, suffix_of
+    from ..io.formats import WRITE_SUFFIXES, is_writable_name, suffix_of
     from ..io.read import load_section
     from ..io.write import input_conflict, not_a_folder, save_image
     from ..qc import decisions as dec
@@ -142,7 +142,7 @@ def run(args) -> int:
     )
     params.validate()  # a bad --value-range: ValueError -> one-line message
     # everything that can be known before the (long) work: where it goes, and the model on its device
-    if suffix_of(out) not in WRITE_SUFFIXES:
+    if not is_writable_name(out):
         raise CLIError(f"{out}: unsupported output type {suffix_of(out) or '(none)'}; use "
                        f"{', '.join(WRITE_SUFFIXES)}", 2)
     if not os.access(out.parent, os.W_OK):

@@ -36,10 +36,18 @@ __all__ = [
     "ZARR_SUFFIXES",
     "is_image_file",
     "is_tiff",
+    "is_writable_name",
     "natural_sort_key",
     "stem_of",
     "suffix_of",
 ]
+
+
+def is_writable_name(p: str | os.PathLike) -> bool:
+    """Whether :func:`napari_emdeblur.io.save_image` writes a file or folder of this name
+    (:data:`WRITE_SUFFIXES`, ``.ome.zarr`` included).
+    """
+    return suffix_of(p) in WRITE_SUFFIXES + OME_SUFFIXES
 
 
 def suffix_of(p: str | os.PathLike) -> str:

@@ -269,7 +269,7 @@ def save_image(
     kw: dict = {}
     if n_levels > 1:
         pass  # streamed block by block by _write_tiff_pyramid
-    elif lazy:  # strip by strip: never the whole image in memory
+    elif lazy and dt != np.dtype(bool):  # strip by strip: never the whole image in memory (bool: bit-packed)
         rows = _strip_rows(data)
         payload = _strips(data, rows, dt)
         kw = {"shape": shape, "dtype": dt, "rowsperstrip": rows}

@@ -112,9 +112,13 @@ def placement(layer: Any) -> dict[str, Any]:
 
 
 def place_like(layer: Any, place: dict[str, Any]) -> None:
-    """Give ``layer`` the transform :func:`placement` took from another."""
+    """Give ``layer`` the transform :func:`placement` took from another (only what differs: each
+    change re-slices the layer).
+    """
+    now = placement(layer)
     for key, value in place.items():
-        setattr(layer, key, value)
+        if np.shape(now[key]) != np.shape(value) or not np.allclose(now[key], value):
+            setattr(layer, key, value)
 
 
 def grayscale_data(layer) -> Any:

@@ -291,10 +291,11 @@ class CorrectionWidget(ReviewMixin, ExportMixin, Container):
             choice = choose_tiles(self._viewer, layer, data, str(self.tiles_combo.value),
                                   int(self.qc_tile_spin.value), self.shapes_combo.value)
             self.qc_tile_spin.value, self._qc_metric = choice.qc_tile, choice.metric
-            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in CORRECTION_LAYER_SUFFIXES])
+            gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
+            made = [s for s in CORRECTION_LAYER_SUFFIXES if s != "PSNR gain" or gt_layer is not None]
+            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in made])
             if clash:
                 raise ValueError(clash)
-            gt_layer = layer_by_name(self._viewer, self.gt_combo.value)
             gt = None
             if gt_layer is not None:
                 gt = grayscale_data(gt_layer)

@@ -302,7 +302,8 @@ class QCWidget(Container):
             TileGrid(tuple(data.shape[-2:]), params.tile)
             if min(data.shape[-2:]) < 16:
                 raise ValueError(f"layer '{layer.name}' is {data.shape[-2:]} px, too small to score")
-            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in QC_LAYER_SUFFIXES])
+            made = QC_LAYER_SUFFIXES if params.has_blurmap else QC_LAYER_SUFFIXES[:2]  # blur, astigmatism: px only
+            clash = name_in_the_way(self._viewer, [f"{layer.name} {s}" for s in made])
             if clash:
                 raise ValueError(clash)
         except ValueError as e:

@@ -132,6 +132,8 @@ class ReviewView:
         self._watched: set[int] = set()
         self._closed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # windows that got a close event
         viewer.scene.camera.events.zoom.connect(self._on_zoom)
+        self._leaving_grid = False
+        viewer.canvas.grid.events.enabled.connect(self._on_grid_toggled)
 
     @property
     def viewer(self) -> Any:
@@ -499,12 +501,25 @@ class ReviewView:
         self._grid_args = (source, gt)
         return list(self._grid_panels)
 
+    def _on_grid_toggled(self, event: Any = None) -> None:
+        """The grid turned off with napari's own button: back to the overlay as the dock's toggle does
+        (visibility as before, waiting layers shown, the overlay order).
+        """
+        v = self.viewer
+        if v is None or v.canvas.grid.enabled or self._leaving_grid or self._grid_args is None:
+            return
+        self.show_overlay(*self._grid_args)
+
     def show_overlay(self, source: str, gt: str | None = None) -> list[str]:
         """Back from the grid: name labels off, visibility as before the grid (corrected shown),
         the overlay order, the tint for the zoom. Returns the order (bottom first).
         """
         v = self.viewer
-        v.canvas.grid.enabled = False
+        self._leaving_grid = True
+        try:
+            v.canvas.grid.enabled = False
+        finally:
+            self._leaving_grid = False
         for x in v.layers:
             overlay = getattr(x, "name_overlay", None)
             if overlay is not None and x.name in self._grid_panels:
