@@ -340,3 +340,21 @@ def test_placing_a_layer_again_changes_nothing_that_is_the_same(make_napari_view
         getattr(b.events, name).connect(lambda e, n=name: fired.append(n))
     place_like(b, placement(a))  # each change re-slices the layer: none here
     assert fired == []
+
+
+def test_renaming_a_scored_image_renames_its_qc_layers(docks, notes):
+    """The QC result follows its image's new name (the correction dock said the renamed image had no QC
+    result); with a layer of the user's under one of the new names, nothing is renamed and that is said."""
+    viewer, qc, cw = docks
+    sec = viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    sec.name = "section 12"
+    names = [x.name for x in viewer.layers]
+    assert "section 12 flagged" in names and "section 12 focus" in names and not any(n.startswith("sec ") for n in names)
+    assert viewer.layers["section 12 flagged"].metadata["emdeblur_decisions"]["source"] == "section 12"
+    cw.layer_combo.value = "section 12"
+    cw.run(sync=True)
+    assert cw.reports  # flagged tiles found under the new name
+    viewer.add_points(np.array([[1.0, 1.0]]), name="s12 focus")
+    sec.name = "s12"
+    assert "section 12 flagged" in viewer.layers and "but a layer named 's12 focus' is in the way" in notes[-1][1]

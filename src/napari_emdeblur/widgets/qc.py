@@ -373,7 +373,11 @@ class QCWidget(Container):
         self._last_refresh = self._last_progress = 0.0
         self.progress.max = len(tiles) if tiles else nz
         self.progress.value = 0
+        old = self._source_ref() if self._source_ref is not None else None
+        if old is not None:
+            old.events.name.disconnect(self._source_renamed)
         self._source_ref = weakref.ref(layer)
+        layer.events.name.connect(self._source_renamed)
         self._place_layers(layer)
 
     def _place_layers(self, layer) -> None:
@@ -401,6 +405,7 @@ class QCWidget(Container):
         def add_heat() -> None:  # each layer its own set-up step: short pauses, one at a time
             if self.result is not r or not self._source_alive():  # a newer run replaced this one
                 return
+            hmeta["source"] = r.layer_name  # (renamed since the run started?)
             heat = made_here(self._viewer.add_image(
                 heat_raster.levels, multiscale=True, name=f"{r.layer_name} focus", colormap="magma", opacity=0.35,
                 interpolation2d="nearest", blending="translucent", **place,
@@ -417,7 +422,8 @@ class QCWidget(Container):
         def add_flags() -> None:
             if self.result is not r or not self._source_alive():
                 return
-            dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold)
+            dmeta.update(correct_threshold=r.correct_threshold, retake_threshold=r.retake_threshold,
+                         source=r.layer_name)
             made_here(self._viewer.add_image(
                 flag_raster.levels, multiscale=True, name=f"{r.layer_name} flagged", colormap=_flag_colormap(),
                 contrast_limits=code_limits(1 + 2 * RING_ADD), interpolation2d="nearest", blending="translucent",
@@ -440,6 +446,7 @@ class QCWidget(Container):
                 if self.result is not r or not self._source_alive():
                     return
                 hi = (self._blur_limits or (0.0, float(DEFAULT_BLUR_PX[1]) + 1.0))[1]
+                bmeta["source"] = r.layer_name
                 blur = made_here(self._viewer.add_image(
                     blur_raster.levels, multiscale=True, name=f"{r.layer_name} blur (px)", colormap="inferno",
                     opacity=0.45, interpolation2d="nearest", blending="translucent", **place,
@@ -512,6 +519,30 @@ class QCWidget(Container):
 
     def _on_error(self, exc: BaseException) -> None:
         notify(f"Focus scoring failed: {exc}", "error")
+
+    def _source_renamed(self, event: Any = None) -> None:
+        """The scored image was renamed: its QC layers follow (``<new name> focus`` ...), so the
+        correction dock and the hover still find its result. If a layer of the user's already has one of
+        the new names, nothing is renamed and the result stays under the old name (said once).
+        """
+        src = self._source_ref() if self._source_ref is not None else None
+        r = self.result
+        if r is None or src is None or src.name == r.layer_name:
+            return
+        old, new = r.layer_name, src.name
+        ours = {s: plugin_layer(self._viewer, f"{old} {s}") for s in QC_LAYER_SUFFIXES}
+        clash = name_in_the_way(self._viewer, [f"{new} {s}" for s, lyr in ours.items() if lyr is not None])
+        if clash:
+            notify(f"'{old}' was renamed '{new}', but {clash}; its QC result stays under '{old}'", "warning")
+            return
+        r.layer_name = new
+        for suffix, lyr in ours.items():
+            if lyr is None:
+                continue
+            for key in (HEATMAP_KEY, DECISIONS_KEY):
+                if key in lyr.metadata:
+                    lyr.metadata[key]["source"] = new
+            lyr.name = f"{new} {suffix}"
 
     def _source_alive(self) -> bool:
         """The image this run scores is still in the viewer (else its QC layers are not added)."""
