@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..io.pyramid import LevelArray, Tile, TileIndex, level_shapes, n_levels_for
+from ..io.pyramid import LevelArray, level_shapes, n_levels_for
 
 __all__ = ["TileFootprints", "TileRaster", "TileRasterLevel", "raster_level_shapes"]
 
@@ -41,9 +41,6 @@ class TileFootprints:
         self.nz = self.shape[0] if len(self.shape) == 3 else 1
         self.tile = int(tile) if tile is not None else None
         self.boxes = None if boxes is None else np.asarray(boxes, np.int64).reshape(-1, 5)
-        self._index = None
-        if self.boxes is not None:
-            self._index = TileIndex([Tile(*map(int, b)) for b in self.boxes])
 
     @classmethod
     def from_grid(cls, shape: Sequence[int], tile: int) -> "TileFootprints":
@@ -76,19 +73,22 @@ class TileFootprints:
         return r, c
 
     def _box_runs(self, z: int, ys: np.ndarray, xs: np.ndarray) -> list[tuple[int, int, int, int, int]]:
-        """``(box, row_a, row_b, col_a, col_b)`` of every box over the positions, in file order."""
-        if self._index is None or self.boxes is None or len(ys) == 0 or len(xs) == 0:
+        """``(box, row_a, row_b, col_a, col_b)`` of every box over the positions, in file order.
+
+        Vectorised over the boxes (a handful of numpy calls however many there are): this runs on
+        the GUI thread whenever napari slices a tile layer, often while a worker holds the GIL.
+        """
+        if self.boxes is None or len(ys) == 0 or len(xs) == 0:
             return []
         py = np.floor(np.asarray(ys, np.float64) + 0.5).astype(np.int64)
         px = np.floor(np.asarray(xs, np.float64) + 0.5).astype(np.int64)
-        out = []
-        for i in self._index.query(z, py[0], py[-1] + 1, px[0], px[-1] + 1):
-            _, y0, x0, bh, bw = self.boxes[i]
-            ra, rb = np.searchsorted(py, [y0, y0 + bh])
-            ca, cb = np.searchsorted(px, [x0, x0 + bw])
-            if ra < rb and ca < cb:
-                out.append((int(i), int(ra), int(rb), int(ca), int(cb)))
-        return out
+        b = self.boxes
+        y0, x0 = b[:, 1], b[:, 2]
+        y1, x1 = y0 + b[:, 3], x0 + b[:, 4]
+        ra, rb = np.searchsorted(py, y0), np.searchsorted(py, y1)
+        ca, cb = np.searchsorted(px, x0), np.searchsorted(px, x1)
+        keep = np.flatnonzero((b[:, 0] == z) & (ra < rb) & (ca < cb))
+        return list(zip(keep.tolist(), ra[keep].tolist(), rb[keep].tolist(), ca[keep].tolist(), cb[keep].tolist()))
 
     def owners(self, z: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Owner id (int64, -1 = none) at level-0 pixel positions ``ys`` x ``xs`` (pixel-centre
