@@ -33,9 +33,13 @@
 # training/sbgran_v2/model_step11500.*) and the graph-off run's model_latest at 11,500 (model_step11500.*).
 # Grown run (session 8, an experiment: does a larger model lift the plateau?): the shipped weights (step 61,500)
 # grown to 3 residual groups (nets.sbgran.grow_sbgran: the new group starts as the identity, same output at
-# step 0), trained with the MSE loss, 192 px crops and a fresh cosine (peak 4e-4 over 24,000 steps) into
+# step 0), trained with the MSE loss, 192 px crops and a fresh cosine (peak 1.5e-4 over 6,000 steps: it anneals
+# within one session; a first try with a peak of 4e-4 over 24,000 steps fell to 22.76 dB at step 500) into
 # training/sbgran_v3_g3 (every later session: the same command with --resume):
 #   bash scripts/train_shipped.sh sbgran-g3 [--resume]
+# As run in session 8 (2 threads): from step 0 to 2,500 (validation 22.86 dB at 500-1,500, 22.91 at 2,000,
+# 22.94 at 2,500), then annealed within the session by a shorter total (the cosine over the new total):
+#   bash scripts/train_shipped.sh sbgran-g3 --resume --threads 2 --steps 4500
 if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ] || [ "${1:-}" = "sbgran-g3" ]; then
   set -euo pipefail
   cd "$(dirname "$0")/.."
@@ -45,7 +49,7 @@ if [ "${1:-}" = "sbgran" ] || [ "${1:-}" = "sbgran-nograph" ] || [ "${1:-}" = "s
   if [ "$1" = "sbgran" ]; then run=training/sbgran_v2; arch='{"graph": true}'
   elif [ "$1" = "sbgran-g3" ]; then run=training/sbgran_v3_g3; arch='{"graph": true}'
     extra=(--init-weights src/napari_emdeblur/deblur/shipped_weights/sbgran_em_v2.pt --grow '{"n_groups": 3}'
-           --loss mse --crop 192 --lr 4e-4 --steps 24000 --snapshot-steps)
+           --loss mse --crop 192 --lr 1.5e-4 --steps 6000 --snapshot-steps)
   else run=training/sbgran_v2_nograph; arch='{"graph": false}'; fi
   shift
   mkdir -p "$run"
