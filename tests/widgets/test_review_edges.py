@@ -53,6 +53,14 @@ def _score(qc, name: str, tile: int, flag_all: bool = True) -> None:
         qc.set_thresholds_px(0.1, 50)  # every tile "correct"
 
 
+def _scored_and_corrected(viewer, qc, cw) -> None:
+    """A 256 px image "sec", scored on 128 px tiles with every tile flagged, and corrected."""
+    viewer.add_image(_image(), name="sec")
+    _score(qc, "sec", 128)
+    cw.layer_combo.value = "sec"
+    cw.run(sync=True)
+
+
 def _names(viewer) -> list[str]:
     return [x.name for x in viewer.layers]
 
@@ -111,10 +119,7 @@ def test_rescoring_while_the_grid_is_shown_keeps_the_panels(docks):
     original's panel, the corrected image beside it: it slid over the original), and the astigmatism
     lines wait for the overlay view."""
     viewer, qc, cw = docks
-    viewer.add_image(_image(), name="sec")
-    _score(qc, "sec", 128)
-    cw.layer_combo.value = "sec"
-    cw.run(sync=True)
+    _scored_and_corrected(viewer, qc, cw)
     cw.toggle_view()
     view = review_view(viewer)
     names = ["sec", "sec corrected", "sec flagged", "sec review"]
@@ -242,10 +247,7 @@ def test_flags_the_user_hid_stay_hidden(docks):
     """The zoom policy fills or outlines the QC flags but leaves their visibility to the user: hidden
     flags came back after a grid / overlay round trip and across the zoom limit."""
     viewer, qc, cw = docks
-    viewer.add_image(_image(), name="sec")
-    _score(qc, "sec", 128)
-    cw.layer_combo.value = "sec"
-    cw.run(sync=True)
+    _scored_and_corrected(viewer, qc, cw)
     flags = viewer.layers["sec flagged"]
     assert flags.visible
     flags.visible = False
@@ -310,10 +312,7 @@ def test_napari_grid_button_goes_back_to_the_overlay_like_the_dock(docks):
     """Leaving the grid with napari's own button restores what the dock's toggle restores (the overlay
     order, and layers that waited for the overlay); the next QC does not regroup stale panels."""
     viewer, qc, cw = docks
-    viewer.add_image(_image(), name="sec")
-    _score(qc, "sec", 128)
-    cw.layer_combo.value = "sec"
-    cw.run(sync=True)
+    _scored_and_corrected(viewer, qc, cw)
     cw.toggle_view()
     _score(qc, "sec", 128, flag_all=False)  # its astigmatism lines wait for the overlay
     astig = viewer.layers["sec astigmatism"]
