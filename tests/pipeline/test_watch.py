@@ -518,3 +518,17 @@ def test_files_skipped_by_a_run_are_in_its_index(tiles, tmp_path):
     (acq / "tile_zero.tif").unlink()
     assert list(watch(acq, out, cfg, once=True, poll=0.1))[-1].failed == 0
     assert "skipped in the last run" not in (out / "index.html").read_text().lower()
+
+
+def test_a_tile_too_small_to_score_is_said_to_be_unjudged(tiles, tmp_path):
+    import tifffile
+
+    src, kinds, _, _ = tiles
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    tile = tifffile.imread(src / sorted(kinds)[0])
+    tifffile.imwrite(acq / "tiny.tif", np.ascontiguousarray(tile[:40, :40]))
+    msgs = list(watch(acq, tmp_path / "out", PipelineConfig(correct=False, stable_seconds=0), once=True, poll=0.1))
+    said = [m.message for m in msgs if "could be scored" in getattr(m, "message", "")]
+    assert said == ["warning: tiny.tif: no part of this 40 x 40 px tile could be scored with the blur metric "
+                    "(too small?): it is reported ok but was not judged; check it by eye"]

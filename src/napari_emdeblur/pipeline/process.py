@@ -238,6 +238,10 @@ def _score(path, cfg: PipelineConfig, rec: TileRecord):
     is_empty = file_empty(scores, bm)
     code = int(decisions.classify(np.array([score], np.float32), ct, rt, empty=np.array([is_empty]))[0])
     rec.decision = decisions.DECISION_NAMES[code]
+    if not finite.any() and not is_empty:  # "ok" here means unjudged: say so (e.g. a tile under the metric's size)
+        h, w = rec.shape
+        rec.warnings.append(f"{rec.file}: no part of this {h} x {w} px tile could be scored with the {rec.metric} "
+                            "metric (too small?): it is reported ok but was not judged; check it by eye")
     return img, ps
 
 
