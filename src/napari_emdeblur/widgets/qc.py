@@ -394,10 +394,7 @@ class QCWidget(Container):
         meta = {"source": r.layer_name, "tile": r.tile, "metric": r.metric, "image_shape": r.image_shape,
                 "unit": r.unit}
         hmeta = dict(meta, scores=self._cell_scores)
-        for name in (f"{r.layer_name} {s}" for s in QC_LAYER_SUFFIXES):
-            old = plugin_layer(self._viewer, name)  # ours only (a run with a user's layer in the way is refused)
-            if old is not None:
-                self._viewer.layers.remove(old)
+        self._remove_qc_layers(r.layer_name)
         view = review_view(self._viewer)
         sync = getattr(self, "_sync", True)
         self._heat_limits = self._blur_limits = None  # set when the run ends
@@ -544,6 +541,13 @@ class QCWidget(Container):
                     lyr.metadata[key]["source"] = new
             lyr.name = f"{new} {suffix}"
 
+    def _remove_qc_layers(self, image: str) -> None:
+        """Remove the QC layers of ``image`` the dock made (never a layer of the user's)."""
+        for suffix in QC_LAYER_SUFFIXES:
+            old = plugin_layer(self._viewer, f"{image} {suffix}")
+            if old is not None:
+                self._viewer.layers.remove(old)
+
     def _source_alive(self) -> bool:
         """The image this run scores is still in the viewer (else its QC layers are not added)."""
         src = self._source_ref() if self._source_ref is not None else None
@@ -554,10 +558,7 @@ class QCWidget(Container):
         if r is None:
             return
         if not self._source_alive():  # removed while it was scored: nothing to show it on
-            for name in (f"{r.layer_name} {s}" for s in QC_LAYER_SUFFIXES):
-                old = plugin_layer(self._viewer, name)
-                if old is not None:
-                    self._viewer.layers.remove(old)
+            self._remove_qc_layers(r.layer_name)
             notify(f"'{r.layer_name}' was removed while it was scored: its QC result is not shown", "warning")
             return
         finite = r.scores[np.isfinite(r.scores)]
